@@ -1,0 +1,109 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace batching {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+
+struct BatchingOptions {
+  // A batch closes once its rows reach this; a single larger task runs as a batch of its own.
+  size_t max_batch_rows = 4096;
+  // How long the oldest queued task may wait for more rows; 0 runs whatever is queued at once.
+  std::chrono::microseconds max_queue_delay{0};
+  // Rows the queue holds at most; a task that would go beyond it is rejected.
+  size_t max_queue_rows = 65536;
+};
+
+absl::Status ValidateBatchingOptions(const BatchingOptions& options);
+
+// A batch cut from the queue: the tasks to run together, in arrival order, and the tasks that
+// were dropped instead (deadline passed, client gone), each with the reason.
+template <typename Task>
+struct Cut {
+  std::vector<std::unique_ptr<Task>> batch;
+  std::vector<std::pair<std::unique_ptr<Task>, absl::Status>> dropped;
+};
+
+// The batching policy, without threads or clocks of its own: time is passed in, so tests drive
+// it with any time they like. Not thread-safe; DynamicBatcher guards it with its mutex.
+//
+// Task must provide:
+//   size_t rows() const;                       // rows this task adds to a batch
+//   absl::Status Liveness(TimePoint now) const; // non-OK: drop the task instead of running it
+template <typename Task>
+class BatchQueue {
+ public:
+  explicit BatchQueue(const BatchingOptions& options) : options_(options) {}
+
+  // Takes ownership of `task` on OK. On RESOURCE_EXHAUSTED the queue is full and `task` is left
+  // with the caller, untouched.
+  absl::Status Push(std::unique_ptr<Task>& task, TimePoint now) {
+    const size_t rows = task->rows();
+    if (queued_rows_ + rows > options_.max_queue_rows) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("server queue is full (", queued_rows_, " of ", options_.max_queue_rows,
+                       " rows queued, request has ", rows, "); retry later"));
+    }
+    queued_rows_ += rows;
+    entries_.push_back(Entry{now, std::move(task)});
+    return absl::OkStatus();
+  }
+
+  // The earliest time at which Cut returns a batch; nullopt while the queue is empty.
+  std::optional<TimePoint> ReadyAt() const {
+    if (entries_.empty()) return std::nullopt;
+    if (queued_rows_ >= options_.max_batch_rows) return entries_.front().enqueued;
+    return entries_.front().enqueued + options_.max_queue_delay;
+  }
+
+  // Pops the next batch if it is ready at `now` (or at once when `flush`). A batch holds
+  // queued tasks in order while their rows fit max_batch_rows, and at least one task.
+  Cut<Task> Pop(TimePoint now, bool flush) {
+    Cut<Task> cut;
+    const std::optional<TimePoint> ready_at = ReadyAt();
+    if (!ready_at || (!flush && now < *ready_at)) return cut;
+    size_t batch_rows = 0;
+    while (!entries_.empty()) {
+      const size_t rows = entries_.front().task->rows();
+      if (!cut.batch.empty() && batch_rows + rows > options_.max_batch_rows) break;
+      std::unique_ptr<Task> task = std::move(entries_.front().task);
+      entries_.pop_front();
+      queued_rows_ -= rows;
+      absl::Status live = task->Liveness(now);
+      if (!live.ok()) {
+        cut.dropped.emplace_back(std::move(task), std::move(live));
+        continue;
+      }
+      batch_rows += rows;
+      cut.batch.push_back(std::move(task));
+      if (batch_rows >= options_.max_batch_rows) break;
+    }
+    return cut;
+  }
+
+  bool empty() const { return entries_.empty(); }
+  size_t queued_rows() const { return queued_rows_; }
+
+ private:
+  struct Entry {
+    TimePoint enqueued;
+    std::unique_ptr<Task> task;
+  };
+
+  const BatchingOptions options_;
+  std::deque<Entry> entries_;
+  size_t queued_rows_ = 0;
+};
+
+}  // namespace batching

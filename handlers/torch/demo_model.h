@@ -1,0 +1,13 @@
+#pragma once
+
+#include <torch/script.h>
+
+#include <cstdint>
+
+namespace handlers {
+
+// The built-in demo model (see ExportDemoModel). Its weights are a fixed function of their
+// position, so every build serves the same model.
+torch::jit::Module MakeDemoModel(int64_t hidden);
+
+}  // namespace handlers

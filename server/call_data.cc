@@ -1,0 +1,106 @@
+#include "call_data.h"
+
+#include "grpc_status.h"
+#include "payload_codec.h"
+
+namespace server {
+namespace {
+
+// The batcher's view of a call: the decoded request plus the way back to the client.
+class CallTask final : public handlers::InferenceTask {
+ public:
+  CallTask(handlers::InferenceRequest request, EvaluateCall* call)
+      : InferenceTask(std::move(request)), call_(call) {}
+
+  absl::Status Liveness(TimePoint now) const override { return call_->Liveness(now); }
+  void Complete(const float* outputs, int64_t stride) override {
+    call_->Reply(request(), outputs, stride);
+  }
+  void Fail(absl::Status status) override { call_->Fail(status); }
+
+ private:
+  EvaluateCall* const call_;  // alive until it is finished through this task
+};
+
+// The client's deadline on the steady clock, or nullopt when it set none.
+std::optional<EvaluateCall::TimePoint> SteadyDeadline(const grpc::ServerContext& context) {
+  const auto deadline = context.deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) return std::nullopt;
+  const auto remaining = deadline - std::chrono::system_clock::now();
+  if (remaining > std::chrono::hours(24 * 365)) return std::nullopt;
+  return std::chrono::steady_clock::now() +
+         std::chrono::duration_cast<std::chrono::steady_clock::duration>(remaining);
+}
+
+}  // namespace
+
+void EvaluateCall::Listen(const EvaluateContext& context, grpc::ServerCompletionQueue* cq) {
+  (new EvaluateCall(context, cq))->Start();
+}
+
+EvaluateCall::EvaluateCall(const EvaluateContext& context, grpc::ServerCompletionQueue* cq)
+    : context_(context), cq_(cq), responder_(&server_context_) {}
+
+void EvaluateCall::Start() {
+  server_context_.AsyncNotifyWhenDone(&done_tag_);
+  context_.service->RequestEvaluateModel(&server_context_, &request_, &responder_, cq_, cq_, this);
+}
+
+void EvaluateCall::Proceed(bool ok) {
+  if (state_ == State::kFinished) {
+    Release();
+    return;
+  }
+  // state_ == kWaitingForRequest: a request arrived, or (ok == false) the server shut down
+  // before one did, in which case gRPC owes no done tag either.
+  if (!ok) {
+    delete this;
+    return;
+  }
+  Listen(context_, cq_);
+  deadline_ = SteadyDeadline(server_context_);
+  absl::StatusOr<handlers::InferenceRequest> decoded =
+      handlers::DecodeRequest(request_.inp_dict_bytes(), *context_.signature);
+  if (!decoded.ok()) {
+    Fail(decoded.status());
+    return;
+  }
+  std::unique_ptr<handlers::InferenceTask> task =
+      std::make_unique<CallTask>(*std::move(decoded), this);
+  state_ = State::kQueued;
+  if (absl::Status queued = context_.batcher->Enqueue(task); !queued.ok()) Fail(queued);
+}
+
+void EvaluateCall::Reply(const handlers::InferenceRequest& request, const float* outputs,
+                         int64_t stride) {
+  handlers::EncodeResponse(request.output_names, outputs, request.rows, stride,
+                           reply_.mutable_response_bytes());
+  state_ = State::kFinished;
+  responder_.Finish(reply_, grpc::Status::OK, this);
+}
+
+void EvaluateCall::Fail(const absl::Status& status) {
+  state_ = State::kFinished;
+  responder_.FinishWithError(ToGrpcStatus(status), this);
+}
+
+absl::Status EvaluateCall::Liveness(TimePoint now) const {
+  if (deadline_ && now >= *deadline_) {
+    return absl::DeadlineExceededError("deadline passed while the request was queued");
+  }
+  if (cancelled_.load(std::memory_order_acquire)) {
+    return absl::CancelledError("client cancelled the request while it was queued");
+  }
+  return absl::OkStatus();
+}
+
+void EvaluateCall::DoneTag::Proceed(bool /*ok*/) {
+  call_->cancelled_.store(call_->server_context_.IsCancelled(), std::memory_order_release);
+  call_->Release();
+}
+
+void EvaluateCall::Release() {
+  if (tags_owed_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+}
+
+}  // namespace server

@@ -1,0 +1,12 @@
+#pragma once
+
+#include <grpcpp/support/status.h>
+
+#include "absl/status/status.h"
+
+namespace server {
+
+// The one place an internal status becomes what the client sees.
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+}  // namespace server

@@ -1,0 +1,186 @@
+// model_server: serves a TorchScript model over the seed's gRPC ModelService with dynamic
+// micro-batching. See README.md for flags and payloads.
+
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <cxxopts.hpp>
+#include <iostream>
+#include <optional>
+#include <string>
+
+#include "model_server.h"
+#include "torch_handler.h"
+
+namespace {
+
+std::string EnvOr(const char* name, const std::string& fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? std::string(value) : fallback;
+}
+
+// The seed's PROCESSOR=cpu|gpu, as a --device value.
+std::string DefaultDevice() {
+  const std::string processor = EnvOr("PROCESSOR", "");
+  if (processor == "gpu") return "cuda";
+  if (processor == "cpu") return "cpu";
+  return "auto";
+}
+
+struct Config {
+  server::ServerOptions server;
+  handlers::TorchHandlerOptions handler;
+  std::string export_demo_model;
+  std::string log_level;
+};
+
+// Parses the command line; exits on --help or a usage error.
+Config ParseFlags(int argc, char** argv) {
+  cxxopts::Options options(
+      "model_server", "Serves a TorchScript model over gRPC ModelService with dynamic batching");
+  const Config defaults;
+  // clang-format off
+  options.add_options()
+    ("model", "TorchScript model file (env MODEL_LOC); none serves the built-in demo model",
+     cxxopts::value<std::string>()->default_value(EnvOr("MODEL_LOC", "")))
+    ("address", "host:port to listen on (env PORT_INTERNAL sets the port)",
+     cxxopts::value<std::string>()->default_value("0.0.0.0:" + EnvOr("PORT_INTERNAL", "13000")))
+    ("device", "cpu, cuda, cuda:N or auto (env PROCESSOR=cpu|gpu)",
+     cxxopts::value<std::string>()->default_value(DefaultDevice()))
+    ("max-batch-rows", "rows at which a batch closes",
+     cxxopts::value<size_t>()->default_value(std::to_string(defaults.server.batching.max_batch_rows)))
+    ("max-queue-delay-us", "longest a request waits for more rows to batch with; 0 = never wait",
+     cxxopts::value<int64_t>()->default_value("0"))
+    ("max-queue-rows", "rows queued at most; beyond it requests get RESOURCE_EXHAUSTED",
+     cxxopts::value<size_t>()->default_value(std::to_string(defaults.server.batching.max_queue_rows)))
+    ("cq-threads", "completion-queue threads; 0 = CPUs this process may use",
+     cxxopts::value<int>()->default_value("0"))
+    ("torch-threads", "torch intra-op threads; 0 = libtorch's default",
+     cxxopts::value<int>()->default_value(std::to_string(defaults.handler.torch_threads)))
+    ("max-message-bytes", "largest request or response message",
+     cxxopts::value<int>()->default_value(std::to_string(defaults.server.max_message_bytes)))
+    ("drain-timeout", "seconds accepted calls may take to finish after SIGTERM/SIGINT",
+     cxxopts::value<int>()->default_value("30"))
+    ("demo-hidden", "hidden layer width of the built-in demo model",
+     cxxopts::value<int64_t>()->default_value(std::to_string(defaults.handler.demo_hidden)))
+    ("log-level", "trace, debug, info, warn, error or off",
+     cxxopts::value<std::string>()->default_value("info"))
+    ("export-demo-model", "write the demo model as a TorchScript file to PATH and exit",
+     cxxopts::value<std::string>()->default_value(""))
+    ("h,help", "show this help");
+  // clang-format on
+  try {
+    const cxxopts::ParseResult flags = options.parse(argc, argv);
+    if (flags.count("help") > 0) {
+      std::cout << options.help() << std::endl;
+      std::exit(0);
+    }
+    if (!flags.unmatched().empty()) {
+      throw cxxopts::exceptions::exception("unexpected argument " + flags.unmatched().front());
+    }
+    Config config;
+    config.server.address = flags["address"].as<std::string>();
+    config.server.cq_threads = flags["cq-threads"].as<int>();
+    config.server.max_message_bytes = flags["max-message-bytes"].as<int>();
+    config.server.drain_timeout = std::chrono::seconds(flags["drain-timeout"].as<int>());
+    config.server.batching.max_batch_rows = flags["max-batch-rows"].as<size_t>();
+    config.server.batching.max_queue_delay =
+        std::chrono::microseconds(flags["max-queue-delay-us"].as<int64_t>());
+    config.server.batching.max_queue_rows = flags["max-queue-rows"].as<size_t>();
+    config.handler.model_path = flags["model"].as<std::string>();
+    config.handler.device = flags["device"].as<std::string>();
+    config.handler.torch_threads = flags["torch-threads"].as<int>();
+    config.handler.demo_hidden = flags["demo-hidden"].as<int64_t>();
+    config.handler.max_batch_rows = static_cast<int64_t>(config.server.batching.max_batch_rows);
+    config.export_demo_model = flags["export-demo-model"].as<std::string>();
+    config.log_level = flags["log-level"].as<std::string>();
+    return config;
+  } catch (const cxxopts::exceptions::exception& error) {
+    std::cerr << "model_server: " << error.what() << "\n\n" << options.help() << std::endl;
+    std::exit(2);
+  }
+}
+
+// Waits for SIGINT/SIGTERM (blocked in every thread, so only this one sees them). Drains on the
+// first; a second one exits at once.
+void ServeUntilSignalled(server::ModelServer& model_server, const sigset_t& signals) {
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  spdlog::info("received {}: draining (health NOT_SERVING, new calls refused)",
+               strsignal(signal_number));
+  std::thread second_signal([&signals] {
+    int second = 0;
+    sigwait(&signals, &second);
+    spdlog::warn("received {} again: exiting without draining", strsignal(second));
+    std::_Exit(1);
+  });
+  second_signal.detach();
+  model_server.Shutdown();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Config config = ParseFlags(argc, argv);
+  const std::optional<spdlog::level::level_enum> level = [&]() {
+    const spdlog::level::level_enum parsed = spdlog::level::from_str(config.log_level);
+    const bool valid = parsed != spdlog::level::off || config.log_level == "off";
+    return valid ? std::optional(parsed) : std::nullopt;
+  }();
+  if (!level) {
+    std::cerr << "model_server: unknown --log-level " << config.log_level << std::endl;
+    return 2;
+  }
+  spdlog::set_level(*level);
+
+  if (!config.export_demo_model.empty()) {
+    const absl::Status exported =
+        handlers::ExportDemoModel(config.export_demo_model, config.handler.demo_hidden);
+    if (!exported.ok()) {
+      spdlog::error("{}", std::string(exported.message()));
+      return 1;
+    }
+    spdlog::info("wrote the demo model to {}", config.export_demo_model);
+    return 0;
+  }
+
+  // Block the shutdown signals before any thread starts, so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const server::ServerOptions& options = config.server;
+  spdlog::info(
+      "config: model={} device={} max_batch_rows={} max_queue_delay_us={} max_queue_rows={} "
+      "cq_threads={} torch_threads={} max_message_bytes={} drain_timeout_s={}",
+      config.handler.model_path.empty() ? "demo" : config.handler.model_path, config.handler.device,
+      options.batching.max_batch_rows, options.batching.max_queue_delay.count(),
+      options.batching.max_queue_rows,
+      options.cq_threads > 0 ? options.cq_threads : server::UsableCpus(),
+      config.handler.torch_threads, options.max_message_bytes,
+      std::chrono::duration_cast<std::chrono::seconds>(options.drain_timeout).count());
+
+  std::unique_ptr<handlers::ModelHandler> handler = handlers::MakeTorchHandler(config.handler);
+  if (const absl::Status initialized = handler->Initialize(); !initialized.ok()) {
+    spdlog::error("cannot start: {}", std::string(initialized.message()));
+    return 1;
+  }
+
+  absl::StatusOr<std::unique_ptr<server::ModelServer>> model_server =
+      server::ModelServer::Start(options, std::move(handler));
+  if (!model_server.ok()) {
+    spdlog::error("cannot start: {}", std::string(model_server.status().message()));
+    return 1;
+  }
+  spdlog::info("listening on port {} ({}); health SERVING", (*model_server)->port(),
+               options.address);
+
+  ServeUntilSignalled(**model_server, signals);
+  const handlers::ExecutorStats& stats = (*model_server)->stats();
+  spdlog::info("stopped: {} requests in {} batches, {} forward passes", stats.batched_requests,
+               stats.batches, stats.forward_passes);
+  return 0;
+}

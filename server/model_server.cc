@@ -1,0 +1,120 @@
+#include "model_server.h"
+
+#include <grpcpp/health_check_service_interface.h>
+#include <sched.h>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace server {
+namespace {
+
+// Calls armed per completion queue and method, so bursts of arrivals need not wait for a
+// replacement call to be armed.
+constexpr int kEvaluateCallsPerQueue = 16;
+constexpr int kHealthCallsPerQueue = 2;
+
+}  // namespace
+
+int UsableCpus() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return std::max(1, CPU_COUNT(&set));
+}
+
+absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
+    const ServerOptions& options, std::unique_ptr<handlers::ModelHandler> handler) {
+  if (options.max_message_bytes <= 0) {
+    return absl::InvalidArgumentError("max_message_bytes must be positive");
+  }
+  std::unique_ptr<ModelServer> server(new ModelServer(options, std::move(handler)));
+  if (absl::Status built = server->Build(); !built.ok()) return built;
+  return server;
+}
+
+ModelServer::ModelServer(const ServerOptions& options,
+                         std::unique_ptr<handlers::ModelHandler> handler)
+    : options_(options), handler_(std::move(handler)), executor_(*handler_, stats_) {}
+
+absl::Status ModelServer::Build() {
+  absl::StatusOr<std::unique_ptr<Batcher>> batcher =
+      Batcher::Create(options_.batching, 1,
+                      [this](size_t, std::vector<std::unique_ptr<handlers::InferenceTask>>& batch) {
+                        executor_.Execute(batch);
+                      });
+  if (!batcher.ok()) return batcher.status();
+  batcher_ = *std::move(batcher);
+  evaluate_context_ = EvaluateContext{&service_, batcher_.get(), &handler_->signature()};
+  health_methods_.request = [this](grpc::ServerContext* context, google::protobuf::Empty* request,
+                                   grpc::ServerAsyncResponseWriter<HCReply>* responder,
+                                   grpc::ServerCompletionQueue* cq, void* tag) {
+    service_.RequestHealthCheck(context, request, responder, cq, cq, tag);
+  };
+  health_methods_.answer = [this](const google::protobuf::Empty&, HCReply* reply) {
+    reply->set_status(serving_.load() ? "SERVING" : "NOT_SERVING");
+    return grpc::Status::OK;
+  };
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options_.address, grpc::InsecureServerCredentials(), &port_);
+  builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  builder.SetMaxSendMessageSize(options_.max_message_bytes);
+  builder.RegisterService(&service_);
+  const int num_queues = options_.cq_threads > 0 ? options_.cq_threads : UsableCpus();
+  for (int i = 0; i < num_queues; ++i) queues_.push_back(builder.AddCompletionQueue());
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr) {
+    for (auto& cq : queues_) {
+      cq->Shutdown();
+      PollQueue(cq.get());
+    }
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options_.address, " (address in use or invalid)"));
+  }
+
+  for (auto& cq : queues_) {
+    for (int i = 0; i < kEvaluateCallsPerQueue; ++i)
+      EvaluateCall::Listen(evaluate_context_, cq.get());
+    for (int i = 0; i < kHealthCallsPerQueue; ++i) {
+      UnaryCall<google::protobuf::Empty, HCReply>::Listen(health_methods_, cq.get());
+    }
+    pollers_.emplace_back([this, queue = cq.get()] { PollQueue(queue); });
+  }
+  SetServing(true);
+  return absl::OkStatus();
+}
+
+void ModelServer::PollQueue(grpc::ServerCompletionQueue* cq) {
+  void* tag;
+  bool ok;
+  while (cq->Next(&tag, &ok)) static_cast<Tag*>(tag)->Proceed(ok);
+}
+
+void ModelServer::SetServing(bool serving) {
+  serving_.store(serving);
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus("", serving);
+  health->SetServingStatus("modelservice", serving);
+}
+
+void ModelServer::Shutdown() {
+  std::call_once(shutdown_once_, [this] {
+    SetServing(false);
+    // Refuses new calls at once and waits for accepted ones: the batcher and the pollers keep
+    // running meanwhile, so queued requests are computed and answered.
+    server_->Shutdown(std::chrono::system_clock::now() + options_.drain_timeout);
+    // Anything still queued after a drain timeout is computed or dropped (its call was
+    // cancelled), and finished before the queues close.
+    batcher_->Shutdown();
+    for (auto& cq : queues_) cq->Shutdown();
+    for (std::thread& poller : pollers_) poller.join();
+    handler_->Cleanup();
+  });
+}
+
+ModelServer::~ModelServer() {
+  if (server_ != nullptr) Shutdown();
+}
+
+}  // namespace server

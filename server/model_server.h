@@ -1,0 +1,80 @@
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "batch_executor.h"
+#include "batch_queue.h"
+#include "call_data.h"
+#include "model_handler.h"
+
+namespace server {
+
+struct ServerOptions {
+  // host:port to listen on; port 0 picks a free port (see ModelServer::port).
+  std::string address = "0.0.0.0:13000";
+  // Completion queues, each polled by its own thread; 0 means one per CPU this process may use.
+  int cq_threads = 0;
+  // Largest request or response message, in bytes; larger ones fail with RESOURCE_EXHAUSTED.
+  int max_message_bytes = 4 * 1024 * 1024;
+  // How requests are coalesced into forward passes.
+  batching::BatchingOptions batching;
+  // How long Shutdown lets accepted calls finish before cancelling them.
+  std::chrono::milliseconds drain_timeout{30000};
+};
+
+// The gRPC front end: ModelService (EvaluateModel, HealthCheck) and grpc.health.v1.Health on
+// completion queues, feeding one dynamic batcher that runs an initialized handler.
+class ModelServer {
+ public:
+  // Serves `handler`, which must be initialized; takes ownership. Health says SERVING once this
+  // returns OK. Errors: INVALID_ARGUMENT for bad options, UNAVAILABLE when the address cannot be
+  // bound (e.g. the port is in use).
+  static absl::StatusOr<std::unique_ptr<ModelServer>> Start(
+      const ServerOptions& options, std::unique_ptr<handlers::ModelHandler> handler);
+
+  ~ModelServer();
+
+  // The port the server listens on.
+  int port() const { return port_; }
+
+  // Health turns NOT_SERVING, new calls are refused, accepted calls finish (up to
+  // drain_timeout), then threads stop and the handler is cleaned up. Idempotent; any thread.
+  void Shutdown();
+
+  const handlers::ExecutorStats& stats() const { return stats_; }
+
+ private:
+  ModelServer(const ServerOptions& options, std::unique_ptr<handlers::ModelHandler> handler);
+  absl::Status Build();
+  void SetServing(bool serving);
+  void PollQueue(grpc::ServerCompletionQueue* cq);
+
+  const ServerOptions options_;
+  std::unique_ptr<handlers::ModelHandler> handler_;
+  handlers::ExecutorStats stats_;
+  handlers::BatchExecutor executor_;
+  std::unique_ptr<Batcher> batcher_;
+  ModelService::AsyncService service_;
+  EvaluateContext evaluate_context_;
+  UnaryCall<google::protobuf::Empty, HCReply>::Methods health_methods_;
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
+  std::unique_ptr<grpc::Server> server_;
+  std::vector<std::thread> pollers_;
+  int port_ = 0;
+  std::atomic<bool> serving_{false};
+  std::once_flag shutdown_once_;
+};
+
+// CPUs this process may run on (its affinity mask), at least 1.
+int UsableCpus();
+
+}  // namespace server
