@@ -60,6 +60,8 @@ absl::Status ModelServer::Build() {
   builder.AddListeningPort(options_.address, grpc::InsecureServerCredentials(), &port_);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.SetMaxSendMessageSize(options_.max_message_bytes);
+  // gRPC binds with SO_REUSEPORT by default, which lets a second server share a port in use.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(&service_);
   const int num_queues = options_.cq_threads > 0 ? options_.cq_threads : UsableCpus();
   for (int i = 0; i < num_queues; ++i) queues_.push_back(builder.AddCompletionQueue());

@@ -1,0 +1,159 @@
+#include "dynamic_batcher.h"
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <vector>
+
+namespace batching {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct FakeTask {
+  size_t rows_ = 1;
+  int id = 0;
+  std::atomic<bool> cancelled{false};
+  std::promise<absl::Status>* done = nullptr;
+
+  size_t rows() const { return rows_; }
+  absl::Status Liveness(TimePoint) const {
+    return cancelled ? absl::CancelledError("client cancelled") : absl::OkStatus();
+  }
+  void Fail(absl::Status status) { done->set_value(std::move(status)); }
+};
+
+// Runs batches and records their task ids; can hold the batch thread until released.
+class Recorder {
+ public:
+  void Process(std::vector<std::unique_ptr<FakeTask>>& batch) {
+    std::unique_lock<std::mutex> lock(mu_);
+    std::vector<int> ids;
+    for (auto& task : batch) ids.push_back(task->id);
+    batches_.push_back(ids);
+    changed_.notify_all();
+    changed_.wait(lock, [this] { return !hold_; });
+    lock.unlock();
+    for (auto& task : batch) task->done->set_value(absl::OkStatus());
+  }
+  void Hold(bool hold) {
+    std::lock_guard<std::mutex> lock(mu_);
+    hold_ = hold;
+    changed_.notify_all();
+  }
+  void WaitForBatches(size_t count) {
+    std::unique_lock<std::mutex> lock(mu_);
+    REQUIRE(changed_.wait_for(lock, 10s, [&] { return batches_.size() >= count; }));
+  }
+  std::vector<std::vector<int>> batches() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return batches_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable changed_;
+  bool hold_ = false;
+  std::vector<std::vector<int>> batches_;
+};
+
+std::unique_ptr<DynamicBatcher<FakeTask>> MakeBatcher(Recorder& recorder,
+                                                      BatchingOptions options = {}) {
+  auto batcher = DynamicBatcher<FakeTask>::Create(
+      options, 1, [&recorder](size_t, std::vector<std::unique_ptr<FakeTask>>& batch) {
+        recorder.Process(batch);
+      });
+  REQUIRE(batcher.ok());
+  return *std::move(batcher);
+}
+
+absl::Status Enqueue(DynamicBatcher<FakeTask>& batcher, int id, std::promise<absl::Status>& done,
+                     size_t rows = 1) {
+  auto task = std::make_unique<FakeTask>();
+  task->id = id;
+  task->rows_ = rows;
+  task->done = &done;
+  return batcher.Enqueue(task);
+}
+
+TEST_CASE("a lone request runs at once and a busy batcher batches what queued meanwhile",
+          "[dynamic_batcher]") {
+  Recorder recorder;
+  auto batcher = MakeBatcher(recorder);
+  std::vector<std::promise<absl::Status>> done(6);
+  recorder.Hold(true);
+  REQUIRE(Enqueue(*batcher, 0, done[0]).ok());
+  recorder.WaitForBatches(1);  // request 0 runs alone; the batch thread is now busy
+  for (int id = 1; id < 6; ++id) REQUIRE(Enqueue(*batcher, id, done[id]).ok());
+  recorder.Hold(false);
+  recorder.WaitForBatches(2);
+  for (auto& promise : done) CHECK(promise.get_future().get().ok());
+  CHECK(recorder.batches() == std::vector<std::vector<int>>{{0}, {1, 2, 3, 4, 5}});
+}
+
+TEST_CASE("the delay cut waits for the oldest request's delay on the real clock",
+          "[dynamic_batcher]") {
+  Recorder recorder;
+  auto batcher = MakeBatcher(recorder, {.max_batch_rows = 100, .max_queue_delay = 100ms});
+  std::vector<std::promise<absl::Status>> done(2);
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE(Enqueue(*batcher, 0, done[0]).ok());
+  REQUIRE(Enqueue(*batcher, 1, done[1]).ok());
+  CHECK(done[0].get_future().get().ok());
+  CHECK(std::chrono::steady_clock::now() - start >= 100ms);
+  CHECK(recorder.batches() == std::vector<std::vector<int>>{{0, 1}});
+}
+
+TEST_CASE("cancelled requests are failed, not run", "[dynamic_batcher]") {
+  Recorder recorder;
+  auto batcher = MakeBatcher(recorder);
+  std::vector<std::promise<absl::Status>> done(3);
+  recorder.Hold(true);
+  REQUIRE(Enqueue(*batcher, 0, done[0]).ok());
+  recorder.WaitForBatches(1);
+  auto cancelled = std::make_unique<FakeTask>();
+  cancelled->id = 1;
+  cancelled->done = &done[1];
+  cancelled->cancelled = true;
+  REQUIRE(batcher->Enqueue(cancelled).ok());
+  REQUIRE(Enqueue(*batcher, 2, done[2]).ok());
+  recorder.Hold(false);
+  CHECK(done[1].get_future().get().code() == absl::StatusCode::kCancelled);
+  CHECK(done[2].get_future().get().ok());
+  CHECK(recorder.batches() == std::vector<std::vector<int>>{{0}, {2}});
+}
+
+TEST_CASE("a full queue rejects at once; shutdown runs what is queued and refuses more",
+          "[dynamic_batcher]") {
+  Recorder recorder;
+  auto batcher = MakeBatcher(recorder, {.max_batch_rows = 4, .max_queue_rows = 4});
+  std::vector<std::promise<absl::Status>> done(4);
+  recorder.Hold(true);
+  REQUIRE(Enqueue(*batcher, 0, done[0], 4).ok());
+  recorder.WaitForBatches(1);
+  REQUIRE(Enqueue(*batcher, 1, done[1], 3).ok());
+  CHECK(Enqueue(*batcher, 2, done[2], 2).code() == absl::StatusCode::kResourceExhausted);
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(50ms);
+    recorder.Hold(false);
+  });
+  batcher->Shutdown();
+  releaser.join();
+  CHECK(done[1].get_future().get().ok());
+  CHECK(Enqueue(*batcher, 3, done[3]).code() == absl::StatusCode::kUnavailable);
+  CHECK(recorder.batches() == std::vector<std::vector<int>>{{0}, {1}});
+}
+
+TEST_CASE("bad options are refused by the factory", "[dynamic_batcher]") {
+  auto process = [](size_t, std::vector<std::unique_ptr<FakeTask>>&) {};
+  CHECK(DynamicBatcher<FakeTask>::Create({.max_batch_rows = 0}, 1, process).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(DynamicBatcher<FakeTask>::Create({}, 0, process).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace batching

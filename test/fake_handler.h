@@ -1,0 +1,89 @@
+#pragma once
+
+// A model without torch for tests of the executor and the transport:
+//   y_1 = params[0] * (x_1 + x_2 + x_3) + params[1],  y_2 = x_1
+// A row with x_1 == kPoison makes the forward pass fail, as a model's runtime check would.
+
+#include <condition_variable>
+#include <mutex>
+#include <vector>
+
+#include "model_handler.h"
+
+namespace testing_support {
+
+inline constexpr float kPoison = 666.0f;
+
+class FakeHandler final : public handlers::ModelHandler {
+ public:
+  FakeHandler() {
+    signature_.input_names = {"x_1", "x_2", "x_3"};
+    signature_.output_names = {"y_1", "y_2"};
+    signature_.num_inputs = 3;
+    signature_.num_outputs = 2;
+    signature_.num_params = 2;
+    signature_.default_params = {1.0f, 0.0f};
+  }
+
+  absl::Status Initialize() override { return absl::OkStatus(); }
+  const handlers::ModelSignature& signature() const override { return signature_; }
+
+  handlers::BatchBuffers PrepareBatch(int64_t rows) override {
+    rows_ = rows;
+    inputs_.resize(rows * 3);
+    params_.resize(rows * 2);
+    return {inputs_.data(), params_.data()};
+  }
+
+  absl::StatusOr<const float*> Run() override {
+    std::unique_lock<std::mutex> lock(mu_);
+    batch_rows_.push_back(rows_);
+    changed_.notify_all();
+    changed_.wait(lock, [this] { return !hold_; });
+    if (fail_every_call_) return absl::InternalError("model forward failed: always broken");
+    outputs_.resize(rows_ * 2);
+    for (int64_t row = 0; row < rows_; ++row) {
+      const float* x = &inputs_[row * 3];
+      const float* p = &params_[row * 2];
+      if (x[0] == kPoison) return absl::InternalError("model forward failed: poison row");
+      outputs_[row * 2] = p[0] * (x[0] + x[1] + x[2]) + p[1];
+      outputs_[row * 2 + 1] = x[0];
+    }
+    return outputs_.data();
+  }
+
+  void Cleanup() override { cleaned_up_ = true; }
+
+  // Holds every forward pass until released, so tests can pile up requests.
+  void Hold(bool hold) {
+    std::lock_guard<std::mutex> lock(mu_);
+    hold_ = hold;
+    changed_.notify_all();
+  }
+  void FailEveryCall() { fail_every_call_ = true; }
+  // Waits until `count` forward passes have started.
+  bool WaitForForwards(size_t count) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return changed_.wait_for(lock, std::chrono::seconds(10),
+                             [&] { return batch_rows_.size() >= count; });
+  }
+  // Rows of each forward pass so far.
+  std::vector<int64_t> batch_rows() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return batch_rows_;
+  }
+  bool cleaned_up() const { return cleaned_up_; }
+
+ private:
+  handlers::ModelSignature signature_;
+  int64_t rows_ = 0;
+  std::vector<float> inputs_, params_, outputs_;
+  std::mutex mu_;
+  std::condition_variable changed_;
+  bool hold_ = false;
+  std::vector<int64_t> batch_rows_;
+  std::atomic<bool> fail_every_call_{false};
+  std::atomic<bool> cleaned_up_{false};
+};
+
+}  // namespace testing_support

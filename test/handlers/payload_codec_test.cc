@@ -1,0 +1,173 @@
+#include "payload_codec.h"
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace handlers {
+namespace {
+
+ModelSignature Signature() {
+  ModelSignature signature;
+  signature.input_names = {"x_1", "x_2", "x_3"};
+  signature.output_names = {"y_1", "y_2"};
+  signature.num_inputs = 3;
+  signature.num_outputs = 2;
+  signature.num_params = 2;
+  signature.default_params = {1.0f, 0.0f};
+  return signature;
+}
+
+const char* const kSeedPayload = R"({
+  "analyticSettings": {
+    "modelParams": {"input_var_order": ["x_1", "x_2", "x_3"], "output_var_order": ["y_1"],
+                    "bias_weight_map": {"final": {"weights": [1, 2, 3, 4], "bias": [0]}}},
+    "tunableParams": {"bias_weight_array": [0.5, -2]}},
+  "inputs": {"x_1": [1, 2], "x_2": [0.25, 3e2], "x_3": [-1.5, 0], "unused": ["a"]},
+  "somethingElse": {"deep": [[[]]]}})";
+
+// The error for `payload`, which must be INVALID_ARGUMENT and mention `fragment`.
+void RequireRejected(const std::string& payload, const std::string& fragment,
+                     const ModelSignature& signature = Signature()) {
+  absl::StatusOr<InferenceRequest> decoded = DecodeRequest(payload, signature);
+  INFO("payload: " << payload.substr(0, 200));
+  REQUIRE_FALSE(decoded.ok());
+  CHECK(decoded.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(decoded.status().message()), Catch::Contains(fragment));
+}
+
+TEST_CASE("the seed's payload decodes into row-major inputs and its parameters", "[codec]") {
+  absl::StatusOr<InferenceRequest> decoded = DecodeRequest(kSeedPayload, Signature());
+  REQUIRE(decoded.ok());
+  CHECK(decoded->rows == 2);
+  CHECK(decoded->inputs == std::vector<float>{1, 0.25f, -1.5f, 2, 300, 0});
+  CHECK(decoded->params == std::vector<float>{0.5f, -2});
+  CHECK(decoded->output_names == std::vector<std::string>{"y_1"});
+}
+
+TEST_CASE("input_var_order picks the columns and their order", "[codec]") {
+  absl::StatusOr<InferenceRequest> decoded = DecodeRequest(
+      R"({"analyticSettings": {"modelParams": {"input_var_order": ["b", "c", "a"],
+                                               "output_var_order": ["out"]}},
+          "inputs": {"a": [1], "b": [2], "c": [3]}})",
+      Signature());
+  REQUIRE(decoded.ok());
+  CHECK(decoded->inputs == std::vector<float>{2, 3, 1});
+  CHECK(decoded->output_names == std::vector<std::string>{"out"});
+}
+
+TEST_CASE("without modelParams or tunableParams the model's own names and defaults apply",
+          "[codec]") {
+  absl::StatusOr<InferenceRequest> decoded =
+      DecodeRequest(R"({"inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})", Signature());
+  REQUIRE(decoded.ok());
+  CHECK(decoded->params == std::vector<float>{1, 0});
+  CHECK(decoded->output_names == std::vector<std::string>{"y_1", "y_2"});
+}
+
+TEST_CASE("a model without tunable parameters gets none", "[codec]") {
+  ModelSignature signature = Signature();
+  signature.num_params = 0;
+  signature.default_params.clear();
+  absl::StatusOr<InferenceRequest> decoded =
+      DecodeRequest(R"({"inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})", signature);
+  REQUIRE(decoded.ok());
+  CHECK(decoded->params.empty());
+  RequireRejected(R"({"analyticSettings": {"tunableParams": {"bias_weight_array": [1]}},
+                      "inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})",
+                  "takes no tunable parameters", signature);
+}
+
+TEST_CASE("every bad input is refused with a message naming the problem", "[codec]") {
+  const std::string columns = R"("inputs": {"x_1": [1, 2], "x_2": [3, 4], "x_3": [5, 6]})";
+  RequireRejected("{\"inputs\": {\"x_1\": [1], \"x\xff\": [2]}}", "not valid UTF-8");
+  RequireRejected("{\"inputs\": ", "not valid JSON");
+  RequireRejected("", "not valid JSON");
+  RequireRejected("[1, 2, 3]", "must be an object");
+  RequireRejected(R"({"analyticSettings": {}})", "no \"inputs\"");
+  RequireRejected(R"({"inputs": [1, 2]})", "\"inputs\" must be a JSON object");
+  RequireRejected(R"({"inputs": {"x_1": [1], "x_3": [3]}})", "\"x_2\"");
+  RequireRejected(R"({"inputs": {"x_1": [1, 2], "x_2": [3], "x_3": [5, 6]}})",
+                  "inputs.x_2 has 1 values but inputs.x_1 has 2");
+  RequireRejected(R"({"inputs": {"x_1": [], "x_2": [], "x_3": []}})", "zero rows");
+  RequireRejected(R"({"inputs": {"x_1": [1], "x_2": ["two"], "x_3": [3]}})",
+                  "inputs.x_2[0] is not a number");
+  RequireRejected(R"({"inputs": {"x_1": 1, "x_2": [2], "x_3": [3]}})",
+                  "inputs.x_1 must be an array");
+  RequireRejected(R"({"analyticSettings": {"tunableParams": {"bias_weight_array": [1, 2, 3]}},)" +
+                      columns + "}",
+                  "bias_weight_array has 3 values but the model takes 2");
+  RequireRejected(
+      R"({"analyticSettings": {"tunableParams": {"bias_weight_array": [1, "x"]}},)" + columns + "}",
+      "bias_weight_array[1] is not a number");
+  RequireRejected(
+      R"({"analyticSettings": {"modelParams": {"output_var_order": ["a", "b", "c"]}},)" + columns +
+          "}",
+      "output_var_order names 3 outputs but the model produces 2");
+  RequireRejected(R"({"analyticSettings": {"modelParams": {"input_var_order": ["x_1", "x_2"]}},)" +
+                      columns + "}",
+                  "input_var_order names 2 variables but the model takes 3");
+  RequireRejected(
+      R"({"analyticSettings": {"modelParams": {"input_var_order": "x_1"}},)" + columns + "}",
+      "input_var_order must be an array of strings");
+  RequireRejected(R"({"analyticSettings": 7,)" + columns + "}",
+                  "analyticSettings must be a JSON object");
+}
+
+TEST_CASE("deeply nested JSON is refused without recursion", "[codec]") {
+  const std::string deep =
+      "{\"inputs\": " + std::string(100000, '[') + std::string(100000, ']') + "}";
+  RequireRejected(deep, "nested deeper than");
+}
+
+TEST_CASE("requests without parameters need model defaults; without names, model names",
+          "[codec]") {
+  ModelSignature signature = Signature();
+  signature.default_params.clear();
+  RequireRejected(R"({"inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})",
+                  "no analyticSettings.tunableParams.bias_weight_array", signature);
+  signature = Signature();
+  signature.input_names.clear();
+  RequireRejected(R"({"inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})",
+                  "no analyticSettings.modelParams.input_var_order", signature);
+}
+
+TEST_CASE("responses are the seed's JSON with exact float text", "[codec]") {
+  const float outputs[] = {0.5f, 9, -1.25f, 9, 3e-8f, 9};  // column 0 of 3 rows, stride 2
+  std::string out = "stale contents";
+  EncodeResponse({"y_1"}, outputs, 3, 2, &out);
+  CHECK(out == R"({"prediction": {"y_1": [0.5, -1.25, 3e-08]}})");
+  EncodeResponse({"a", "b"}, outputs, 1, 2, &out);
+  CHECK(out == R"({"prediction": {"a": [0.5], "b": [9]}})");
+}
+
+TEST_CASE("responses spell non-finite values and odd names as Python's json reads them",
+          "[codec]") {
+  const float outputs[] = {std::numeric_limits<float>::quiet_NaN(),
+                           std::numeric_limits<float>::infinity(),
+                           -std::numeric_limits<float>::infinity()};
+  std::string out;
+  EncodeResponse({"q\"\\\n"}, outputs, 3, 1, &out);
+  CHECK(out == R"({"prediction": {"q\"\\\u000a": [NaN, Infinity, -Infinity]}})");
+}
+
+TEST_CASE("an encoded response decodes back to the same floats", "[codec]") {
+  const float outputs[] = {0.1f, 1.0f / 3, 123456.789f, -7e-20f};
+  std::string out;
+  EncodeResponse({"x_1"}, outputs, 4, 1, &out);
+  // The response is itself valid input for a one-column model: decode it back.
+  ModelSignature signature;
+  signature.input_names = {"x_1"};
+  signature.output_names = {"y"};
+  signature.num_inputs = 1;
+  signature.num_outputs = 1;
+  std::string payload = out;
+  payload.replace(0, std::string("{\"prediction\"").size(), "{\"inputs\"");
+  absl::StatusOr<InferenceRequest> decoded = DecodeRequest(payload, signature);
+  REQUIRE(decoded.ok());
+  CHECK(decoded->inputs == std::vector<float>(std::begin(outputs), std::end(outputs)));
+}
+
+}  // namespace
+}  // namespace handlers

@@ -1,0 +1,271 @@
+// The transport with a fake model: the real server on a free port, real gRPC clients.
+
+#include "model_server.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <catch2/catch.hpp>
+#include <future>
+#include <string>
+#include <thread>
+
+#include "../fake_handler.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "health.grpc.pb.h"
+#include "model_interface.grpc.pb.h"
+
+namespace server {
+namespace {
+
+using namespace std::chrono_literals;
+using testing_support::FakeHandler;
+using testing_support::kPoison;
+
+struct Reply {
+  grpc::Status status;
+  std::string body;
+};
+
+// A request for rows x_1 = values, x_2 = x_3 = 0, with tunable parameters `params`.
+std::string Payload(const std::vector<float>& x_1, const std::vector<float>& params) {
+  const std::string column = absl::StrCat("[", absl::StrJoin(x_1, ", "), "]");
+  const std::string zeros =
+      absl::StrCat("[", absl::StrJoin(std::vector<int>(x_1.size(), 0), ", "), "]");
+  return absl::StrCat(
+      R"({"analyticSettings": {"modelParams": {"input_var_order": ["x_1", "x_2", "x_3"],)",
+      R"( "output_var_order": ["y_1"]}, "tunableParams": {"bias_weight_array": [)",
+      absl::StrJoin(params, ", "), "]}}, \"inputs\": {\"x_1\": ", column, ", \"x_2\": ", zeros,
+      ", \"x_3\": ", zeros, "}}");
+}
+
+class TestServer {
+ public:
+  explicit TestServer(ServerOptions options = {}) {
+    options.address = "127.0.0.1:0";
+    options.cq_threads = 2;
+    auto handler = std::make_unique<FakeHandler>();
+    handler_ = handler.get();
+    auto started = ModelServer::Start(options, std::move(handler));
+    REQUIRE(started.ok());
+    server_ = *std::move(started);
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = ModelService::NewStub(channel_);
+  }
+
+  Reply Evaluate(const std::string& payload,
+                 std::chrono::milliseconds deadline = std::chrono::milliseconds(20000)) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + deadline);
+    inRequest request;
+    request.set_inp_dict_bytes(payload);
+    outCalc response;
+    grpc::Status status = stub_->EvaluateModel(&context, request, &response);
+    return {status, response.response_bytes()};
+  }
+
+  std::future<Reply> EvaluateAsync(std::string payload) {
+    return std::async(std::launch::async, [this, payload] { return Evaluate(payload); });
+  }
+
+  FakeHandler& handler() { return *handler_; }
+  ModelServer& server() { return *server_; }
+  std::shared_ptr<grpc::Channel> channel() { return channel_; }
+  ModelService::Stub& stub() { return *stub_; }
+
+ private:
+  FakeHandler* handler_;
+  std::unique_ptr<ModelServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<ModelService::Stub> stub_;
+};
+
+grpc::health::v1::HealthCheckResponse::ServingStatus StandardHealth(
+    const std::shared_ptr<grpc::Channel>& channel, const std::string& service,
+    grpc::Status* status) {
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext context;
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  *status = health->Check(&context, request, &response);
+  return response.status();
+}
+
+TEST_CASE("EvaluateModel answers with the seed's JSON", "[server]") {
+  TestServer server;
+  const Reply reply = server.Evaluate(Payload({1, 2}, {2, 0.5}));
+  REQUIRE(reply.status.ok());
+  CHECK(reply.body == R"({"prediction": {"y_1": [2.5, 4.5]}})");
+}
+
+TEST_CASE("both health services say SERVING", "[server]") {
+  TestServer server;
+  grpc::ClientContext context;
+  HCReply reply;
+  REQUIRE(server.stub().HealthCheck(&context, google::protobuf::Empty(), &reply).ok());
+  CHECK(reply.status() == "SERVING");
+  for (const std::string service : {"", "modelservice"}) {
+    grpc::Status status;
+    CHECK(StandardHealth(server.channel(), service, &status) ==
+          grpc::health::v1::HealthCheckResponse::SERVING);
+    CHECK(status.ok());
+  }
+  grpc::Status status;
+  StandardHealth(server.channel(), "no-such-service", &status);
+  CHECK(status.error_code() == grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_CASE("a bad request gets INVALID_ARGUMENT and the server keeps serving", "[server]") {
+  TestServer server;
+  const Reply bad = server.Evaluate("{\"inputs\": {\"x_1\": [1]}}");
+  CHECK(bad.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(bad.status.error_message(), Catch::Contains("\"x_2\""));
+  CHECK(server.Evaluate(Payload({1}, {1, 0})).status.ok());
+}
+
+TEST_CASE("a message over max_message_bytes is refused with RESOURCE_EXHAUSTED", "[server]") {
+  ServerOptions options;
+  options.max_message_bytes = 1000;
+  TestServer server(options);
+  const Reply reply = server.Evaluate(Payload(std::vector<float>(500, 1), {1, 0}));
+  CHECK(reply.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK(server.Evaluate(Payload({1}, {1, 0})).status.ok());
+}
+
+TEST_CASE("64 concurrent requests with different parameters share forward passes", "[server]") {
+  TestServer server;
+  server.handler().Hold(true);
+  std::future<Reply> first = server.EvaluateAsync(Payload({1}, {1, 0}));
+  REQUIRE(server.handler().WaitForForwards(1));
+  std::vector<std::future<Reply>> replies;
+  for (int i = 0; i < 63; ++i) {
+    replies.push_back(server.EvaluateAsync(Payload({float(i), float(i + 1)}, {float(i), 1})));
+  }
+  std::this_thread::sleep_for(300ms);  // lets the 63 calls queue behind the held forward
+  server.handler().Hold(false);
+  CHECK(first.get().status.ok());
+  for (int i = 0; i < 63; ++i) {
+    const Reply reply = replies[i].get();
+    REQUIRE(reply.status.ok());
+    // y_1 = p0 * x_1 + p1 with p = (i, 1).
+    CHECK(reply.body ==
+          absl::StrCat(R"({"prediction": {"y_1": [)", i * i + 1, ", ", i * (i + 1) + 1, "]}}"));
+  }
+  const size_t forwards = server.handler().batch_rows().size();
+  CHECK(forwards < 10);
+  CHECK(server.server().stats().batched_requests == 64);
+}
+
+TEST_CASE("a full queue answers RESOURCE_EXHAUSTED at once", "[server]") {
+  ServerOptions options;
+  options.batching.max_batch_rows = 4;
+  options.batching.max_queue_rows = 4;
+  TestServer server(options);
+  server.handler().Hold(true);
+  std::future<Reply> running = server.EvaluateAsync(Payload({1, 1}, {1, 0}));
+  REQUIRE(server.handler().WaitForForwards(1));
+  std::future<Reply> queued_1 = server.EvaluateAsync(Payload({1, 1}, {1, 0}));
+  std::future<Reply> queued_2 = server.EvaluateAsync(Payload({1, 1}, {1, 0}));
+  std::this_thread::sleep_for(300ms);  // both are queued: 4 rows of 4
+  const auto start = std::chrono::steady_clock::now();
+  const Reply refused = server.Evaluate(Payload({1}, {1, 0}));
+  CHECK(refused.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK_THAT(refused.status.error_message(), Catch::Contains("queue is full"));
+  CHECK(std::chrono::steady_clock::now() - start < 5s);  // not a timeout
+  server.handler().Hold(false);
+  CHECK(running.get().status.ok());
+  CHECK(queued_1.get().status.ok());
+  CHECK(queued_2.get().status.ok());
+}
+
+TEST_CASE("requests whose deadline passes or that are cancelled while queued are never computed",
+          "[server]") {
+  TestServer server;
+  server.handler().Hold(true);
+  std::future<Reply> running = server.EvaluateAsync(Payload({1}, {1, 0}));
+  REQUIRE(server.handler().WaitForForwards(1));
+  // 7 rows: a batch size no other request here has.
+  const Reply expired = server.Evaluate(Payload(std::vector<float>(7, 1), {1, 0}), 200ms);
+  CHECK(expired.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
+
+  grpc::ClientContext cancelled_context;
+  inRequest request;
+  request.set_inp_dict_bytes(Payload(std::vector<float>(5, 1), {1, 0}));
+  outCalc response;
+  std::promise<grpc::Status> cancelled_status;
+  server.stub().async()->EvaluateModel(
+      &cancelled_context, &request, &response,
+      [&](grpc::Status status) { cancelled_status.set_value(status); });
+  std::this_thread::sleep_for(200ms);
+  cancelled_context.TryCancel();
+  CHECK(cancelled_status.get_future().get().error_code() == grpc::StatusCode::CANCELLED);
+  std::this_thread::sleep_for(100ms);  // lets the server see the cancellation
+
+  server.handler().Hold(false);
+  CHECK(running.get().status.ok());
+  CHECK(server.Evaluate(Payload({1, 2, 3}, {1, 0})).status.ok());
+  CHECK(server.handler().batch_rows() == std::vector<int64_t>{1, 3});
+}
+
+TEST_CASE("a request that breaks its batch fails alone; its batch-mates are answered", "[server]") {
+  TestServer server;
+  server.handler().Hold(true);
+  std::future<Reply> first = server.EvaluateAsync(Payload({1}, {1, 0}));
+  REQUIRE(server.handler().WaitForForwards(1));
+  std::future<Reply> good_1 = server.EvaluateAsync(Payload({1}, {3, 0}));
+  std::future<Reply> poison = server.EvaluateAsync(Payload({kPoison}, {1, 0}));
+  std::future<Reply> good_2 = server.EvaluateAsync(Payload({2}, {3, 0}));
+  std::this_thread::sleep_for(300ms);
+  server.handler().Hold(false);
+  CHECK(first.get().status.ok());
+  CHECK(good_1.get().body == R"({"prediction": {"y_1": [3]}})");
+  const Reply failed = poison.get();
+  CHECK(failed.status.error_code() == grpc::StatusCode::INTERNAL);
+  CHECK_THAT(failed.status.error_message(), Catch::Contains("poison row"));
+  CHECK(good_2.get().body == R"({"prediction": {"y_1": [6]}})");
+}
+
+TEST_CASE("a model that fails every call leaves the server up and answering errors", "[server]") {
+  TestServer server;
+  server.handler().FailEveryCall();
+  for (int i = 0; i < 3; ++i) {
+    const Reply reply = server.Evaluate(Payload({1}, {1, 0}));
+    CHECK(reply.status.error_code() == grpc::StatusCode::INTERNAL);
+  }
+  grpc::ClientContext context;
+  HCReply health;
+  CHECK(server.stub().HealthCheck(&context, google::protobuf::Empty(), &health).ok());
+}
+
+TEST_CASE("shutdown with requests in flight finishes every accepted call", "[server]") {
+  TestServer server;
+  server.handler().Hold(true);
+  std::vector<std::future<Reply>> replies;
+  for (int i = 0; i < 8; ++i) replies.push_back(server.EvaluateAsync(Payload({float(i)}, {1, 0})));
+  REQUIRE(server.handler().WaitForForwards(1));
+  std::this_thread::sleep_for(200ms);  // all 8 accepted
+  std::thread shutdown([&] { server.server().Shutdown(); });
+  std::this_thread::sleep_for(200ms);
+  // Draining: health is NOT_SERVING and new calls are refused.
+  grpc::Status health_status;
+  const auto health = StandardHealth(server.channel(), "", &health_status);
+  CHECK((!health_status.ok() || health == grpc::health::v1::HealthCheckResponse::NOT_SERVING));
+  CHECK(server.Evaluate(Payload({1}, {1, 0})).status.error_code() == grpc::StatusCode::UNAVAILABLE);
+  server.handler().Hold(false);
+  for (auto& reply : replies) CHECK(reply.get().status.ok());
+  shutdown.join();
+  CHECK(server.handler().cleaned_up());
+}
+
+TEST_CASE("a port in use is a startup error", "[server]") {
+  TestServer first;
+  ServerOptions options;
+  options.address = absl::StrCat("127.0.0.1:", first.server().port());
+  auto second = ModelServer::Start(options, std::make_unique<FakeHandler>());
+  CHECK(second.status().code() == absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace server
