@@ -1,0 +1,203 @@
+#!/usr/bin/python3
+"""Tests model_client.py against the real model_server (no pytest: Debian's python3 only).
+
+    /usr/bin/python3 clients/python/test_client.py --server build/server/model_server
+
+Starts the server on free loopback ports, checks evaluate()/health results, the seed's retry
+policy (client first, server ~2 s later: the call still succeeds, after retrying), that
+non-UNAVAILABLE errors are not retried, that retries give up after max_attempts, and that
+SIGTERM stops the server with exit status 0. Exits non-zero on the first failed check.
+"""
+
+import argparse
+import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import grpc  # noqa: E402
+
+import model_client  # noqa: E402
+
+SERVER = None  # path to model_server, from the command line
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(port):
+    return subprocess.Popen([SERVER, "--address", f"127.0.0.1:{port}", "--log-level", "warn"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def stop_server(process, test):
+    """SIGTERM, then asserts a clean exit (status 0) within 30 s."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        _, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        test.fail("model_server did not exit within 30 s of SIGTERM")
+    test.assertEqual(process.returncode, 0, f"model_server exited {process.returncode}: {stderr}")
+
+
+def assert_prediction(test, response, rows):
+    test.assertEqual(set(response), {"prediction"})
+    test.assertEqual(set(response["prediction"]), {"y_1"})
+    values = response["prediction"]["y_1"]
+    test.assertIsInstance(values, list)
+    test.assertEqual(len(values), rows)
+    for value in values:
+        test.assertIsInstance(value, (int, float))
+        test.assertTrue(math.isfinite(value), f"non-finite prediction {value}")
+
+
+class ServingTest(unittest.TestCase):
+    """One server for the whole class; each test talks to it through fresh clients."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.port = free_port()
+        cls.server = start_server(cls.port)
+        cls.client = model_client.ModelClient(f"127.0.0.1:{cls.port}", timeout_s=30)
+        if not cls.client.wait_until_serving(timeout_s=120):
+            cls.server.kill()
+            raise RuntimeError(f"model_server not SERVING after 120 s: {cls.server.communicate()[1]}")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        if cls.server.poll() is None:
+            cls.server.kill()
+            cls.server.wait()
+
+    def test_health(self):
+        self.assertEqual(self.client.health_check(), "SERVING")
+        self.assertTrue(self.client.is_serving(""))
+        self.assertTrue(self.client.is_serving("modelservice"))
+        self.assertFalse(self.client.is_serving("no-such-service"))
+
+    def test_evaluate_shapes(self):
+        for rows in (1, 7, 300):
+            with self.subTest(rows=rows):
+                assert_prediction(self, self.client.evaluate(model_client.demo_request(rows, seed=rows)), rows)
+
+    def test_evaluate_is_deterministic_and_input_dependent(self):
+        request = model_client.demo_request(5, seed=42)
+        first = self.client.evaluate(request)["prediction"]["y_1"]
+        self.assertEqual(self.client.evaluate(request)["prediction"]["y_1"], first)
+        other = self.client.evaluate(model_client.demo_request(5, seed=43))["prediction"]["y_1"]
+        self.assertNotEqual(other, first)
+
+    def test_concurrent_calls(self):
+        errors = []
+
+        def worker(seed):
+            try:
+                for i in range(20):
+                    assert_prediction(self, self.client.evaluate(model_client.demo_request(3, seed=seed * 100 + i)), 3)
+            except Exception as error:  # collected and asserted below
+                errors.append(error)
+
+        threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual(errors, [])
+
+    def test_invalid_request_is_not_retried(self):
+        with model_client.ModelClient(f"127.0.0.1:{self.port}", timeout_s=30) as client:
+            request = model_client.demo_request(2, seed=1)
+            del request["inputs"]["x_2"]
+            started = time.monotonic()
+            with self.assertRaises(grpc.RpcError) as raised:
+                client.evaluate(request)
+            self.assertEqual(raised.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertEqual(client.retry.attempts, 1)
+            self.assertLess(time.monotonic() - started, 1.0)
+
+
+class RetryTest(unittest.TestCase):
+
+    def test_call_made_before_the_server_starts_succeeds(self):
+        port = free_port()
+        client = model_client.ModelClient(f"127.0.0.1:{port}", timeout_s=30)
+        outcome = {}
+
+        def call():
+            started = time.monotonic()
+            try:
+                outcome["response"] = client.evaluate(model_client.demo_request(4, seed=7))
+            except Exception as error:  # asserted below
+                outcome["error"] = error
+            outcome["elapsed_s"] = time.monotonic() - started
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(2.0)
+        self.assertTrue(caller.is_alive(), "the call ended before the server started")
+        server = start_server(port)
+        try:
+            caller.join(timeout=60)
+            self.assertFalse(caller.is_alive(), "the call did not finish within 60 s")
+            self.assertNotIn("error", outcome)
+            assert_prediction(self, outcome["response"], 4)
+            self.assertGreaterEqual(outcome["elapsed_s"], 2.0)
+            self.assertGreater(client.retry.attempts, 1)
+            self.assertLessEqual(client.retry.attempts, 5)
+        finally:
+            client.close()
+            stop_server(server, self)
+
+    def test_gives_up_after_max_attempts(self):
+        client = model_client.ModelClient(f"127.0.0.1:{free_port()}", max_attempts=3,
+                                          init_backoff_ms=100, multiplier=2)
+        started = time.monotonic()
+        with self.assertRaises(grpc.RpcError) as raised:
+            client.evaluate(model_client.demo_request(1))
+        elapsed = time.monotonic() - started
+        client.close()
+        self.assertEqual(raised.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(client.retry.attempts, 3)
+        self.assertGreaterEqual(elapsed, 0.3)  # slept 0.1 s + 0.2 s between the attempts
+
+    def test_backoff_schedule_matches_the_seed(self):
+        backoff = model_client.ExponentialBackoff(init_backoff_ms=1000, max_backoff_ms=30000, multiplier=2)
+        self.assertEqual([backoff.delay_s(a) for a in range(6)], [1.0, 2.0, 4.0, 8.0, 16.0, 30.0])
+
+
+class ShutdownTest(unittest.TestCase):
+
+    def test_sigterm_exits_cleanly(self):
+        port = free_port()
+        server = start_server(port)
+        with model_client.ModelClient(f"127.0.0.1:{port}", timeout_s=30) as client:
+            self.assertTrue(client.wait_until_serving(timeout_s=120))
+            assert_prediction(self, client.evaluate(model_client.demo_request(2)), 2)
+        stop_server(server, self)
+
+
+def main():
+    global SERVER
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", required=True, help="path to the model_server binary")
+    args, rest = parser.parse_known_args()
+    SERVER = os.path.abspath(args.server)
+    if not os.access(SERVER, os.X_OK):
+        parser.error(f"{SERVER} is not an executable")
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
