@@ -23,11 +23,16 @@ int64_t MillisecondsBetween(std::chrono::steady_clock::time_point from,
   return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
 }
 
-// The first line of a c10 message: the rest is a TorchScript traceback clients need not see.
-std::string FirstLine(const char* message) {
-  std::string text(message);
-  const size_t end = text.find('\n');
-  return end == std::string::npos ? text : text.substr(0, end);
+// The line of a torch error message that says what went wrong. TorchScript errors put a
+// traceback first and the error itself on the last line; other errors lead with it.
+std::string Summary(const char* message) {
+  const std::string text(message);
+  if (text.find("Traceback of TorchScript") == std::string::npos) {
+    return text.substr(0, text.find('\n'));
+  }
+  const size_t end = text.find_last_not_of("\n") + 1;
+  const size_t start = text.rfind('\n', end - 1);
+  return text.substr(start == std::string::npos ? 0 : start + 1, end - start - 1);
 }
 
 absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
@@ -167,9 +172,9 @@ class TorchHandler final : public ModelHandler {
       return outputs_.data_ptr<float>();
     } catch (const c10::Error& error) {
       return absl::InternalError(
-          absl::StrCat("model forward failed: ", FirstLine(error.what_without_backtrace())));
+          absl::StrCat("model forward failed: ", Summary(error.what_without_backtrace())));
     } catch (const std::exception& error) {
-      return absl::InternalError(absl::StrCat("model forward failed: ", FirstLine(error.what())));
+      return absl::InternalError(absl::StrCat("model forward failed: ", Summary(error.what())));
     }
   }
 
@@ -198,10 +203,10 @@ class TorchHandler final : public ModelHandler {
     } catch (const c10::Error& load_error) {
       return absl::InvalidArgumentError(
           absl::StrCat("cannot load TorchScript model ", path, ": ",
-                       FirstLine(load_error.what_without_backtrace())));
+                       Summary(load_error.what_without_backtrace())));
     } catch (const std::exception& load_error) {
       return absl::InvalidArgumentError(
-          absl::StrCat("cannot load TorchScript model ", path, ": ", FirstLine(load_error.what())));
+          absl::StrCat("cannot load TorchScript model ", path, ": ", Summary(load_error.what())));
     }
     return absl::OkStatus();
   }

@@ -1,0 +1,122 @@
+// The real server with the TorchScript demo model, real gRPC clients, answers checked against
+// the model run in-process.
+
+// torch (through glog) defines CHECK; include it first and give the name to Catch.
+#include <torch/cuda.h>
+#include <torch/script.h>
+#undef CHECK
+#include <grpcpp/grpcpp.h>
+
+#include <catch2/catch.hpp>
+#include <future>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "demo_model.h"
+#include "health.grpc.pb.h"
+#include "model_interface.grpc.pb.h"
+#include "model_server.h"
+#include "simdjson.h"
+#include "torch_handler.h"
+
+namespace server {
+namespace {
+
+constexpr int kRows = 50;
+
+struct Case {
+  std::vector<float> x;       // [kRows, 3]
+  std::vector<float> params;  // [5]
+};
+
+std::string Payload(const Case& c) {
+  std::vector<std::string> columns;
+  for (int column = 0; column < 3; ++column) {
+    std::vector<float> values;
+    for (int row = 0; row < kRows; ++row) values.push_back(c.x[row * 3 + column]);
+    columns.push_back(absl::StrCat("\"x_", column + 1, "\": [", absl::StrJoin(values, ", "), "]"));
+  }
+  // Integers and floats mixed in the parameters, as clients send them.
+  return absl::StrCat(
+      R"({"analyticSettings": {"modelParams": {"input_var_order": ["x_1", "x_2", "x_3"], )",
+      R"("output_var_order": ["y_1"], "bias_weight_map": {"final": {"weights": [1, 2, 3, 4], )",
+      R"("bias": [0]}}}, "tunableParams": {"bias_weight_array": [)", absl::StrJoin(c.params, ", "),
+      "]}}, \"inputs\": {", absl::StrJoin(columns, ", "), "}}");
+}
+
+std::vector<double> Prediction(const std::string& body) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root = parser.parse(body);
+  std::vector<double> values;
+  for (simdjson::dom::element value : root["prediction"]["y_1"].get_array()) {
+    values.push_back(value.get_double());
+  }
+  return values;
+}
+
+TEST_CASE("64 concurrent requests with different tunables match the model run in-process",
+          "[torch][server]") {
+  handlers::TorchHandlerOptions handler_options;
+  handler_options.device = "cpu";
+  auto handler = handlers::MakeTorchHandler(handler_options);
+  REQUIRE(handler->Initialize().ok());
+  ServerOptions options;
+  options.address = "127.0.0.1:0";
+  auto started = ModelServer::Start(options, std::move(handler));
+  REQUIRE(started.ok());
+  std::unique_ptr<ModelServer> model_server = *std::move(started);
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", model_server->port()),
+                                     grpc::InsecureChannelCredentials());
+
+  for (const std::string service : {"", "modelservice"}) {
+    auto health = grpc::health::v1::Health::NewStub(channel);
+    grpc::ClientContext context;
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    grpc::health::v1::HealthCheckResponse response;
+    REQUIRE(health->Check(&context, request, &response).ok());
+    CHECK(response.status() == grpc::health::v1::HealthCheckResponse::SERVING);
+  }
+
+  std::mt19937 random(42);
+  std::uniform_real_distribution<float> uniform(-2, 2);
+  std::vector<Case> cases(64);
+  for (Case& c : cases) {
+    for (int i = 0; i < kRows * 3; ++i) c.x.push_back(uniform(random));
+    for (int i = 0; i < 5; ++i) c.params.push_back(uniform(random));
+  }
+  cases[0].params = {1, 0, -1, 2, 0};  // integers
+
+  std::vector<std::future<std::pair<grpc::Status, std::string>>> replies;
+  for (const Case& c : cases) {
+    replies.push_back(std::async(std::launch::async, [&channel, payload = Payload(c)] {
+      auto stub = ModelService::NewStub(channel);
+      grpc::ClientContext context;
+      inRequest request;
+      request.set_inp_dict_bytes(payload);
+      outCalc response;
+      grpc::Status status = stub->EvaluateModel(&context, request, &response);
+      return std::make_pair(status, response.response_bytes());
+    }));
+  }
+
+  torch::jit::Module reference = handlers::MakeDemoModel(32);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    auto [status, body] = replies[i].get();
+    REQUIRE(status.ok());
+    const torch::Tensor x = torch::tensor(cases[i].x).reshape({kRows, 3});
+    const torch::Tensor p = torch::tensor(cases[i].params).reshape({1, 5}).expand({kRows, 5});
+    const torch::Tensor expected = reference.forward({x, p}).toTensor().reshape({kRows});
+    const std::vector<double> served = Prediction(body);
+    REQUIRE(served.size() == static_cast<size_t>(kRows));
+    for (int row = 0; row < kRows; ++row) {
+      CHECK(served[row] == Approx(expected[row].item<float>()).margin(1e-5));
+    }
+  }
+  CHECK(model_server->stats().batched_requests == 64);
+  model_server->Shutdown();
+}
+
+}  // namespace
+}  // namespace server
