@@ -1,0 +1,86 @@
+// model_forward_bench: the model's own limit. Times the TorchScript handler's forward pass (the
+// one model_server runs) at given batch sizes, in process, with no gRPC and no JSON.
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cxxopts.hpp>
+#include <iostream>
+#include <sstream>
+#include <vector>
+
+#include "torch_handler.h"
+
+int main(int argc, char** argv) {
+  cxxopts::Options options("model_forward_bench",
+                           "Raw forward throughput (rows/s) of a model at given batch sizes");
+  // clang-format off
+  options.add_options()
+    ("model", "TorchScript model file; none uses the built-in demo model",
+     cxxopts::value<std::string>()->default_value(""))
+    ("batch-rows", "comma-separated batch sizes",
+     cxxopts::value<std::string>()->default_value("1,50,100,200,400,800,1600,3200"))
+    ("seconds", "seconds timed per batch size", cxxopts::value<double>()->default_value("2"))
+    ("torch-threads", "torch intra-op threads", cxxopts::value<int>()->default_value("1"))
+    ("demo-hidden", "hidden width of the demo model", cxxopts::value<int64_t>()->default_value("32"))
+    ("h,help", "show this help");
+  // clang-format on
+  std::vector<int64_t> sizes;
+  handlers::TorchHandlerOptions handler_options;
+  double seconds = 0;
+  try {
+    const cxxopts::ParseResult flags = options.parse(argc, argv);
+    if (flags.count("help") > 0) {
+      std::cout << options.help() << std::endl;
+      return 0;
+    }
+    std::stringstream list(flags["batch-rows"].as<std::string>());
+    for (std::string item; std::getline(list, item, ',');) sizes.push_back(std::stoll(item));
+    seconds = flags["seconds"].as<double>();
+    handler_options.model_path = flags["model"].as<std::string>();
+    handler_options.torch_threads = flags["torch-threads"].as<int>();
+    handler_options.demo_hidden = flags["demo-hidden"].as<int64_t>();
+    handler_options.device = "cpu";
+  } catch (const std::exception& error) {
+    std::cerr << "model_forward_bench: " << error.what() << "\n\n" << options.help() << std::endl;
+    return 2;
+  }
+  for (const int64_t rows : sizes) {
+    if (rows < 1) {
+      std::cerr << "model_forward_bench: batch sizes must be positive" << std::endl;
+      return 2;
+    }
+    handler_options.max_batch_rows = std::max(handler_options.max_batch_rows, rows);
+  }
+
+  std::unique_ptr<handlers::ModelHandler> handler = handlers::MakeTorchHandler(handler_options);
+  if (const absl::Status initialized = handler->Initialize(); !initialized.ok()) {
+    std::cerr << "model_forward_bench: " << initialized.message() << std::endl;
+    return 1;
+  }
+  const handlers::ModelSignature& signature = handler->signature();
+  std::printf("%10s %12s %14s %12s\n", "batch_rows", "forwards/s", "rows/s", "us/forward");
+  for (const int64_t rows : sizes) {
+    int64_t forwards = 0;
+    const auto start = std::chrono::steady_clock::now();
+    std::chrono::duration<double> elapsed{0};
+    while (elapsed.count() < seconds) {
+      // Fresh inputs every pass, as the batch executor writes them.
+      handlers::BatchBuffers buffers = handler->PrepareBatch(rows);
+      for (int64_t i = 0; i < rows * signature.num_inputs; ++i) buffers.inputs[i] = std::sin(i);
+      for (int64_t i = 0; i < rows * signature.num_params; ++i) buffers.params[i] = 0.1f * (i % 5);
+      const absl::StatusOr<const float*> outputs = handler->Run();
+      if (!outputs.ok()) {
+        std::cerr << "model_forward_bench: " << outputs.status().message() << std::endl;
+        return 1;
+      }
+      ++forwards;
+      elapsed = std::chrono::steady_clock::now() - start;
+    }
+    std::printf("%10lld %12.0f %14.0f %12.1f\n", static_cast<long long>(rows),
+                forwards / elapsed.count(), forwards * rows / elapsed.count(),
+                elapsed.count() * 1e6 / forwards);
+  }
+  handler->Cleanup();
+  return 0;
+}

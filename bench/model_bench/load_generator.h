@@ -1,0 +1,70 @@
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "latency_histogram.h"
+
+namespace model_bench {
+
+// One step of load: a closed loop (`concurrency` calls always in flight) or an open loop
+// (`rate` arrivals per second, latency measured from each call's intended send time so that a
+// stalled server shows in the percentiles).
+struct LoadOptions {
+  // Calls go to these channels round-robin; must not be empty.
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  // Serialized inRequest messages, used in turn; must not be empty.
+  std::vector<std::string> payloads;
+  // Client threads, each with its own completion queue and share of the load.
+  int threads = 1;
+  // Closed loop: calls kept in flight. Used when rate is 0.
+  int concurrency = 1;
+  // Open loop: arrivals per second; 0 selects the closed loop.
+  double rate = 0;
+  // Open loop: exponential gaps between arrivals (Poisson process); false spaces them evenly.
+  bool poisson = true;
+  // Open loop: calls in flight at most; arrivals beyond wait (their latency still counts from
+  // their intended send time).
+  int max_in_flight = 20000;
+  // Calls sent before warmup has passed are not counted.
+  std::chrono::milliseconds warmup{1000};
+  // Counted calls are sent during this long after the warmup (unless max_requests stops first).
+  std::chrono::milliseconds duration{10000};
+  // Stops after this many counted calls; 0 means no limit.
+  int64_t max_requests = 0;
+  // Per-call deadline.
+  std::chrono::milliseconds timeout{10000};
+  // Verifies an OK call's response bytes (outCalc.response_bytes); failures count as errors
+  // named BAD_RESPONSE. Null skips decoding responses altogether.
+  std::function<absl::Status(const std::string&)> check;
+};
+
+struct LoadResult {
+  LatencyHistogram latency;  // of counted calls, OK or not
+  int64_t ok = 0;
+  std::map<std::string, int64_t> errors;  // by gRPC status code name (or BAD_RESPONSE)
+  double elapsed_s = 0;  // from the end of the warmup to the last counted completion
+  double throughput() const { return elapsed_s > 0 ? ok / elapsed_s : 0; }
+  int64_t error_count() const;
+};
+
+// Called about 4 times a second from the calling thread: fraction of the step done (by time or
+// by requests) and counted completions so far.
+using ProgressCallback = std::function<void(double fraction, int64_t completed)>;
+
+// Runs one step and blocks until every call it sent has finished.
+LoadResult RunLoad(const LoadOptions& options, const ProgressCallback& progress);
+
+// "OK", "UNAVAILABLE", ...
+std::string StatusCodeName(grpc::StatusCode code);
+
+}  // namespace model_bench

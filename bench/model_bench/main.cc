@@ -1,0 +1,307 @@
+// model_bench: a load generator for the seed's ModelService (closed or open loop, sweeps,
+// latency percentiles, JSON/CSV/HTML reports). Run with --help for the flags.
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <cxxopts.hpp>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "load_generator.h"
+#include "model_client.h"
+#include "model_interface.pb.h"
+#include "report.h"
+
+namespace model_bench {
+namespace {
+
+struct Config {
+  std::vector<std::string> targets;
+  int connections = 1;
+  int threads = 1;
+  std::vector<int> concurrencies;  // closed-loop steps
+  std::vector<double> rates;       // open-loop steps
+  LoadOptions load;
+  int rows = 50;
+  int vars = 3;
+  bool distinct_params = false;
+  std::string payload_file;
+  bool check = false;
+  bool wait_for_health = true;
+  std::string json_path, csv_path, report_path;
+  Settings settings;
+};
+
+int UsableCpus() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return std::max(1, CPU_COUNT(&set));
+}
+
+template <typename T>
+std::vector<T> ParseList(const std::string& text) {
+  std::vector<T> values;
+  std::stringstream stream(text);
+  std::string item;
+  while (std::getline(stream, item, ',')) {
+    if (item.empty()) continue;
+    std::istringstream parse(item);
+    T value;
+    if (!(parse >> value) || value <= 0) {
+      throw cxxopts::exceptions::exception("bad list item '" + item + "' in " + text);
+    }
+    values.push_back(value);
+  }
+  return values;
+}
+
+std::chrono::milliseconds Seconds(double seconds) {
+  return std::chrono::milliseconds(std::llround(seconds * 1000));
+}
+
+Config ParseFlags(int argc, char** argv) {
+  cxxopts::Options options("model_bench", "Load generator for the seed's gRPC ModelService");
+  // clang-format off
+  options.add_options()
+    ("target", "host:port of the server; several, comma-separated, share the load round-robin",
+     cxxopts::value<std::string>()->default_value("127.0.0.1:13000"))
+    ("connections", "HTTP/2 connections per target", cxxopts::value<int>()->default_value("1"))
+    ("threads", "client threads (completion queues); 0 = CPUs this process may use",
+     cxxopts::value<int>()->default_value("0"))
+    ("concurrency", "closed loop: calls in flight", cxxopts::value<int>()->default_value("16"))
+    ("rate", "open loop: requests/s (overrides --concurrency)",
+     cxxopts::value<double>()->default_value("0"))
+    ("arrivals", "open-loop arrivals: poisson or constant",
+     cxxopts::value<std::string>()->default_value("poisson"))
+    ("max-in-flight", "open loop: calls in flight at most",
+     cxxopts::value<int>()->default_value("20000"))
+    ("duration", "seconds measured per step", cxxopts::value<double>()->default_value("10"))
+    ("warmup", "seconds of load per step before measuring",
+     cxxopts::value<double>()->default_value("1"))
+    ("requests", "stop each step after this many measured requests (instead of --duration)",
+     cxxopts::value<int64_t>()->default_value("0"))
+    ("timeout-ms", "per-call deadline", cxxopts::value<int>()->default_value("10000"))
+    ("rows", "rows per request of the built-in payload", cxxopts::value<int>()->default_value("50"))
+    ("vars", "inputs x_1..x_N of the built-in payload", cxxopts::value<int>()->default_value("3"))
+    ("distinct-params", "give every request its own bias_weight_array")
+    ("payload", "send this file's bytes as inp_dict_bytes instead of the built-in payload",
+     cxxopts::value<std::string>()->default_value(""))
+    ("sweep-concurrency", "closed-loop steps, e.g. 1,4,16,64,256",
+     cxxopts::value<std::string>()->default_value(""))
+    ("sweep-rate", "open-loop steps in requests/s, e.g. 500,1000,2000",
+     cxxopts::value<std::string>()->default_value(""))
+    ("check", "verify every response decodes and has the expected shape")
+    ("no-wait", "do not wait for the server's health to be SERVING first")
+    ("json", "write the results as JSON to FILE", cxxopts::value<std::string>()->default_value(""))
+    ("csv", "write the results as CSV to FILE", cxxopts::value<std::string>()->default_value(""))
+    ("report", "write a self-contained HTML report to FILE",
+     cxxopts::value<std::string>()->default_value(""))
+    ("h,help", "show this help");
+  // clang-format on
+  try {
+    const cxxopts::ParseResult flags = options.parse(argc, argv);
+    if (flags.count("help") > 0) {
+      std::cout << options.help() << std::endl;
+      std::exit(0);
+    }
+    if (!flags.unmatched().empty()) {
+      throw cxxopts::exceptions::exception("unexpected argument " + flags.unmatched().front());
+    }
+    Config config;
+    std::stringstream targets(flags["target"].as<std::string>());
+    for (std::string target; std::getline(targets, target, ',');) {
+      if (!target.empty()) config.targets.push_back(target);
+    }
+    config.connections = flags["connections"].as<int>();
+    config.threads = flags["threads"].as<int>() > 0 ? flags["threads"].as<int>() : UsableCpus();
+    const std::string arrivals = flags["arrivals"].as<std::string>();
+    if (arrivals != "poisson" && arrivals != "constant") {
+      throw cxxopts::exceptions::exception("--arrivals must be poisson or constant");
+    }
+    config.load.poisson = arrivals == "poisson";
+    config.load.max_in_flight = flags["max-in-flight"].as<int>();
+    config.load.duration = Seconds(flags["duration"].as<double>());
+    config.load.warmup = Seconds(flags["warmup"].as<double>());
+    config.load.max_requests = flags["requests"].as<int64_t>();
+    config.load.timeout = std::chrono::milliseconds(flags["timeout-ms"].as<int>());
+    config.rows = flags["rows"].as<int>();
+    config.vars = flags["vars"].as<int>();
+    config.distinct_params = flags.count("distinct-params") > 0;
+    config.payload_file = flags["payload"].as<std::string>();
+    config.concurrencies = ParseList<int>(flags["sweep-concurrency"].as<std::string>());
+    config.rates = ParseList<double>(flags["sweep-rate"].as<std::string>());
+    if (config.concurrencies.empty() && config.rates.empty()) {
+      if (flags["rate"].as<double>() > 0) {
+        config.rates.push_back(flags["rate"].as<double>());
+      } else {
+        config.concurrencies.push_back(flags["concurrency"].as<int>());
+      }
+    }
+    config.check = flags.count("check") > 0;
+    config.wait_for_health = flags.count("no-wait") == 0;
+    config.json_path = flags["json"].as<std::string>();
+    config.csv_path = flags["csv"].as<std::string>();
+    config.report_path = flags["report"].as<std::string>();
+    if (config.targets.empty() || config.connections < 1 || config.rows < 1 || config.vars < 1 ||
+        config.load.max_in_flight < 1 || config.concurrencies.size() + config.rates.size() == 0) {
+      throw cxxopts::exceptions::exception(
+          "--target, --connections, --rows, --vars and --max-in-flight need positive values");
+    }
+    for (const auto& option : flags.arguments()) {
+      config.settings.emplace_back(option.key(), option.value());
+    }
+    return config;
+  } catch (const cxxopts::exceptions::exception& error) {
+    std::cerr << "model_bench: " << error.what() << "\n\n" << options.help() << std::endl;
+    std::exit(2);
+  }
+}
+
+// The built-in payloads: x_1..x_vars columns of `rows` values and a 5-value bias_weight_array,
+// varied per payload when every request gets its own parameters.
+std::vector<std::string> BuiltInPayloads(const Config& config) {
+  const int count = config.distinct_params ? 257 : 1;
+  std::vector<std::string> payloads;
+  for (int p = 0; p < count; ++p) {
+    model_client::Columns inputs;
+    for (int v = 0; v < config.vars; ++v) {
+      std::vector<double> values;
+      for (int r = 0; r < config.rows; ++r) values.push_back(std::sin(0.37 * r + 1.3 * v + p));
+      inputs.emplace_back("x_" + std::to_string(v + 1), std::move(values));
+    }
+    std::vector<double> params = {0.1, 0.2, 0.3, 0.4, 0.5};
+    for (size_t i = 0; i < params.size() && config.distinct_params; ++i) params[i] += 0.001 * p;
+    inRequest request;
+    request.set_inp_dict_bytes(model_client::BuildRequestJson(inputs, params, {"y_1"}));
+    payloads.push_back(request.SerializeAsString());
+  }
+  return payloads;
+}
+
+// Built-in payloads must come back as y_1 with one finite number per row; a --payload file's
+// responses only need to decode.
+std::function<absl::Status(const std::string&)> ResponseCheck(const Config& config) {
+  const size_t rows = config.payload_file.empty() ? config.rows : 0;
+  return [rows](const std::string& bytes) -> absl::Status {
+    absl::StatusOr<model_client::Columns> columns = model_client::ParseResponseJson(bytes);
+    if (!columns.ok()) return columns.status();
+    if (rows == 0) return absl::OkStatus();
+    if (columns->size() != 1 || columns->front().first != "y_1" ||
+        columns->front().second.size() != rows) {
+      return absl::InvalidArgumentError("expected y_1 with one value per row");
+    }
+    for (const double value : columns->front().second) {
+      if (!std::isfinite(value)) return absl::InvalidArgumentError("non-finite prediction");
+    }
+    return absl::OkStatus();
+  };
+}
+
+// A progress bar on a terminal; a plain line every 5 s otherwise.
+ProgressCallback Progress(const std::string& label) {
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  struct State {
+    std::chrono::steady_clock::time_point last_time = std::chrono::steady_clock::now();
+    std::chrono::steady_clock::time_point last_print = last_time;
+    int64_t last_completed = 0;
+    double rate = 0;
+  };
+  auto state = std::make_shared<State>();
+  return [tty, label, state](double fraction, int64_t completed) {
+    const auto now = std::chrono::steady_clock::now();
+    const double seconds = std::chrono::duration<double>(now - state->last_time).count();
+    state->rate = (completed - state->last_completed) / seconds;
+    state->last_time = now;
+    state->last_completed = completed;
+    if (tty) {
+      const int filled = static_cast<int>(fraction * 30);
+      std::fprintf(stderr, "\r%-10s [%s%s] %3.0f%% %10.0f req/s", label.c_str(),
+                   std::string(filled, '#').c_str(), std::string(30 - filled, '.').c_str(),
+                   fraction * 100, state->rate);
+      if (fraction >= 1.0) std::fprintf(stderr, "\n");
+    } else if (now - state->last_print >= std::chrono::seconds(5)) {
+      state->last_print = now;
+      std::fprintf(stderr, "%s: %.0f%% done, %.0f req/s\n", label.c_str(), fraction * 100,
+                   state->rate);
+    }
+  };
+}
+
+int Main(int argc, char** argv) {
+  Config config = ParseFlags(argc, argv);
+  int64_t rows_per_request = config.rows;
+  if (config.payload_file.empty()) {
+    config.load.payloads = BuiltInPayloads(config);
+  } else {
+    std::ifstream file(config.payload_file, std::ios::binary);
+    std::stringstream bytes;
+    bytes << file.rdbuf();
+    if (!file) {
+      std::cerr << "model_bench: cannot read " << config.payload_file << std::endl;
+      return 2;
+    }
+    inRequest request;
+    request.set_inp_dict_bytes(bytes.str());
+    config.load.payloads.push_back(request.SerializeAsString());
+    rows_per_request = model_client::RequestRows(bytes.str()).value_or(0);
+  }
+  if (config.check) config.load.check = ResponseCheck(config);
+  config.load.threads = config.threads;
+
+  for (const std::string& target : config.targets) {
+    for (int i = 0; i < config.connections; ++i) {
+      model_client::ChannelOptions channel_options;
+      channel_options.seed_retry_policy = false;  // count failures instead of retrying them
+      channel_options.connection_index = i;
+      config.load.channels.push_back(model_client::MakeChannel(target, channel_options));
+    }
+    if (config.wait_for_health) {
+      const absl::Status serving = model_client::WaitForServing(model_client::MakeChannel(target));
+      if (!serving.ok()) {
+        std::cerr << "model_bench: " << target << " is not serving: " << serving << std::endl;
+        return 1;
+      }
+    }
+  }
+
+  std::vector<Step> steps;
+  for (const int concurrency : config.concurrencies) {
+    steps.emplace_back().concurrency = concurrency;
+  }
+  for (const double rate : config.rates) steps.emplace_back().rate = rate;
+  for (Step& step : steps) {
+    LoadOptions load = config.load;
+    load.concurrency = step.concurrency;
+    load.rate = step.rate;
+    step.rows_per_request = rows_per_request;
+    step.result = RunLoad(load, Progress(step.Label()));
+  }
+  PrintTable(steps, std::cout);
+
+  const std::time_t now = std::time(nullptr);
+  char date[64];
+  std::strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S %Z", std::localtime(&now));
+  config.settings.emplace_back("date", date);
+  config.settings.emplace_back("client threads", std::to_string(config.threads));
+  config.settings.emplace_back("rows per request", std::to_string(rows_per_request));
+  int exit_code = 0;
+  const auto write = [&exit_code](const absl::Status& written) {
+    if (written.ok()) return;
+    std::cerr << "model_bench: " << written.message() << std::endl;
+    exit_code = 1;
+  };
+  if (!config.json_path.empty()) write(WriteJson(config.settings, steps, config.json_path));
+  if (!config.csv_path.empty()) write(WriteCsv(steps, config.csv_path));
+  if (!config.report_path.empty()) write(WriteHtml(config.settings, steps, config.report_path));
+  return exit_code;
+}
+
+}  // namespace
+}  // namespace model_bench
+
+int main(int argc, char** argv) { return model_bench::Main(argc, argv); }
