@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Builds the CPU image with podman and tests it for real:
+#   1. the runtime stage runs as non-root and resolves BLAS to OpenBLAS;
+#   2. `podman run` with the seed's env vars (PORT_INTERNAL) → the image's HEALTHCHECK passes;
+#   3. a short model_bench run from the same image has zero errors (or, if the image has no
+#      model_bench, 200 calls through clients/python/model_client.py);
+#   4. SIGTERM (podman stop) → the server drains and exits 0, well within the stop timeout;
+#   5. a model mounted at /models and named by MODEL_LOC serves too.
+# Prints the image size, the build time and the time from `podman run` to healthy.
+#
+#   docker/test_image.sh                # build (cached layers reused) and test
+#   docker/test_image.sh --no-build     # test the existing image
+#   docker/test_image.sh --from-git     # build from `git archive HEAD`, not the working tree
+#                                       # (a shared checkout's uncommitted work stays out)
+#
+# Needs root, podman, runc and debootstrap (Debian packages). No registry is needed: if
+# debian:bookworm-slim is missing it is made locally with debootstrap and tagged with that name,
+# so the Dockerfile stays standard. Not part of CI: see docker/README.md for why.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+IMAGE=${IMAGE:-model-server:cpu}
+BASE_IMAGE=docker.io/library/debian:bookworm-slim
+NAME=model-server-test-$$
+HEALTHY_TIMEOUT_S=${HEALTHY_TIMEOUT_S:-120}
+BUILD=1
+FROM_GIT=0
+for arg in "$@"; do
+  case "$arg" in
+    --no-build) BUILD=0 ;;
+    --from-git) FROM_GIT=1 ;;
+    *) echo "usage: $0 [--no-build] [--from-git]" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "test_image: $*" >&2; }
+fail() { log "FAIL: $*"; exit 1; }
+now_ms() { date +%s%3N; }
+# Podman wants systemd for its healthcheck timers and logs an error on every container start and
+# stop without it; the health checks are run by hand below, so drop that noise.
+podman() { command podman "$@" 2> >(grep -v 'systemd connection' >&2); }
+
+for tool in podman runc; do
+  command -v "$tool" > /dev/null || fail "$tool missing (apt-get install podman runc debootstrap)"
+done
+
+# Podman defaults that fail on this kind of host: crun (hybrid cgroups) and nofile=1048576
+# (above the hard limit). Use runc and modest ulimits unless the caller configured podman.
+if [[ -z "${CONTAINERS_CONF:-}" ]]; then
+  CONTAINERS_CONF=$(mktemp --suffix=.conf)
+  cat > "$CONTAINERS_CONF" << 'CONF'
+[containers]
+default_ulimits = ["nofile=16384:16384", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+CONF
+  export CONTAINERS_CONF
+fi
+
+WORK=$(mktemp -d)
+chmod 1777 "$WORK"  # the containers run as uid 10001 and write here
+cleanup() {
+  podman rm -f -t 0 "$NAME" "$NAME-model" > /dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if ! podman image exists "$BASE_IMAGE"; then
+  command -v debootstrap > /dev/null || fail "debootstrap missing and no $BASE_IMAGE image"
+  mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2> /dev/null || true)
+  mirror=${mirror:-http://deb.debian.org/debian}
+  log "making $BASE_IMAGE with debootstrap from $mirror"
+  debootstrap --variant=minbase bookworm "$WORK/rootfs" "$mirror" > "$WORK/debootstrap.log"
+  rm -rf "$WORK"/rootfs/var/cache/apt/archives/*.deb "$WORK"/rootfs/var/lib/apt/lists/*
+  tar -C "$WORK/rootfs" -c . | podman import - "$BASE_IMAGE" > /dev/null
+  rm -rf "$WORK/rootfs"
+fi
+
+if ((BUILD)); then
+  log "building $IMAGE (podman build --format docker: OCI images drop HEALTHCHECK)"
+  context=.
+  if ((FROM_GIT)); then
+    context="$WORK/context"
+    mkdir "$context"
+    git archive HEAD | tar -x -C "$context"
+    cp .dockerignore "$context/" 2> /dev/null || true
+  fi
+  started=$(now_ms)
+  podman build --network=host --format docker -t "$IMAGE" -f docker/Dockerfile "$context" > "$WORK/build.log" 2>&1 ||
+    { tail -50 "$WORK/build.log"; fail "image build failed"; }
+  build_s=$(((($(now_ms) - started) + 500) / 1000))
+fi
+podman image exists "$IMAGE" || fail "no image $IMAGE (run without --no-build)"
+size_mb=$(($(podman image inspect --format '{{.Size}}' "$IMAGE") / 1000000))
+
+# 1. Static properties of the runtime stage.
+[[ "$(podman image inspect --format '{{.Config.User}}' "$IMAGE")" == 10001:10001 ]] ||
+  fail "image does not run as uid 10001"
+blas=$(podman run --rm --entrypoint readlink "$IMAGE" -f /usr/lib/x86_64-linux-gnu/libblas.so.3)
+[[ "$blas" == *openblas* ]] || fail "libblas.so.3 resolves to $blas, not OpenBLAS"
+podman image inspect --format '{{json .Config.Healthcheck}}' "$IMAGE" | grep -q model_probe ||
+  fail "image has no model_probe HEALTHCHECK"
+
+# 2. Start with the seed's env vars on a free port; wait for the image's own HEALTHCHECK, run by
+#    hand: podman's timer for it needs systemd, which is absent here (--health-interval=disable).
+port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+started=$(now_ms)
+podman run -d --name "$NAME" --network=host --health-interval=disable -e PORT_INTERNAL="$port" -e PROCESSOR=cpu "$IMAGE" > /dev/null
+deadline=$((SECONDS + HEALTHY_TIMEOUT_S))
+until podman healthcheck run "$NAME" > /dev/null 2>&1; do
+  if ((SECONDS > deadline)) || [[ "$(podman inspect --format '{{.State.Running}}' "$NAME")" != true ]]; then
+    podman logs "$NAME" | tail -20
+    fail "not healthy within ${HEALTHY_TIMEOUT_S} s"
+  fi
+  sleep 0.2
+done
+healthy_ms=$(($(now_ms) - started))
+log "healthy on port $port after ${healthy_ms} ms"
+[[ "$(podman exec "$NAME" id -u)" == 10001 ]] || fail "server is not running as uid 10001"
+
+# 3. Load: model_bench from the image if it has one, else the Python client from the host.
+if podman run --rm --entrypoint sh "$IMAGE" -c 'command -v model_bench' > /dev/null; then
+  log "model_bench: 8 calls in flight for 5 s, responses checked"
+  podman run --rm --network=host --entrypoint model_bench -v "$WORK:/results" "$IMAGE" \
+    --target "127.0.0.1:$port" --concurrency 8 --duration 5 --warmup 1 --check \
+    --json /results/bench.json > "$WORK/bench.txt" 2>&1 || { cat "$WORK/bench.txt"; fail "model_bench failed"; }
+  cat "$WORK/bench.txt"
+  /usr/bin/python3 - "$WORK/bench.json" << 'PY' || fail "model_bench reported errors"
+import json, sys
+steps = json.load(open(sys.argv[1]))["steps"]
+ok = sum(step["ok"] for step in steps)
+errors = sum(sum(step["errors"].values()) for step in steps)
+print(f"test_image: model_bench ok={ok} errors={errors}", file=sys.stderr)
+sys.exit(0 if ok > 0 and errors == 0 else 1)
+PY
+else
+  log "no model_bench in the image: 200 calls through clients/python/model_client.py"
+  /usr/bin/python3 - "$port" << 'PY' || fail "Python client calls failed"
+import sys
+sys.path.insert(0, "clients/python")
+import model_client
+with model_client.ModelClient(f"127.0.0.1:{sys.argv[1]}", timeout_s=30) as client:
+    for i in range(200):
+        values = client.evaluate(model_client.demo_request(10, seed=i))["prediction"]["y_1"]
+        assert len(values) == 10 and all(isinstance(v, float) for v in values), values
+print("test_image: 200 calls ok, 0 errors", file=sys.stderr)
+PY
+fi
+
+# 4. SIGTERM: drains and exits 0 long before podman's 30 s stop timeout would SIGKILL it.
+started=$(now_ms)
+podman stop -t 30 "$NAME" > /dev/null
+stop_ms=$(($(now_ms) - started))
+exit_code=$(podman inspect --format '{{.State.ExitCode}}' "$NAME")
+podman logs "$NAME" 2>&1 | grep -q "draining" || fail "no drain message in the server log"
+[[ "$exit_code" == 0 ]] || { podman logs "$NAME" | tail -20; fail "exit code $exit_code after SIGTERM"; }
+((stop_ms < 20000)) || fail "podman stop took ${stop_ms} ms: SIGTERM was not handled"
+log "SIGTERM: exit 0 after ${stop_ms} ms"
+
+# 5. A mounted model named by MODEL_LOC (the demo model, exported to a file) serves.
+podman run --rm -v "$WORK:/out" "$IMAGE" --export-demo-model /out/model.pt > /dev/null 2>&1 ||
+  fail "--export-demo-model failed"
+podman run -d --name "$NAME-model" --network=host --health-interval=disable -e PORT_INTERNAL="$port" \
+  -e MODEL_LOC=/models/model.pt -v "$WORK/model.pt:/models/model.pt:ro" "$IMAGE" > /dev/null
+deadline=$((SECONDS + HEALTHY_TIMEOUT_S))
+until podman healthcheck run "$NAME-model" > /dev/null 2>&1; do
+  ((SECONDS < deadline)) || { podman logs "$NAME-model" | tail -20; fail "mounted model: not healthy"; }
+  sleep 0.2
+done
+podman logs "$NAME-model" 2>&1 | grep -q "model=/models/model.pt" || fail "MODEL_LOC was not used"
+podman stop -t 30 "$NAME-model" > /dev/null
+[[ "$(podman inspect --format '{{.State.ExitCode}}' "$NAME-model")" == 0 ]] ||
+  fail "mounted model: non-zero exit after SIGTERM"
+log "MODEL_LOC=/models/model.pt (mounted) served and stopped cleanly"
+
+echo "PASS image=$IMAGE size=${size_mb}MB build=${build_s:+${build_s}s}${build_s:-skipped} run_to_healthy=${healthy_ms}ms stop=${stop_ms}ms"
