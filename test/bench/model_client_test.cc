@@ -52,9 +52,9 @@ TEST_CASE("ParseResponseJson reads the prediction columns in order") {
 }
 
 TEST_CASE("ParseResponseJson refuses malformed responses") {
-  for (const char* bad : {"not json", R"({"result": {}})", R"({"prediction": [1]})",
-                          R"({"prediction": {"y_1": 3}})", R"({"prediction": {"y_1": ["a"]}})",
-                          R"({"prediction": {"y_1": [1, 2], "y_2": [1]}})"}) {
+  for (const char* bad :
+       {"not json", R"({"result": {}})", R"({"prediction": [1]})", R"({"prediction": {"y_1": 3}})",
+        R"({"prediction": {"y_1": ["a"]}})", R"({"prediction": {"y_1": [1, 2], "y_2": [1]}})"}) {
     INFO(bad);
     const absl::StatusOr<Columns> columns = ParseResponseJson(bad);
     REQUIRE_FALSE(columns.ok());

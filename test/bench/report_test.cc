@@ -68,11 +68,15 @@ TEST_CASE("The HTML report is self-contained and plots both percentiles") {
   CHECK(html.find("<svg") != std::string::npos);
   CHECK(html.find("c=8") != std::string::npos);
   CHECK(html.find("&lt;host&gt;") != std::string::npos);  // settings are escaped
-  for (const char* external : {"http://", "https://", "<script", "src="}) {
+  // No fetches: the SVG namespace is the only URL, and it is never loaded.
+  std::string stripped = html;
+  const std::string svg_namespace = "http://www.w3.org/2000/svg";
+  for (size_t at; (at = stripped.find(svg_namespace)) != std::string::npos;) {
+    stripped.erase(at, svg_namespace.size());
+  }
+  for (const char* external : {"http", "<script", "src=", "<link"}) {
     INFO(external);
-    // The only URL allowed is the SVG namespace, which is never fetched.
-    const size_t found = html.find(external);
-    CHECK((found == std::string::npos || html.compare(found, 26, "http://www.w3.org/2000/svg") == 0));
+    CHECK(stripped.find(external) == std::string::npos);
   }
 }
 

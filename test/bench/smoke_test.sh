@@ -1,0 +1,35 @@
+#!/bin/bash
+# CI smoke: model_bench against a model_server this test starts. Asserts zero errors with
+# --check at concurrency 32, and that the server batched (more than one request per batch on
+# average, from its "stopped: N requests in M batches" line at SIGTERM).
+# Usage: smoke_test.sh MODEL_SERVER MODEL_BENCH
+set -euo pipefail
+server_bin=$1 bench_bin=$2
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+  if [[ -n $server_pid ]]; then kill -KILL "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
+
+"$server_bin" --address 127.0.0.1:0 --torch-threads 1 >"$work/server.log" 2>&1 &
+server_pid=$!
+port=$(wait_for_port "$work/server.log" 'listening on port ([0-9]+)' "$server_pid")
+echo "model_server on port $port"
+
+"$bench_bin" --target "127.0.0.1:$port" --concurrency 32 --duration 3 --warmup 0.5 --check \
+  --distinct-params --json "$work/result.json"
+assert_no_errors "$work/result.json"
+
+kill -TERM "$server_pid"
+wait "$server_pid"
+server_pid=
+line=$(grep -Eo 'stopped: [0-9]+ requests in [0-9]+ batches' "$work/server.log") ||
+  fail "no 'stopped:' line in the server log: $(tail -5 "$work/server.log")"
+read -r requests batches < <(echo "$line" | awk '{print $2, $5}')
+echo "server: $requests requests in $batches batches"
+awk -v r="$requests" -v b="$batches" 'BEGIN { exit !(b > 0 && r / b > 1) }' ||
+  fail "the server did not batch: $requests requests in $batches batches"
+echo "PASS"
