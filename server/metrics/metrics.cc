@@ -1,0 +1,347 @@
+#include "metrics.h"
+
+#include <httplib.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace server::metrics {
+namespace {
+
+// grpc::StatusCode::UNKNOWN, where codes outside 0..16 are counted.
+constexpr int kUnknownCode = 2;
+
+constexpr const char* kContentType = "text/plain; version=0.0.4";
+// Scrapes are rare (seconds apart) and cheap, so a couple of workers is plenty; httplib's
+// default would start one per core.
+constexpr size_t kHttpWorkerThreads = 2;
+
+const char* MethodName(Method method) {
+  switch (method) {
+    case Method::kEvaluateModel:
+      return "EvaluateModel";
+    case Method::kHealthCheck:
+      return "HealthCheck";
+  }
+  return "unknown";
+}
+
+// Prometheus sample values: shortest text that reads back as the same double.
+void AppendValue(double value, std::string* out) {
+  if (std::isnan(value)) {
+    out->append("NaN");
+  } else if (std::isinf(value)) {
+    out->append(value > 0 ? "+Inf" : "-Inf");
+  } else {
+    char buffer[32];
+    auto result = std::to_chars(buffer, buffer + sizeof(buffer), value);
+    out->append(buffer, result.ptr);
+  }
+}
+
+void AppendValue(int64_t value, std::string* out) { absl::StrAppend(out, value); }
+
+// Bucket bounds are round numbers; %g style keeps them readable ("0.00025", not "2.5e-04"),
+// and stable across scrapes, which matters because `le` is part of the series identity.
+std::string BoundLabel(double bound) { return absl::StrCat(bound); }
+
+void AppendHeader(const char* name, const char* type, const char* help, std::string* out) {
+  absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+}
+
+template <typename T>
+void AppendSample(const char* name, T value, std::string* out) {
+  absl::StrAppend(out, name, " ");
+  AppendValue(value, out);
+  out->push_back('\n');
+}
+
+void AddDouble(std::atomic<double>* target, double delta) {
+  double current = target->load(std::memory_order_relaxed);
+  while (!target->compare_exchange_weak(current, current + delta, std::memory_order_relaxed)) {
+  }
+}
+
+// Accepts the port only once; httplib's default (SO_REUSEPORT) would let a second server,
+// or a gRPC listener, bind the same port and silently split the scrapes.
+void PlainBindSocketOptions(int socket) {
+  int yes = 1;
+  // SO_REUSEADDR only lets a restart bind while old connections sit in TIME_WAIT.
+  setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+}
+
+// Splits "host:port" or "[v6]:port". Empty host means all IPv4 interfaces.
+absl::Status ParseAddress(const std::string& address, std::string* host, int* port) {
+  std::string port_text;
+  if (!address.empty() && address.front() == '[') {
+    size_t close = address.find("]:");
+    if (close == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("metrics address \"", address, "\" is not [host]:port"));
+    }
+    *host = address.substr(1, close - 1);
+    port_text = address.substr(close + 2);
+  } else {
+    size_t colon = address.rfind(':');
+    if (colon == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("metrics address \"", address, "\" is not host:port"));
+    }
+    *host = address.substr(0, colon);
+    port_text = address.substr(colon + 1);
+  }
+  if (host->empty()) *host = "0.0.0.0";
+  if (!absl::SimpleAtoi(port_text, port) || *port < 0 || *port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics address \"", address, "\" has no valid port (0..65535)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* GrpcCodeName(int grpc_status_code) {
+  // grpc::StatusCode order (the numbering is part of the gRPC wire protocol).
+  static constexpr const char* kNames[kGrpcCodeCount] = {
+      "OK",                   // 0
+      "CANCELLED",            // 1
+      "UNKNOWN",              // 2
+      "INVALID_ARGUMENT",     // 3
+      "DEADLINE_EXCEEDED",    // 4
+      "NOT_FOUND",            // 5
+      "ALREADY_EXISTS",       // 6
+      "PERMISSION_DENIED",    // 7
+      "RESOURCE_EXHAUSTED",   // 8
+      "FAILED_PRECONDITION",  // 9
+      "ABORTED",              // 10
+      "OUT_OF_RANGE",         // 11
+      "UNIMPLEMENTED",        // 12
+      "INTERNAL",             // 13
+      "UNAVAILABLE",          // 14
+      "DATA_LOSS",            // 15
+      "UNAUTHENTICATED",      // 16
+  };
+  if (grpc_status_code < 0 || grpc_status_code >= kGrpcCodeCount) return kNames[kUnknownCode];
+  return kNames[grpc_status_code];
+}
+
+std::vector<double> LatencyBucketsSeconds() {
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+}
+
+std::vector<double> PowerOfTwoBuckets(int max_exponent) {
+  std::vector<double> bounds;
+  for (int exponent = 0; exponent <= max_exponent; ++exponent) {
+    bounds.push_back(std::ldexp(1.0, exponent));
+  }
+  return bounds;
+}
+
+Histogram::Histogram(std::vector<double> upper_bounds)
+    : upper_bounds_(std::move(upper_bounds)),
+      counts_(new std::atomic<uint64_t>[upper_bounds_.size() + 1]) {
+  for (size_t i = 0; i <= upper_bounds_.size(); ++i) counts_[i].store(0);
+}
+
+void Histogram::Observe(double value) {
+  if (std::isnan(value)) return;
+  // First bound >= value: Prometheus buckets are `le` (less than or equal).
+  size_t bucket =
+      std::lower_bound(upper_bounds_.begin(), upper_bounds_.end(), value) - upper_bounds_.begin();
+  counts_[bucket].fetch_add(1, std::memory_order_relaxed);
+  AddDouble(&sum_, value);
+}
+
+void Histogram::Render(const std::string& name, const std::string& labels, std::string* out) const {
+  const std::string separator = labels.empty() ? "" : ",";
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i <= upper_bounds_.size(); ++i) {
+    cumulative += counts_[i].load(std::memory_order_relaxed);
+    const std::string le = i < upper_bounds_.size() ? BoundLabel(upper_bounds_[i]) : "+Inf";
+    absl::StrAppend(out, name, "_bucket{", labels, separator, "le=\"", le, "\"} ", cumulative,
+                    "\n");
+  }
+  const std::string braced = labels.empty() ? "" : absl::StrCat("{", labels, "}");
+  absl::StrAppend(out, name, "_sum", braced, " ");
+  AppendValue(sum_.load(std::memory_order_relaxed), out);
+  // _count is the +Inf bucket, so a scrape never shows them disagreeing.
+  absl::StrAppend(out, "\n", name, "_count", braced, " ", cumulative, "\n");
+}
+
+ServerMetrics::ServerMetrics()
+    : request_latency_{Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds())},
+      queue_time_(LatencyBucketsSeconds()),
+      compute_time_(LatencyBucketsSeconds()),
+      batch_rows_(PowerOfTwoBuckets(16)),
+      batch_requests_(PowerOfTwoBuckets(12)) {}
+
+absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const MetricsOptions& options) {
+  std::unique_ptr<ServerMetrics> metrics(new ServerMetrics());
+  if (!options.address.empty()) {
+    absl::Status status = metrics->StartHttp(options.address);
+    if (!status.ok()) return status;
+  }
+  return metrics;
+}
+
+absl::Status ServerMetrics::StartHttp(const std::string& address) {
+  std::string host;
+  int port = 0;
+  absl::Status parsed = ParseAddress(address, &host, &port);
+  if (!parsed.ok()) return parsed;
+
+  auto http = std::make_unique<httplib::Server>();
+  http->set_socket_options(PlainBindSocketOptions);
+  http->new_task_queue = [] { return new httplib::ThreadPool(kHttpWorkerThreads); };
+  http->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
+    response.set_content(Render(), kContentType);
+  });
+  // Unrouted paths get httplib's 404.
+
+  if (port == 0) {
+    port = http->bind_to_any_port(host);  // -1 on failure
+  } else if (!http->bind_to_port(host, port)) {
+    port = -1;
+  }
+  if (port <= 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", address, " (address in use or not local)"));
+  }
+
+  // Shared because the thread outlives this call (it returns only when stopped).
+  auto listen_returned = std::make_shared<std::atomic<bool>>(false);
+  httplib::Server* server = http.get();
+  http_thread_ = std::thread([server, listen_returned] {
+    server->listen_after_bind();
+    *listen_returned = true;
+  });
+  // stop() is a no-op until the listen loop runs, so wait for it: otherwise a destructor
+  // racing this start would join a thread that never stops.
+  while (!server->is_running() && !*listen_returned) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (!server->is_running()) {
+    http_thread_.join();
+    return absl::UnavailableError(absl::StrCat("metrics listener on ", address, " stopped"));
+  }
+  http_ = std::move(http);
+  port_ = port;
+  spdlog::info("metrics: serving GET /metrics on {}:{}", host, port_);
+  return absl::OkStatus();
+}
+
+ServerMetrics::~ServerMetrics() {
+  if (http_) {
+    http_->stop();
+    http_thread_.join();
+  }
+}
+
+void ServerMetrics::RecordRequest(Method method, int grpc_status_code, double latency_seconds) {
+  size_t method_index = static_cast<size_t>(method);
+  if (method_index >= kMethodCount) return;
+  const int code =
+      grpc_status_code >= 0 && grpc_status_code < kGrpcCodeCount ? grpc_status_code : kUnknownCode;
+  requests_[method_index][code].fetch_add(1, std::memory_order_relaxed);
+  request_latency_[method_index].Observe(latency_seconds);
+}
+
+void ServerMetrics::RecordQueueTime(double seconds) { queue_time_.Observe(seconds); }
+
+void ServerMetrics::RecordBatch(size_t requests, size_t rows, double compute_seconds) {
+  batch_requests_.Observe(static_cast<double>(requests));
+  batch_rows_.Observe(static_cast<double>(rows));
+  compute_time_.Observe(compute_seconds);
+}
+
+void ServerMetrics::AddQueuedRequests(int64_t delta) {
+  queued_requests_.fetch_add(delta, std::memory_order_relaxed);
+}
+
+void ServerMetrics::AddInFlight(int64_t delta) {
+  inflight_requests_.fetch_add(delta, std::memory_order_relaxed);
+}
+
+void ServerMetrics::SetModelLoadSeconds(double seconds) {
+  model_load_seconds_.store(seconds, std::memory_order_relaxed);
+}
+
+void ServerMetrics::SetWarmupSeconds(double seconds) {
+  model_warmup_seconds_.store(seconds, std::memory_order_relaxed);
+}
+
+std::string ServerMetrics::Render() const {
+  std::string out;
+  out.reserve(16384);
+
+  AppendHeader("model_server_requests_total", "counter",
+               "Finished RPCs by method and final gRPC status code.", &out);
+  for (size_t method = 0; method < kMethodCount; ++method) {
+    for (int code = 0; code < kGrpcCodeCount; ++code) {
+      uint64_t count = requests_[method][code].load(std::memory_order_relaxed);
+      // OK is always present so rate() has a series from the first scrape; other codes appear
+      // once they happen.
+      if (count == 0 && code != 0) continue;
+      absl::StrAppend(&out, "model_server_requests_total{method=\"",
+                      MethodName(static_cast<Method>(method)), "\",code=\"", GrpcCodeName(code),
+                      "\"} ", count, "\n");
+    }
+  }
+
+  AppendHeader("model_server_request_latency_seconds", "histogram",
+               "Time from RPC arrival to its completion, by method.", &out);
+  for (size_t method = 0; method < kMethodCount; ++method) {
+    request_latency_[method].Render(
+        "model_server_request_latency_seconds",
+        absl::StrCat("method=\"", MethodName(static_cast<Method>(method)), "\""), &out);
+  }
+
+  AppendHeader("model_server_queue_time_seconds", "histogram",
+               "Per request, time from enqueue in the batcher to the cut of its batch.", &out);
+  queue_time_.Render("model_server_queue_time_seconds", "", &out);
+
+  AppendHeader("model_server_compute_time_seconds", "histogram",
+               "Per forward pass, time the model took to run the batch.", &out);
+  compute_time_.Render("model_server_compute_time_seconds", "", &out);
+
+  AppendHeader("model_server_batch_rows", "histogram", "Per forward pass, rows in the batch.",
+               &out);
+  batch_rows_.Render("model_server_batch_rows", "", &out);
+
+  AppendHeader("model_server_batch_requests", "histogram",
+               "Per forward pass, requests coalesced into the batch.", &out);
+  batch_requests_.Render("model_server_batch_requests", "", &out);
+
+  AppendHeader("model_server_queued_requests", "gauge", "Requests waiting in the batcher queue.",
+               &out);
+  AppendSample("model_server_queued_requests", queued_requests_.load(std::memory_order_relaxed),
+               &out);
+
+  AppendHeader("model_server_inflight_requests", "gauge",
+               "EvaluateModel calls accepted and not yet finished.", &out);
+  AppendSample("model_server_inflight_requests", inflight_requests_.load(std::memory_order_relaxed),
+               &out);
+
+  AppendHeader("model_server_model_load_seconds", "gauge",
+               "Time it took to load the model at startup (0 until loaded).", &out);
+  AppendSample("model_server_model_load_seconds",
+               model_load_seconds_.load(std::memory_order_relaxed), &out);
+
+  AppendHeader("model_server_model_warmup_seconds", "gauge",
+               "Time the warmup forward passes took at startup (0 until done).", &out);
+  AppendSample("model_server_model_warmup_seconds",
+               model_warmup_seconds_.load(std::memory_order_relaxed), &out);
+  return out;
+}
+
+}  // namespace server::metrics

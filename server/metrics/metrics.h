@@ -1,0 +1,125 @@
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace httplib {
+class Server;
+}  // namespace httplib
+
+namespace server::metrics {
+
+struct MetricsOptions {
+  // host:port for HTTP GET /metrics ("[::1]:8002" for IPv6); "" serves no HTTP (Render still
+  // works); port 0 picks a free port (see ServerMetrics::port).
+  std::string address = "0.0.0.0:8002";
+};
+
+// The RPCs whose requests are counted; rendered as the `method` label.
+enum class Method { kEvaluateModel, kHealthCheck };
+inline constexpr size_t kMethodCount = 2;
+
+// gRPC status code names ("OK", "CANCELLED", ... "UNAUTHENTICATED") for codes 0..16; any other
+// value is "UNKNOWN", as gRPC itself treats codes it does not know.
+const char* GrpcCodeName(int grpc_status_code);
+inline constexpr int kGrpcCodeCount = 17;
+
+// A Prometheus histogram with fixed upper bounds. Observe is lock-free (relaxed atomics) and
+// allocates nothing, so any number of threads may call it concurrently; Render may run at the
+// same time and sees each bucket's value as of some instant (the sum may lag the buckets by
+// the observations in flight).
+class Histogram {
+ public:
+  // `upper_bounds` must be strictly increasing and finite; +Inf is implied.
+  explicit Histogram(std::vector<double> upper_bounds);
+
+  // Counts `value` in the first bucket whose bound is >= value. NaN is ignored.
+  void Observe(double value);
+
+  // Appends `name`_bucket{labels,le=...} (cumulative), `name`_sum and `name`_count lines.
+  // `labels` is "" or a rendered label list without braces, e.g. `method="HealthCheck"`.
+  void Render(const std::string& name, const std::string& labels, std::string* out) const;
+
+  const std::vector<double>& upper_bounds() const { return upper_bounds_; }
+
+ private:
+  const std::vector<double> upper_bounds_;
+  // Per-bucket (not cumulative) counts; the last one is the +Inf bucket.
+  const std::unique_ptr<std::atomic<uint64_t>[]> counts_;
+  std::atomic<double> sum_{0.0};
+};
+
+// Bucket bounds shared by the time histograms: 100µs .. 10s, 1-2.5-5 per decade.
+std::vector<double> LatencyBucketsSeconds();
+// 1, 2, 4, ... 2^max_exponent.
+std::vector<double> PowerOfTwoBuckets(int max_exponent);
+
+// The server's Prometheus metrics (model_server_*, see docs/METRICS.md) and, optionally, the
+// HTTP endpoint that serves them. Created once per process by main; the transport records into
+// it from its completion-queue and batcher threads.
+class ServerMetrics {
+ public:
+  // Starts the HTTP endpoint (GET /metrics; its own listener thread plus a small worker pool)
+  // when options.address is not empty. Errors: INVALID_ARGUMENT when the address is not
+  // host:port, UNAVAILABLE when it can't be bound (in use, or no such local address).
+  static absl::StatusOr<std::unique_ptr<ServerMetrics>> Start(const MetricsOptions& options);
+
+  // Stops the HTTP endpoint and joins its threads. Recording must have stopped.
+  ~ServerMetrics();
+
+  ServerMetrics(const ServerMetrics&) = delete;
+  ServerMetrics& operator=(const ServerMetrics&) = delete;
+
+  // The bound HTTP port; 0 without HTTP.
+  int port() const { return port_; }
+
+  // All Record*/Set*/Add* calls are thread-safe, lock-free (relaxed atomics) and allocate
+  // nothing, so they may be called from any thread on the request path.
+
+  // One finished RPC: its final gRPC status code (0..16; others count as UNKNOWN) and the time
+  // from arrival to completion.
+  void RecordRequest(Method method, int grpc_status_code, double latency_seconds);
+  // Per request: time from enqueue in the batcher to the cut of the batch that takes it.
+  void RecordQueueTime(double seconds);
+  // Per forward pass: the requests and rows it carried and how long it took.
+  void RecordBatch(size_t requests, size_t rows, double compute_seconds);
+  // Gauge of requests waiting in the batcher queue: +n when accepted, -n when cut or dropped.
+  void AddQueuedRequests(int64_t delta);
+  // Gauge of EvaluateModel calls accepted and not finished: +1 on arrival, -1 on completion.
+  void AddInFlight(int64_t delta);
+  void SetModelLoadSeconds(double seconds);
+  void SetWarmupSeconds(double seconds);
+
+  // Every metric in the Prometheus text exposition format 0.0.4. Any thread.
+  std::string Render() const;
+
+ private:
+  ServerMetrics();
+  absl::Status StartHttp(const std::string& address);
+
+  // requests_total, indexed [method][code].
+  std::array<std::array<std::atomic<uint64_t>, kGrpcCodeCount>, kMethodCount> requests_{};
+  std::array<Histogram, kMethodCount> request_latency_;
+  Histogram queue_time_;
+  Histogram compute_time_;
+  Histogram batch_rows_;
+  Histogram batch_requests_;
+  std::atomic<int64_t> queued_requests_{0};
+  std::atomic<int64_t> inflight_requests_{0};
+  std::atomic<double> model_load_seconds_{0.0};
+  std::atomic<double> model_warmup_seconds_{0.0};
+
+  std::unique_ptr<httplib::Server> http_;
+  std::thread http_thread_;
+  int port_ = 0;
+};
+
+}  // namespace server::metrics

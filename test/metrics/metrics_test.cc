@@ -1,0 +1,403 @@
+#include "metrics.h"
+
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace server::metrics {
+namespace {
+
+// A small parser for the Prometheus text format 0.0.4: fails the test on any malformed line
+// and returns every sample keyed by its exact series text, e.g. `a_total{code="OK"}`.
+std::map<std::string, double> ParseExposition(const std::string& text) {
+  static const std::regex kHelp(R"(^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) \S.*$)");
+  static const std::regex kType(
+      R"(^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$)");
+  static const std::regex kSample(
+      R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*")"
+      R"((,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*")*\})? (\S+)$)");
+  std::map<std::string, double> samples;
+  std::map<std::string, std::string> types;
+  std::set<std::string> helped;
+  REQUIRE(!text.empty());
+  REQUIRE(text.back() == '\n');
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    INFO("line: " << line);
+    std::smatch match;
+    if (std::regex_match(line, match, kHelp)) {
+      CHECK(helped.insert(match[1]).second);
+    } else if (std::regex_match(line, match, kType)) {
+      CHECK(helped.count(match[1]) == 1);  // HELP first, as the Go client writes it
+      CHECK(types.emplace(match[1], match[2]).second);
+    } else {
+      REQUIRE(std::regex_match(line, match, kSample));
+      const std::string name = match[1];
+      std::string family = name;
+      for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+        const std::string s = suffix;
+        if (family.size() > s.size() &&
+            family.compare(family.size() - s.size(), s.size(), s) == 0 &&
+            types.count(family.substr(0, family.size() - s.size())) == 1) {
+          family = family.substr(0, family.size() - s.size());
+        }
+      }
+      CHECK(types.count(family) == 1);  // every sample belongs to a declared family
+      const std::string value_text = match[4];
+      double value;
+      if (value_text == "+Inf") {
+        value = INFINITY;
+      } else if (value_text == "-Inf") {
+        value = -INFINITY;
+      } else if (value_text == "NaN") {
+        value = NAN;
+      } else {
+        char* end = nullptr;
+        value = std::strtod(value_text.c_str(), &end);
+        REQUIRE(*end == '\0');
+      }
+      const std::string series = line.substr(0, line.rfind(' '));
+      CHECK(samples.emplace(series, value).second);  // no duplicate series
+    }
+  }
+  return samples;
+}
+
+// The sample's value; fails the test when the series is missing.
+double Sample(const std::map<std::string, double>& samples, const std::string& series) {
+  INFO("series: " << series);
+  auto it = samples.find(series);
+  REQUIRE(it != samples.end());
+  return it->second;
+}
+
+std::unique_ptr<ServerMetrics> StartWithoutHttp() {
+  auto metrics = ServerMetrics::Start(MetricsOptions{""});
+  REQUIRE(metrics.ok());
+  return std::move(*metrics);
+}
+
+// A listening TCP socket on 127.0.0.1 (port picked by the kernel), optionally with
+// SO_REUSEPORT as gRPC sets it.
+struct Listener {
+  explicit Listener(bool reuse_port) {
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    int yes = 1;
+    if (reuse_port) REQUIRE(setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof(yes)) == 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = 0;
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+    REQUIRE(listen(fd, 4) == 0);
+    socklen_t length = sizeof(address);
+    REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+    port = ntohs(address.sin_port);
+  }
+  ~Listener() { close(fd); }
+  int fd = -1;
+  int port = 0;
+};
+
+TEST_CASE("request latency buckets are cumulative with sum and count") {
+  auto metrics = StartWithoutHttp();
+  metrics->RecordRequest(Method::kEvaluateModel, 0, 0.0002);
+  metrics->RecordRequest(Method::kEvaluateModel, 0, 0.002);
+  metrics->RecordRequest(Method::kEvaluateModel, 0, 2);
+  auto samples = ParseExposition(metrics->Render());
+
+  const std::string bucket =
+      R"(model_server_request_latency_seconds_bucket{method="EvaluateModel",le=")";
+  const std::vector<std::pair<std::string, double>> expected = {
+      {"0.0001", 0}, {"0.00025", 1}, {"0.0005", 1}, {"0.001", 1}, {"0.0025", 2}, {"0.005", 2},
+      {"0.01", 2},   {"0.025", 2},   {"0.05", 2},   {"0.1", 2},   {"0.25", 2},   {"0.5", 2},
+      {"1", 2},      {"2.5", 3},     {"5", 3},      {"10", 3},    {"+Inf", 3}};
+  for (const auto& [le, count] : expected) {
+    INFO("le=" << le);
+    CHECK(Sample(samples, bucket + le + "\"}") == count);
+  }
+  CHECK(Sample(samples, R"(model_server_request_latency_seconds_count{method="EvaluateModel"})") ==
+        3);
+  CHECK(Sample(samples, R"(model_server_request_latency_seconds_sum{method="EvaluateModel"})") ==
+        Approx(2.0022).epsilon(1e-12));
+  CHECK(Sample(samples, R"(model_server_requests_total{method="EvaluateModel",code="OK"})") == 3);
+  // The other method's series exist, at zero.
+  CHECK(Sample(samples, R"(model_server_requests_total{method="HealthCheck",code="OK"})") == 0);
+  CHECK(Sample(samples, R"(model_server_request_latency_seconds_count{method="HealthCheck"})") ==
+        0);
+  CHECK(Sample(samples,
+               R"(model_server_request_latency_seconds_bucket{method="HealthCheck",le="+Inf"})") ==
+        0);
+}
+
+TEST_CASE("a value equal to a bound counts in that bucket (le)") {
+  auto metrics = StartWithoutHttp();
+  metrics->RecordQueueTime(0.001);
+  metrics->RecordQueueTime(NAN);  // ignored
+  auto samples = ParseExposition(metrics->Render());
+  CHECK(Sample(samples, R"(model_server_queue_time_seconds_bucket{le="0.0005"})") == 0);
+  CHECK(Sample(samples, R"(model_server_queue_time_seconds_bucket{le="0.001"})") == 1);
+  CHECK(Sample(samples, "model_server_queue_time_seconds_count") == 1);
+  CHECK(Sample(samples, "model_server_queue_time_seconds_sum") == 0.001);
+}
+
+TEST_CASE("status codes are rendered by name; unknown codes count as UNKNOWN") {
+  auto metrics = StartWithoutHttp();
+  metrics->RecordRequest(Method::kEvaluateModel, 3, 0.01);
+  metrics->RecordRequest(Method::kEvaluateModel, 8, 0.01);
+  metrics->RecordRequest(Method::kEvaluateModel, 8, 0.01);
+  metrics->RecordRequest(Method::kHealthCheck, 16, 0.01);
+  metrics->RecordRequest(Method::kHealthCheck, 99, 0.01);
+  metrics->RecordRequest(Method::kHealthCheck, -1, 0.01);
+  const std::string text = metrics->Render();
+  auto samples = ParseExposition(text);
+  const std::string prefix = "model_server_requests_total{method=";
+  CHECK(Sample(samples, prefix + R"("EvaluateModel",code="INVALID_ARGUMENT"})") == 1);
+  CHECK(Sample(samples, prefix + R"("EvaluateModel",code="RESOURCE_EXHAUSTED"})") == 2);
+  CHECK(Sample(samples, prefix + R"("EvaluateModel",code="OK"})") == 0);
+  CHECK(Sample(samples, prefix + R"("HealthCheck",code="UNAUTHENTICATED"})") == 1);
+  CHECK(Sample(samples, prefix + R"("HealthCheck",code="UNKNOWN"})") == 2);
+  // Codes never seen have no series.
+  CHECK(text.find("DATA_LOSS") == std::string::npos);
+  CHECK(Sample(samples, R"(model_server_request_latency_seconds_count{method="HealthCheck"})") ==
+        3);
+
+  CHECK(std::string(GrpcCodeName(0)) == "OK");
+  CHECK(std::string(GrpcCodeName(1)) == "CANCELLED");
+  CHECK(std::string(GrpcCodeName(4)) == "DEADLINE_EXCEEDED");
+  CHECK(std::string(GrpcCodeName(9)) == "FAILED_PRECONDITION");
+  CHECK(std::string(GrpcCodeName(14)) == "UNAVAILABLE");
+  CHECK(std::string(GrpcCodeName(15)) == "DATA_LOSS");
+  CHECK(std::string(GrpcCodeName(17)) == "UNKNOWN");
+}
+
+TEST_CASE("gauges go up and down") {
+  auto metrics = StartWithoutHttp();
+  auto samples = ParseExposition(metrics->Render());
+  CHECK(Sample(samples, "model_server_queued_requests") == 0);
+  CHECK(Sample(samples, "model_server_model_load_seconds") == 0);
+
+  metrics->AddQueuedRequests(5);
+  metrics->AddQueuedRequests(-2);
+  metrics->AddInFlight(1);
+  metrics->AddInFlight(1);
+  metrics->SetModelLoadSeconds(1.5);
+  metrics->SetWarmupSeconds(0.25);
+  samples = ParseExposition(metrics->Render());
+  CHECK(Sample(samples, "model_server_queued_requests") == 3);
+  CHECK(Sample(samples, "model_server_inflight_requests") == 2);
+  CHECK(Sample(samples, "model_server_model_load_seconds") == 1.5);
+  CHECK(Sample(samples, "model_server_model_warmup_seconds") == 0.25);
+
+  metrics->AddQueuedRequests(-3);
+  metrics->AddInFlight(-2);
+  metrics->SetModelLoadSeconds(2.0);
+  samples = ParseExposition(metrics->Render());
+  CHECK(Sample(samples, "model_server_queued_requests") == 0);
+  CHECK(Sample(samples, "model_server_inflight_requests") == 0);
+  CHECK(Sample(samples, "model_server_model_load_seconds") == 2.0);
+}
+
+TEST_CASE("batch histograms use power-of-two buckets") {
+  auto metrics = StartWithoutHttp();
+  metrics->RecordBatch(3, 100, 0.01);
+  metrics->RecordBatch(4096, 65536, 0.5);
+  metrics->RecordBatch(5000, 70000, 20);
+  auto samples = ParseExposition(metrics->Render());
+  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{le="1"})") == 0);
+  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{le="64"})") == 0);
+  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{le="128"})") == 1);
+  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{le="65536"})") == 2);
+  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{le="+Inf"})") == 3);
+  CHECK(samples.count(R"(model_server_batch_rows_bucket{le="131072"})") == 0);
+  CHECK(Sample(samples, "model_server_batch_rows_sum") == 100 + 65536 + 70000);
+  CHECK(Sample(samples, R"(model_server_batch_requests_bucket{le="2"})") == 0);
+  CHECK(Sample(samples, R"(model_server_batch_requests_bucket{le="4"})") == 1);
+  CHECK(Sample(samples, R"(model_server_batch_requests_bucket{le="4096"})") == 2);
+  CHECK(Sample(samples, R"(model_server_batch_requests_bucket{le="+Inf"})") == 3);
+  CHECK(samples.count(R"(model_server_batch_requests_bucket{le="8192"})") == 0);
+  CHECK(Sample(samples, "model_server_batch_requests_count") == 3);
+  CHECK(Sample(samples, R"(model_server_compute_time_seconds_bucket{le="0.01"})") == 1);
+  CHECK(Sample(samples, R"(model_server_compute_time_seconds_bucket{le="10"})") == 2);
+  CHECK(Sample(samples, R"(model_server_compute_time_seconds_bucket{le="+Inf"})") == 3);
+  CHECK(Sample(samples, "model_server_compute_time_seconds_sum") == Approx(20.51));
+}
+
+TEST_CASE("every family has HELP and TYPE of the right kind") {
+  auto metrics = StartWithoutHttp();
+  const std::string text = metrics->Render();
+  ParseExposition(text);
+  for (const char* line : {
+           "# TYPE model_server_requests_total counter\n",
+           "# TYPE model_server_request_latency_seconds histogram\n",
+           "# TYPE model_server_queue_time_seconds histogram\n",
+           "# TYPE model_server_compute_time_seconds histogram\n",
+           "# TYPE model_server_batch_rows histogram\n",
+           "# TYPE model_server_batch_requests histogram\n",
+           "# TYPE model_server_queued_requests gauge\n",
+           "# TYPE model_server_inflight_requests gauge\n",
+           "# TYPE model_server_model_load_seconds gauge\n",
+           "# TYPE model_server_model_warmup_seconds gauge\n",
+       }) {
+    INFO(line);
+    CHECK(text.find(line) != std::string::npos);
+  }
+}
+
+TEST_CASE("concurrent recording from 8 threads loses nothing") {
+  auto metrics = StartWithoutHttp();
+  constexpr int kThreads = 8;
+  constexpr int kCalls = 10000;
+  std::atomic<bool> done{false};
+  // A scraper running alongside, as Prometheus would.
+  std::thread scraper([&] {
+    while (!done) ParseExposition(metrics->Render());
+  });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kCalls; ++i) {
+        metrics->AddInFlight(1);
+        metrics->AddQueuedRequests(1);
+        metrics->RecordQueueTime(0.0003);
+        metrics->RecordBatch(2, 8, 0.004);
+        metrics->RecordRequest(Method::kEvaluateModel, t % 2 == 0 ? 0 : 14, 0.5);
+        metrics->AddInFlight(-1);
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  done = true;
+  scraper.join();
+
+  auto samples = ParseExposition(metrics->Render());
+  constexpr double kTotal = kThreads * kCalls;
+  CHECK(Sample(samples, R"(model_server_requests_total{method="EvaluateModel",code="OK"})") ==
+        kTotal / 2);
+  CHECK(Sample(samples,
+               R"(model_server_requests_total{method="EvaluateModel",code="UNAVAILABLE"})") ==
+        kTotal / 2);
+  CHECK(
+      Sample(samples,
+             R"(model_server_request_latency_seconds_bucket{method="EvaluateModel",le="0.25"})") ==
+      0);
+  CHECK(Sample(samples,
+               R"(model_server_request_latency_seconds_bucket{method="EvaluateModel",le="0.5"})") ==
+        kTotal);
+  // 0.5 is exact in binary, so the sum must be exact too.
+  CHECK(Sample(samples, R"(model_server_request_latency_seconds_sum{method="EvaluateModel"})") ==
+        kTotal * 0.5);
+  CHECK(Sample(samples, R"(model_server_queue_time_seconds_bucket{le="0.00025"})") == 0);
+  CHECK(Sample(samples, R"(model_server_queue_time_seconds_bucket{le="0.0005"})") == kTotal);
+  CHECK(Sample(samples, "model_server_queue_time_seconds_sum") ==
+        Approx(kTotal * 0.0003).epsilon(1e-9));
+  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{le="8"})") == kTotal);
+  CHECK(Sample(samples, "model_server_batch_rows_sum") == kTotal * 8);
+  CHECK(Sample(samples, R"(model_server_batch_requests_bucket{le="2"})") == kTotal);
+  CHECK(Sample(samples, "model_server_compute_time_seconds_count") == kTotal);
+  CHECK(Sample(samples, "model_server_inflight_requests") == 0);
+  CHECK(Sample(samples, "model_server_queued_requests") == kTotal);
+}
+
+TEST_CASE("HTTP serves GET /metrics and 404 elsewhere") {
+  auto started = ServerMetrics::Start(MetricsOptions{"127.0.0.1:0"});
+  REQUIRE(started.ok());
+  std::unique_ptr<ServerMetrics> metrics = std::move(*started);
+  REQUIRE(metrics->port() > 0);
+  metrics->RecordRequest(Method::kHealthCheck, 0, 0.001);
+
+  httplib::Client client("127.0.0.1", metrics->port());
+  auto response = client.Get("/metrics");
+  REQUIRE(response);
+  CHECK(response->status == 200);
+  CHECK(response->get_header_value("Content-Type") == "text/plain; version=0.0.4");
+  auto samples = ParseExposition(response->body);
+  CHECK(Sample(samples, R"(model_server_requests_total{method="HealthCheck",code="OK"})") == 1);
+
+  // A second scrape sees later recordings.
+  metrics->RecordRequest(Method::kHealthCheck, 0, 0.001);
+  response = client.Get("/metrics");
+  REQUIRE(response);
+  samples = ParseExposition(response->body);
+  CHECK(Sample(samples, R"(model_server_requests_total{method="HealthCheck",code="OK"})") == 2);
+
+  response = client.Get("/other");
+  REQUIRE(response);
+  CHECK(response->status == 404);
+  response = client.Get("/");
+  REQUIRE(response);
+  CHECK(response->status == 404);
+}
+
+TEST_CASE("without an address there is no HTTP, and Render still works") {
+  auto metrics = StartWithoutHttp();
+  CHECK(metrics->port() == 0);
+  metrics->AddInFlight(1);
+  CHECK(Sample(ParseExposition(metrics->Render()), "model_server_inflight_requests") == 1);
+}
+
+TEST_CASE("a port already listened on fails with UNAVAILABLE") {
+  SECTION("a plain listening socket") {
+    Listener listener(/*reuse_port=*/false);
+    const std::string address = "127.0.0.1:" + std::to_string(listener.port);
+    auto metrics = ServerMetrics::Start(MetricsOptions{address});
+    REQUIRE_FALSE(metrics.ok());
+    CHECK(metrics.status().code() == absl::StatusCode::kUnavailable);
+    CHECK(std::string(metrics.status().message()).find(address) != std::string::npos);
+  }
+  SECTION("a socket with SO_REUSEPORT, as gRPC listens") {
+    Listener listener(/*reuse_port=*/true);
+    auto metrics =
+        ServerMetrics::Start(MetricsOptions{"127.0.0.1:" + std::to_string(listener.port)});
+    REQUIRE_FALSE(metrics.ok());
+    CHECK(metrics.status().code() == absl::StatusCode::kUnavailable);
+  }
+  SECTION("another metrics endpoint") {
+    auto first = ServerMetrics::Start(MetricsOptions{"127.0.0.1:0"});
+    REQUIRE(first.ok());
+    const int port = (*first)->port();
+    auto second = ServerMetrics::Start(MetricsOptions{"127.0.0.1:" + std::to_string(port)});
+    REQUIRE_FALSE(second.ok());
+    CHECK(second.status().code() == absl::StatusCode::kUnavailable);
+    // Once the first is gone, the port can be bound again.
+    first->reset();
+    auto third = ServerMetrics::Start(MetricsOptions{"127.0.0.1:" + std::to_string(port)});
+    REQUIRE(third.ok());
+    CHECK((*third)->port() == port);
+  }
+}
+
+TEST_CASE("malformed addresses fail with INVALID_ARGUMENT") {
+  for (const char* address :
+       {"localhost", "127.0.0.1:", "127.0.0.1:http", "127.0.0.1:65536", "[::1", "127.0.0.1:-1"}) {
+    INFO(address);
+    auto metrics = ServerMetrics::Start(MetricsOptions{address});
+    REQUIRE_FALSE(metrics.ok());
+    CHECK(metrics.status().code() == absl::StatusCode::kInvalidArgument);
+  }
+}
+
+TEST_CASE("starting and at once destroying the endpoint does not hang") {
+  for (int i = 0; i < 20; ++i) {
+    auto metrics = ServerMetrics::Start(MetricsOptions{"127.0.0.1:0"});
+    REQUIRE(metrics.ok());
+  }
+}
+
+}  // namespace
+}  // namespace server::metrics
