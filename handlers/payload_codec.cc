@@ -93,7 +93,7 @@ absl::Status ReadNumbers(array values, const std::string& what, float* dst, size
   return absl::OkStatus();
 }
 
-absl::Status DecodeInputs(object inputs, const std::vector<std::string>& names,
+absl::Status DecodeInputs(object inputs, const std::vector<std::string>& names, int64_t max_rows,
                           InferenceRequest& request) {
   const size_t columns = names.size();
   for (size_t column = 0; column < columns; ++column) {
@@ -111,6 +111,10 @@ absl::Status DecodeInputs(object inputs, const std::vector<std::string>& names,
     const size_t rows = values.size();
     if (column == 0) {
       if (rows == 0) return absl::InvalidArgumentError("inputs have zero rows");
+      if (rows > static_cast<uint64_t>(max_rows)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "request has ", rows, " rows; this server takes at most ", max_rows, " per request"));
+      }
       request.rows = static_cast<int64_t>(rows);
       request.inputs.resize(rows * columns);
     } else if (rows != static_cast<size_t>(request.rows)) {
@@ -202,7 +206,7 @@ void AppendFloat(float value, std::string* out) {
 }  // namespace
 
 absl::StatusOr<InferenceRequest> DecodeRequest(std::string_view payload,
-                                               const ModelSignature& signature) {
+                                               const ModelSignature& signature, int64_t max_rows) {
   element root;
   if (simdjson::error_code error = ThreadParser().parse(payload.data(), payload.size()).get(root);
       error != simdjson::SUCCESS) {
@@ -251,7 +255,7 @@ absl::StatusOr<InferenceRequest> DecodeRequest(std::string_view payload,
   if (inputs_value.get(inputs) != simdjson::SUCCESS) {
     return absl::InvalidArgumentError("\"inputs\" must be a JSON object of columns");
   }
-  if (absl::Status decoded = DecodeInputs(inputs, *input_names, request); !decoded.ok()) {
+  if (absl::Status decoded = DecodeInputs(inputs, *input_names, max_rows, request); !decoded.ok()) {
     return decoded;
   }
   if (absl::Status decoded = DecodeParams(*settings, signature, request); !decoded.ok()) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,9 +20,11 @@ inline constexpr size_t kMaxJsonDepth = 32;
 //                         "tunableParams": {"bias_weight_array": [...]}},
 //    "inputs": {"x_1": [...], ...}}
 // and checks it against the model. Errors are INVALID_ARGUMENT naming the problem. Unknown keys
-// are ignored. Thread-safe (each thread keeps its own parser).
-absl::StatusOr<InferenceRequest> DecodeRequest(std::string_view payload,
-                                               const ModelSignature& signature);
+// are ignored. A request of more than `max_rows` rows is refused. Thread-safe (each thread keeps
+// its own parser).
+absl::StatusOr<InferenceRequest> DecodeRequest(
+    std::string_view payload, const ModelSignature& signature,
+    int64_t max_rows = std::numeric_limits<int64_t>::max());
 
 // Writes {"prediction": {"<name>": [...], ...}} for output columns 0..names.size()-1 of `rows`
 // rows that are `stride` floats apart. Replaces `out`'s contents, reusing its capacity.

@@ -14,7 +14,7 @@ PACKAGES=(
   # Python clients and tests (Debian's modules: run them with /usr/bin/python3)
   python3 python3-grpcio python3-protobuf python3-torch python3-numpy
   # test tools
-  procps
+  procps openssl
 )
 
 missing=()

@@ -59,8 +59,8 @@ void EvaluateCall::Proceed(bool ok) {
   }
   Listen(context_, cq_);
   deadline_ = SteadyDeadline(server_context_);
-  absl::StatusOr<handlers::InferenceRequest> decoded =
-      handlers::DecodeRequest(request_.inp_dict_bytes(), *context_.signature);
+  absl::StatusOr<handlers::InferenceRequest> decoded = handlers::DecodeRequest(
+      request_.inp_dict_bytes(), *context_.signature, context_.max_rows_per_request);
   if (!decoded.ok()) {
     Fail(decoded.status());
     return;

@@ -30,6 +30,7 @@ struct EvaluateContext {
   ModelService::AsyncService* service = nullptr;
   Batcher* batcher = nullptr;
   const handlers::ModelSignature* signature = nullptr;
+  int64_t max_rows_per_request = 0;
 };
 
 // One EvaluateModel call. It decodes its request on the completion-queue thread that received

@@ -1,14 +1,19 @@
 // model_server: serves a TorchScript model over the seed's gRPC ModelService with dynamic
 // micro-batching. See README.md for flags and payloads.
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <cxxopts.hpp>
 #include <iostream>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "model_server.h"
 #include "torch_handler.h"
@@ -58,6 +63,16 @@ Config ParseFlags(int argc, char** argv) {
      cxxopts::value<int>()->default_value("0"))
     ("torch-threads", "torch intra-op threads; 0 = libtorch's default",
      cxxopts::value<int>()->default_value(std::to_string(defaults.handler.torch_threads)))
+    ("max-rows-per-request", "rows one request may carry",
+     cxxopts::value<int64_t>()->default_value(std::to_string(defaults.server.max_rows_per_request)))
+    ("max-concurrent-streams", "concurrent calls per client connection",
+     cxxopts::value<int>()->default_value(std::to_string(defaults.server.max_concurrent_streams)))
+    ("grpc-memory-bytes", "memory gRPC may use for buffers and calls (resource quota)",
+     cxxopts::value<size_t>()->default_value(std::to_string(defaults.server.grpc_memory_bytes)))
+    ("tls-cert", "PEM certificate chain: serve TLS", cxxopts::value<std::string>()->default_value(""))
+    ("tls-key", "PEM private key of --tls-cert", cxxopts::value<std::string>()->default_value(""))
+    ("tls-client-ca", "PEM CA bundle: require client certificates signed by it (mTLS)",
+     cxxopts::value<std::string>()->default_value(""))
     ("max-message-bytes", "largest request or response message",
      cxxopts::value<int>()->default_value(std::to_string(defaults.server.max_message_bytes)))
     ("drain-timeout", "seconds accepted calls may take to finish after SIGTERM/SIGINT",
@@ -83,6 +98,12 @@ Config ParseFlags(int argc, char** argv) {
     config.server.address = flags["address"].as<std::string>();
     config.server.cq_threads = flags["cq-threads"].as<int>();
     config.server.max_message_bytes = flags["max-message-bytes"].as<int>();
+    config.server.max_rows_per_request = flags["max-rows-per-request"].as<int64_t>();
+    config.server.max_concurrent_streams = flags["max-concurrent-streams"].as<int>();
+    config.server.grpc_memory_bytes = flags["grpc-memory-bytes"].as<size_t>();
+    config.server.tls.cert_file = flags["tls-cert"].as<std::string>();
+    config.server.tls.key_file = flags["tls-key"].as<std::string>();
+    config.server.tls.client_ca_file = flags["tls-client-ca"].as<std::string>();
     config.server.drain_timeout = std::chrono::seconds(flags["drain-timeout"].as<int>());
     config.server.batching.max_batch_rows = flags["max-batch-rows"].as<size_t>();
     config.server.batching.max_queue_delay =
@@ -102,20 +123,50 @@ Config ParseFlags(int argc, char** argv) {
   }
 }
 
-// Waits for SIGINT/SIGTERM (blocked in every thread, so only this one sees them). Drains on the
-// first; a second one exits at once.
-void ServeUntilSignalled(server::ModelServer& model_server, const sigset_t& signals) {
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
+// The write end of a pipe the signal handler writes each SIGINT/SIGTERM to. A handler (rather
+// than a blocked mask and sigwait) works whichever thread the kernel picks, including threads
+// that libraries such as OpenBLAS start before main.
+int signal_pipe_write = -1;
+
+void OnShutdownSignal(int signal_number) {
+  const char byte = static_cast<char>(signal_number);
+  [[maybe_unused]] const ssize_t written = write(signal_pipe_write, &byte, 1);
+}
+
+// Returns the read end of the pipe that receives SIGINT and SIGTERM.
+int InstallShutdownSignals() {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    spdlog::error("cannot create the signal pipe: {}", strerror(errno));
+    std::exit(1);
+  }
+  signal_pipe_write = fds[1];
+  struct sigaction action = {};
+  action.sa_handler = OnShutdownSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+  return fds[0];
+}
+
+int NextSignal(int signal_pipe) {
+  char byte = 0;
+  while (read(signal_pipe, &byte, 1) < 0 && errno == EINTR) {
+  }
+  return byte;
+}
+
+// Serves until SIGINT/SIGTERM, then drains; a second signal exits at once.
+void ServeUntilSignalled(server::ModelServer& model_server, int signal_pipe) {
+  const int signal_number = NextSignal(signal_pipe);
   spdlog::info("received {}: draining (health NOT_SERVING, new calls refused)",
                strsignal(signal_number));
-  std::thread second_signal([&signals] {
-    int second = 0;
-    sigwait(&signals, &second);
+  std::thread([signal_pipe] {
+    const int second = NextSignal(signal_pipe);
     spdlog::warn("received {} again: exiting without draining", strsignal(second));
     std::_Exit(1);
-  });
-  second_signal.detach();
+  }).detach();
   model_server.Shutdown();
 }
 
@@ -145,17 +196,13 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  // Block the shutdown signals before any thread starts, so every thread inherits the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const int signal_pipe = InstallShutdownSignals();
 
   const server::ServerOptions& options = config.server;
   spdlog::info(
       "config: model={} device={} max_batch_rows={} max_queue_delay_us={} max_queue_rows={} "
-      "cq_threads={} torch_threads={} max_message_bytes={} drain_timeout_s={}",
+      "max_rows_per_request={} cq_threads={} torch_threads={} max_message_bytes={} "
+      "max_concurrent_streams={} grpc_memory_bytes={} tls={} drain_timeout_s={}",
       config.handler.model_path.empty() ? "demo" : config.handler.model_path, config.handler.device,
       options.batching.max_batch_rows, options.batching.max_queue_delay.count(),
       options.batching.max_queue_rows,
@@ -178,7 +225,7 @@ int main(int argc, char** argv) {
   spdlog::info("listening on port {} ({}); health SERVING", (*model_server)->port(),
                options.address);
 
-  ServeUntilSignalled(**model_server, signals);
+  ServeUntilSignalled(**model_server, signal_pipe);
   const handlers::ExecutorStats& stats = (*model_server)->stats();
   spdlog::info("stopped: {} requests in {} batches, {} forward passes", stats.batched_requests,
                stats.batches, stats.forward_passes);

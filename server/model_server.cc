@@ -4,6 +4,9 @@
 #include <sched.h>
 #include <spdlog/spdlog.h>
 
+#include <fstream>
+#include <sstream>
+
 #include "absl/strings/str_cat.h"
 
 namespace server {
@@ -13,6 +16,41 @@ namespace {
 // replacement call to be armed.
 constexpr int kEvaluateCallsPerQueue = 16;
 constexpr int kHealthCallsPerQueue = 2;
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
+  std::ifstream file(path, std::ios::binary);
+  std::ostringstream contents;
+  contents << file.rdbuf();
+  if (!file || contents.str().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read ", what, " file ", path));
+  }
+  return contents.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(const TlsOptions& tls) {
+  if (tls.cert_file.empty() && tls.key_file.empty()) {
+    if (!tls.client_ca_file.empty()) {
+      return absl::InvalidArgumentError("a TLS client CA needs a TLS certificate and key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (tls.cert_file.empty() || tls.key_file.empty()) {
+    return absl::InvalidArgumentError("TLS needs both a certificate and a key");
+  }
+  absl::StatusOr<std::string> cert = ReadFile(tls.cert_file, "TLS certificate");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadFile(tls.key_file, "TLS key");
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!tls.client_ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadFile(tls.client_ca_file, "TLS client CA");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
 
 }  // namespace
 
@@ -26,6 +64,14 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
     const ServerOptions& options, std::unique_ptr<handlers::ModelHandler> handler) {
   if (options.max_message_bytes <= 0) {
     return absl::InvalidArgumentError("max_message_bytes must be positive");
+  }
+  if (options.max_rows_per_request <= 0 ||
+      static_cast<size_t>(options.max_rows_per_request) > options.batching.max_queue_rows) {
+    return absl::InvalidArgumentError(
+        "max_rows_per_request must be positive and at most max_queue_rows");
+  }
+  if (options.max_concurrent_streams <= 0) {
+    return absl::InvalidArgumentError("max_concurrent_streams must be positive");
   }
   std::unique_ptr<ModelServer> server(new ModelServer(options, std::move(handler)));
   if (absl::Status built = server->Build(); !built.ok()) return built;
@@ -44,7 +90,11 @@ absl::Status ModelServer::Build() {
                       });
   if (!batcher.ok()) return batcher.status();
   batcher_ = *std::move(batcher);
-  evaluate_context_ = EvaluateContext{&service_, batcher_.get(), &handler_->signature()};
+  evaluate_context_ = EvaluateContext{&service_, batcher_.get(), &handler_->signature(),
+                                      options_.max_rows_per_request};
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeCredentials(options_.tls);
+  if (!credentials.ok()) return credentials.status();
   health_methods_.request = [this](grpc::ServerContext* context, google::protobuf::Empty* request,
                                    grpc::ServerAsyncResponseWriter<HCReply>* responder,
                                    grpc::ServerCompletionQueue* cq, void* tag) {
@@ -57,11 +107,15 @@ absl::Status ModelServer::Build() {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options_.address, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(options_.address, *credentials, &port_);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.SetMaxSendMessageSize(options_.max_message_bytes);
   // gRPC binds with SO_REUSEPORT by default, which lets a second server share a port in use.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options_.max_concurrent_streams);
+  grpc::ResourceQuota quota("model_server");
+  quota.Resize(options_.grpc_memory_bytes);
+  builder.SetResourceQuota(quota);
   builder.RegisterService(&service_);
   const int num_queues = options_.cq_threads > 0 ? options_.cq_threads : UsableCpus();
   for (int i = 0; i < num_queues; ++i) queues_.push_back(builder.AddCompletionQueue());

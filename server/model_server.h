@@ -18,6 +18,15 @@
 
 namespace server {
 
+struct TlsOptions {
+  // PEM certificate chain to serve TLS with; empty serves plaintext.
+  std::string cert_file;
+  // PEM private key of cert_file.
+  std::string key_file;
+  // PEM CA bundle; when set, clients must present a certificate signed by it (mTLS).
+  std::string client_ca_file;
+};
+
 struct ServerOptions {
   // host:port to listen on; port 0 picks a free port (see ModelServer::port).
   std::string address = "0.0.0.0:13000";
@@ -25,6 +34,14 @@ struct ServerOptions {
   int cq_threads = 0;
   // Largest request or response message, in bytes; larger ones fail with RESOURCE_EXHAUSTED.
   int max_message_bytes = 4 * 1024 * 1024;
+  // Rows one request may carry; larger requests get INVALID_ARGUMENT.
+  int64_t max_rows_per_request = 65536;
+  // HTTP/2 streams (concurrent calls) one connection may open; more wait in the client.
+  int max_concurrent_streams = 256;
+  // Memory gRPC may use for its buffers and calls (ResourceQuota); beyond it gRPC sheds load.
+  size_t grpc_memory_bytes = 256 * 1024 * 1024;
+  // TLS settings; plaintext by default.
+  TlsOptions tls;
   // How requests are coalesced into forward passes.
   batching::BatchingOptions batching;
   // How long Shutdown lets accepted calls finish before cancelling them.

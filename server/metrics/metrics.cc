@@ -65,6 +65,10 @@ void AppendSample(const char* name, T value, std::string* out) {
   out->push_back('\n');
 }
 
+// The hot path promises no locks; a double CAS loop is only lock-free where the hardware has it.
+static_assert(std::atomic<double>::is_always_lock_free);
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
+
 void AddDouble(std::atomic<double>* target, double delta) {
   double current = target->load(std::memory_order_relaxed);
   while (!target->compare_exchange_weak(current, current + delta, std::memory_order_relaxed)) {

@@ -115,6 +115,16 @@ TEST_CASE("every bad input is refused with a message naming the problem", "[code
                   "analyticSettings must be a JSON object");
 }
 
+TEST_CASE("a request over the row limit is refused", "[codec]") {
+  const std::string payload =
+      R"({"inputs": {"x_1": [1, 2, 3], "x_2": [1, 2, 3], "x_3": [1, 2, 3]}})";
+  CHECK(DecodeRequest(payload, Signature(), 3).ok());
+  absl::StatusOr<InferenceRequest> refused = DecodeRequest(payload, Signature(), 2);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(refused.status().message()), Catch::Contains("at most 2 per request"));
+}
+
 TEST_CASE("deeply nested JSON is refused without recursion", "[codec]") {
   const std::string deep =
       "{\"inputs\": " + std::string(100000, '[') + std::string(100000, ']') + "}";

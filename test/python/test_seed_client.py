@@ -9,7 +9,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,17 +18,9 @@ import unittest
 import grpc
 import torch
 
+from harness import free_port, generate_stubs, seed_payload, start_server, wait_until_serving
+
 ARGS = None
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def generate_stubs(out_dir):
-    subprocess.run(
-        ["protoc", f"--python_out={out_dir}", f"--grpc_out={out_dir}",
-         "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
-         "-I", os.path.join(REPO, "protos"), "model_interface.proto"],
-        check=True)
-    sys.path.insert(0, out_dir)
 
 
 # --- The seed's client code, as its users run it --------------------------------------------
@@ -78,37 +69,6 @@ def seed_stub(address):
 # ----------------------------------------------------------------------------------------------
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_serving(address, timeout_s=60):
-    import model_interface_pb2_grpc
-    from google.protobuf import empty_pb2
-    stub = model_interface_pb2_grpc.ModelServiceStub(grpc.insecure_channel(address))
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if stub.HealthCheck(empty_pb2.Empty(), timeout=1).status == "SERVING":
-                return
-        except grpc.RpcError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
-
-
-def seed_payload(rows, params):
-    return {
-        "analyticSettings": {
-            "modelParams": {"input_var_order": ["x_1", "x_2", "x_3"], "output_var_order": ["y_1"],
-                            "bias_weight_map": {"final": {"weights": [1, 2, 3, 4], "bias": [0]}}},
-            "tunableParams": {"bias_weight_array": params}},
-        "inputs": {f"x_{i + 1}": [row[i] for row in rows] for i in range(3)},
-    }
-
-
 class SeedClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -120,10 +80,8 @@ class SeedClientTest(unittest.TestCase):
         cls.model = torch.jit.load(cls.model_path)
         cls.port = free_port()
         cls.address = f"127.0.0.1:{cls.port}"
-        cls.server = subprocess.Popen(
-            [ARGS.server, "--address", cls.address, "--model", cls.model_path],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_until_serving(cls.address)
+        cls.server = start_server(ARGS.server, "--address", cls.address, "--model", cls.model_path)
+        wait_until_serving(grpc.insecure_channel(cls.address))
 
     @classmethod
     def tearDownClass(cls):

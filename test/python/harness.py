@@ -1,0 +1,58 @@
+"""Shared pieces of the Python tests: stubs, ports, starting and waiting for model_server."""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import grpc
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def generate_stubs(out_dir):
+    """Generates model_interface and health stubs into out_dir and makes them importable."""
+    subprocess.run(
+        ["protoc", f"--python_out={out_dir}", f"--grpc_out={out_dir}",
+         "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
+         "-I", os.path.join(REPO, "protos"), "model_interface.proto", "health.proto"],
+        check=True)
+    sys.path.insert(0, out_dir)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(binary, *args):
+    """Starts model_server with its log captured; returns the process."""
+    return subprocess.Popen([binary, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def wait_until_serving(channel, timeout_s=60):
+    import model_interface_pb2_grpc
+    from google.protobuf import empty_pb2
+    stub = model_interface_pb2_grpc.ModelServiceStub(channel)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if stub.HealthCheck(empty_pb2.Empty(), timeout=1).status == "SERVING":
+                return
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+def seed_payload(rows, params, names=("x_1", "x_2", "x_3")):
+    """The seed's request dict for rows (lists of len(names) numbers) and a parameter vector."""
+    return {
+        "analyticSettings": {
+            "modelParams": {"input_var_order": list(names), "output_var_order": ["y_1"],
+                            "bias_weight_map": {"final": {"weights": [1, 2, 3, 4], "bias": [0]}}},
+            "tunableParams": {"bias_weight_array": params}},
+        "inputs": {name: [row[i] for row in rows] for i, name in enumerate(names)},
+    }
