@@ -145,11 +145,14 @@ class ModelClient:
     """A channel to one server with the seed's retry policy. Thread-safe; close() when done.
 
     timeout_s bounds each attempt (None: no deadline). Oversized payloads need max_message_bytes
-    raised on both sides (the server's --max-message-bytes).
+    raised on both sides (the server's --max-message-bytes). channel_options are extra gRPC
+    channel arguments, e.g. [("grpc.lb_policy_name", "round_robin")] with an address such as
+    "dns:///model-server-headless.NAMESPACE.svc.cluster.local:13000" to spread calls over pods.
     """
 
     def __init__(self, address=None, max_attempts=5, init_backoff_ms=1000, max_backoff_ms=30000,
-                 multiplier=2, timeout_s=None, max_message_bytes=64 * 1024 * 1024):
+                 multiplier=2, timeout_s=None, max_message_bytes=64 * 1024 * 1024,
+                 channel_options=()):
         self.address = address or default_address()
         self.timeout_s = timeout_s
         self.retry = RetryOnRpcErrorClientInterceptor(
@@ -157,7 +160,7 @@ class ModelClient:
             sleeping_policy=ExponentialBackoff(init_backoff_ms, max_backoff_ms, multiplier),
             status_for_retry=(grpc.StatusCode.UNAVAILABLE,))
         options = [("grpc.max_send_message_length", max_message_bytes),
-                   ("grpc.max_receive_message_length", max_message_bytes)]
+                   ("grpc.max_receive_message_length", max_message_bytes)] + list(channel_options)
         self._raw_channel = grpc.insecure_channel(self.address, options=options)
         channel = grpc.intercept_channel(self._raw_channel, self.retry)
         self.stub = model_interface_pb2_grpc.ModelServiceStub(channel)
