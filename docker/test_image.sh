@@ -12,6 +12,7 @@
 #   docker/test_image.sh --no-build     # test the existing image
 #   docker/test_image.sh --from-git     # build from `git archive HEAD`, not the working tree
 #                                       # (a shared checkout's uncommitted work stays out)
+#   docker/test_image.sh --no-cache     # rebuild every layer (cold-build timing; ccache stays)
 #
 # Needs root, podman, runc and debootstrap (Debian packages). No registry is needed: if
 # debian:bookworm-slim is missing it is made locally with debootstrap and tagged with that name,
@@ -25,11 +26,13 @@ NAME=model-server-test-$$
 HEALTHY_TIMEOUT_S=${HEALTHY_TIMEOUT_S:-120}
 BUILD=1
 FROM_GIT=0
+BUILD_FLAGS=()
 for arg in "$@"; do
   case "$arg" in
     --no-build) BUILD=0 ;;
     --from-git) FROM_GIT=1 ;;
-    *) echo "usage: $0 [--no-build] [--from-git]" >&2; exit 2 ;;
+    --no-cache) BUILD_FLAGS+=(--no-cache) ;;
+    *) echo "usage: $0 [--no-build] [--from-git] [--no-cache]" >&2; exit 2 ;;
   esac
 done
 
@@ -46,8 +49,10 @@ done
 
 # Podman defaults that fail on this kind of host: crun (hybrid cgroups) and nofile=1048576
 # (above the hard limit). Use runc and modest ulimits unless the caller configured podman.
+OWN_CONF=
 if [[ -z "${CONTAINERS_CONF:-}" ]]; then
   CONTAINERS_CONF=$(mktemp --suffix=.conf)
+  OWN_CONF=$CONTAINERS_CONF
   cat > "$CONTAINERS_CONF" << 'CONF'
 [containers]
 default_ulimits = ["nofile=16384:16384", "nproc=4096:4096"]
@@ -61,7 +66,7 @@ WORK=$(mktemp -d)
 chmod 1777 "$WORK"  # the containers run as uid 10001 and write here
 cleanup() {
   podman rm -f -t 0 "$NAME" "$NAME-model" > /dev/null 2>&1 || true
-  rm -rf "$WORK"
+  rm -rf "$WORK" ${OWN_CONF:+"$OWN_CONF"}
 }
 trap cleanup EXIT
 
@@ -86,7 +91,7 @@ if ((BUILD)); then
     cp .dockerignore "$context/" 2> /dev/null || true
   fi
   started=$(now_ms)
-  podman build --network=host --format docker -t "$IMAGE" -f docker/Dockerfile "$context" > "$WORK/build.log" 2>&1 ||
+  podman build "${BUILD_FLAGS[@]}" --network=host --format docker -t "$IMAGE" -f docker/Dockerfile "$context" > "$WORK/build.log" 2>&1 ||
     { tail -50 "$WORK/build.log"; fail "image build failed"; }
   build_s=$(((($(now_ms) - started) + 500) / 1000))
 fi
@@ -98,8 +103,8 @@ size_mb=$(($(podman image inspect --format '{{.Size}}' "$IMAGE") / 1000000))
   fail "image does not run as uid 10001"
 blas=$(podman run --rm --entrypoint readlink "$IMAGE" -f /usr/lib/x86_64-linux-gnu/libblas.so.3)
 [[ "$blas" == *openblas* ]] || fail "libblas.so.3 resolves to $blas, not OpenBLAS"
-podman image inspect --format '{{json .Config.Healthcheck}}' "$IMAGE" | grep -q model_probe ||
-  fail "image has no model_probe HEALTHCHECK"
+healthcheck=$(podman image inspect --format '{{json .Config.Healthcheck}}' "$IMAGE")
+[[ "$healthcheck" == *model_probe* ]] || fail "image has no model_probe HEALTHCHECK"
 
 # 2. Start with the seed's env vars on a free port; wait for the image's own HEALTHCHECK, run by
 #    hand: podman's timer for it needs systemd, which is absent here (--health-interval=disable).
@@ -152,7 +157,9 @@ started=$(now_ms)
 podman stop -t 30 "$NAME" > /dev/null
 stop_ms=$(($(now_ms) - started))
 exit_code=$(podman inspect --format '{{.State.ExitCode}}' "$NAME")
-podman logs "$NAME" 2>&1 | grep -q "draining" || fail "no drain message in the server log"
+# (Logs captured first: `podman logs | grep -q` fails under pipefail when grep exits early.)
+server_log=$(podman logs "$NAME" 2>&1)
+[[ "$server_log" == *draining* ]] || fail "no drain message in the server log"
 [[ "$exit_code" == 0 ]] || { podman logs "$NAME" | tail -20; fail "exit code $exit_code after SIGTERM"; }
 ((stop_ms < 20000)) || fail "podman stop took ${stop_ms} ms: SIGTERM was not handled"
 log "SIGTERM: exit 0 after ${stop_ms} ms"
@@ -167,7 +174,8 @@ until podman healthcheck run "$NAME-model" > /dev/null 2>&1; do
   ((SECONDS < deadline)) || { podman logs "$NAME-model" | tail -20; fail "mounted model: not healthy"; }
   sleep 0.2
 done
-podman logs "$NAME-model" 2>&1 | grep -q "model=/models/model.pt" || fail "MODEL_LOC was not used"
+server_log=$(podman logs "$NAME-model" 2>&1)
+[[ "$server_log" == *"model=/models/model.pt"* ]] || fail "MODEL_LOC was not used"
 podman stop -t 30 "$NAME-model" > /dev/null
 [[ "$(podman inspect --format '{{.State.ExitCode}}' "$NAME-model")" == 0 ]] ||
   fail "mounted model: non-zero exit after SIGTERM"
