@@ -35,7 +35,8 @@ struct Shared {
   std::atomic<int> workers_running{0};
 };
 
-// One client thread: its completion queue, its share of the load, its own results.
+// One client worker: its completion queue, its share of the load, its own results. It runs on
+// one thread (closed loop) or two (open loop: a pacer and a completer).
 class Worker {
  public:
   Worker(Shared& shared, int index, int concurrency, double rate)
@@ -58,9 +59,9 @@ class Worker {
   void Run() {
     if (rate_ > 0) {
       RunOpenLoop();
-    } else {
-      RunClosedLoop();
+      return;
     }
+    RunClosedLoop();
     cq_.Shutdown();
     void* tag;
     bool ok;
@@ -83,25 +84,25 @@ class Worker {
     }
   }
 
+  // A pacer (this thread) sends each call at its intended time with a precise sleep, while a
+  // completer thread records completions: waiting on the completion queue with a deadline
+  // instead would wake up to a millisecond late (gRPC timers have millisecond resolution).
   void RunOpenLoop() {
-    Clock::time_point next = shared_.measure_start - options_.warmup + Gap();
-    void* tag;
-    bool ok;
-    while (true) {
-      for (Clock::time_point now = Clock::now();
-           sending_ && next <= now && in_flight_ < options_.max_in_flight; next += Gap()) {
-        Send(next);
+    std::thread completer([this] {
+      void* tag;
+      bool ok;
+      while (cq_.Next(&tag, &ok)) Complete(static_cast<Call*>(tag));
+    });
+    for (Clock::time_point next = shared_.measure_start - options_.warmup + Gap();; next += Gap()) {
+      std::this_thread::sleep_until(next);
+      while (in_flight_.load() >= options_.max_in_flight) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
       }
-      if (!sending_ && in_flight_ == 0) return;
-      const bool waiting_for_arrival = sending_ && in_flight_ < options_.max_in_flight;
-      const Clock::duration wait =
-          waiting_for_arrival ? next - Clock::now() : Clock::duration(std::chrono::hours(1));
-      const auto deadline = std::chrono::system_clock::now() +
-                            std::chrono::duration_cast<std::chrono::system_clock::duration>(wait);
-      if (cq_.AsyncNext(&tag, &ok, deadline) == grpc::CompletionQueue::GOT_EVENT) {
-        Complete(static_cast<Call*>(tag));
-      }
+      if (!Send(next)) break;
     }
+    while (in_flight_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    cq_.Shutdown();
+    completer.join();
   }
 
   Clock::duration Gap() {
@@ -168,7 +169,7 @@ class Worker {
   std::vector<std::unique_ptr<grpc::GenericStub>> stubs_;
   std::vector<grpc::ByteBuffer> payloads_;
   grpc::CompletionQueue cq_;
-  int in_flight_ = 0;
+  std::atomic<int> in_flight_{0};  // the pacer adds, the completer subtracts
   bool sending_ = true;
   LoadResult result_;
   Clock::time_point last_completion_{};
