@@ -5,7 +5,7 @@
 #   3. a short model_bench run from the same image has zero errors (or, if the image has no
 #      model_bench, 200 calls through clients/python/model_client.py);
 #   4. SIGTERM (podman stop) → the server drains and exits 0, well within the stop timeout;
-#   5. a model mounted at /models and named by MODEL_LOC serves too.
+#   5. a model mounted at /models and named by MODEL_LOC serves too; a missing one fails startup.
 # Prints the image size, the build time and the time from `podman run` to healthy.
 #
 #   docker/test_image.sh                # build (cached layers reused) and test
@@ -175,10 +175,17 @@ until podman healthcheck run "$NAME-model" > /dev/null 2>&1; do
   sleep 0.2
 done
 server_log=$(podman logs "$NAME-model" 2>&1)
-[[ "$server_log" == *"model=/models/model.pt"* ]] || fail "MODEL_LOC was not used"
+[[ "$server_log" == *"/models/model.pt"* ]] || fail "MODEL_LOC was not used (not in the log)"
 podman stop -t 30 "$NAME-model" > /dev/null
 [[ "$(podman inspect --format '{{.State.ExitCode}}' "$NAME-model")" == 0 ]] ||
   fail "mounted model: non-zero exit after SIGTERM"
 log "MODEL_LOC=/models/model.pt (mounted) served and stopped cleanly"
+
+# 6. MODEL_LOC is really honoured: a missing file is a startup error, not the demo model.
+missing_status=0
+podman run --rm --network=host -e PORT_INTERNAL="$port" -e MODEL_LOC=/models/missing.pt "$IMAGE" \
+  > /dev/null 2>&1 || missing_status=$?
+((missing_status != 0)) || fail "MODEL_LOC=/models/missing.pt started anyway"
+log "MODEL_LOC=/models/missing.pt: refused to start (exit $missing_status)"
 
 echo "PASS image=$IMAGE size=${size_mb}MB build=${build_s:+${build_s}s}${build_s:-skipped} run_to_healthy=${healthy_ms}ms stop=${stop_ms}ms"
