@@ -40,7 +40,8 @@ struct Cut {
 //
 // Task must provide:
 //   size_t rows() const;                       // rows this task adds to a batch
-//   absl::Status Liveness(TimePoint now) const; // non-OK: drop the task instead of running it
+//   absl::Status Dequeue(TimePoint now);  // called once as the task leaves the queue;
+//                                         // non-OK drops it instead of running it
 template <typename Task>
 class BatchQueue {
  public:
@@ -80,9 +81,9 @@ class BatchQueue {
       std::unique_ptr<Task> task = std::move(entries_.front().task);
       entries_.pop_front();
       queued_rows_ -= rows;
-      absl::Status live = task->Liveness(now);
-      if (!live.ok()) {
-        cut.dropped.emplace_back(std::move(task), std::move(live));
+      absl::Status keep = task->Dequeue(now);
+      if (!keep.ok()) {
+        cut.dropped.emplace_back(std::move(task), std::move(keep));
         continue;
       }
       batch_rows += rows;

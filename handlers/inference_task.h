@@ -29,9 +29,9 @@ class InferenceTask {
   const InferenceRequest& request() const { return request_; }
   size_t rows() const { return static_cast<size_t>(request_.rows); }
 
-  // OK while the task is still worth computing; DEADLINE_EXCEEDED or CANCELLED otherwise.
-  // Called on a batch thread.
-  virtual absl::Status Liveness(TimePoint now) const = 0;
+  // Called once, on a batch thread, as the task leaves the batcher's queue. OK while the task is
+  // still worth computing; DEADLINE_EXCEEDED or CANCELLED drops it.
+  virtual absl::Status Dequeue(TimePoint now) = 0;
 
   // Exactly one of Complete or Fail is called, once, on a batch thread.
   // `outputs` points at this request's first output row; rows are `stride` floats apart, and

@@ -25,6 +25,12 @@ struct ModelSignature {
   std::vector<float> default_params;
 };
 
+// How long Initialize took, for operators.
+struct InitializeTimes {
+  double load_seconds = 0;    // reading the model into memory
+  double warmup_seconds = 0;  // warm-up forward passes
+};
+
 // Where the batch thread writes a batch's rows; owned by the handler and reused across batches.
 struct BatchBuffers {
   float* inputs = nullptr;  // [rows, num_inputs], row-major
@@ -44,6 +50,7 @@ class ModelHandler {
 
   // Valid once Initialize has succeeded.
   virtual const ModelSignature& signature() const = 0;
+  virtual InitializeTimes initialize_times() const = 0;
 
   // Buffers for a batch of `rows` rows (rows >= 1), valid until the next PrepareBatch.
   virtual BatchBuffers PrepareBatch(int64_t rows) = 0;

@@ -8,7 +8,7 @@ PACKAGES=(
   cmake ninja-build g++ pkg-config ccache clang-format
   # libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libtorch-dev libspdlog-dev libcxxopts-dev catch2 libsimdjson-dev
+  libtorch-dev libspdlog-dev libcxxopts-dev catch2 libsimdjson-dev libcpp-httplib-dev
   # libtorch uses reference BLAS (~50x slower) unless OpenBLAS is installed
   libopenblas0-pthread
   # Python clients and tests (Debian's modules: run them with /usr/bin/python3)

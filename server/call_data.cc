@@ -9,10 +9,17 @@ namespace {
 // The batcher's view of a call: the decoded request plus the way back to the client.
 class CallTask final : public handlers::InferenceTask {
  public:
-  CallTask(handlers::InferenceRequest request, EvaluateCall* call)
-      : InferenceTask(std::move(request)), call_(call) {}
+  CallTask(handlers::InferenceRequest request, EvaluateCall* call, metrics::ServerMetrics& metrics)
+      : InferenceTask(std::move(request)),
+        call_(call),
+        metrics_(metrics),
+        enqueued_(std::chrono::steady_clock::now()) {}
 
-  absl::Status Liveness(TimePoint now) const override { return call_->Liveness(now); }
+  absl::Status Dequeue(TimePoint now) override {
+    metrics_.AddQueuedRequests(-1);
+    metrics_.RecordQueueTime(std::chrono::duration<double>(now - enqueued_).count());
+    return call_->Liveness(now);
+  }
   void Complete(const float* outputs, int64_t stride) override {
     call_->Reply(request(), outputs, stride);
   }
@@ -20,6 +27,8 @@ class CallTask final : public handlers::InferenceTask {
 
  private:
   EvaluateCall* const call_;  // alive until it is finished through this task
+  metrics::ServerMetrics& metrics_;
+  const TimePoint enqueued_;
 };
 
 // The client's deadline on the steady clock, or nullopt when it set none.
@@ -58,6 +67,8 @@ void EvaluateCall::Proceed(bool ok) {
     return;
   }
   Listen(context_, cq_);
+  arrived_ = std::chrono::steady_clock::now();
+  context_.metrics->AddInFlight(1);
   deadline_ = SteadyDeadline(server_context_);
   absl::StatusOr<handlers::InferenceRequest> decoded = handlers::DecodeRequest(
       request_.inp_dict_bytes(), *context_.signature, context_.max_rows_per_request);
@@ -66,22 +77,36 @@ void EvaluateCall::Proceed(bool ok) {
     return;
   }
   std::unique_ptr<handlers::InferenceTask> task =
-      std::make_unique<CallTask>(*std::move(decoded), this);
+      std::make_unique<CallTask>(*std::move(decoded), this, *context_.metrics);
   state_ = State::kQueued;
-  if (absl::Status queued = context_.batcher->Enqueue(task); !queued.ok()) Fail(queued);
+  context_.metrics->AddQueuedRequests(1);  // before the batch thread can take it out again
+  if (absl::Status queued = context_.batcher->Enqueue(task); !queued.ok()) {
+    context_.metrics->AddQueuedRequests(-1);
+    Fail(queued);
+  }
 }
 
 void EvaluateCall::Reply(const handlers::InferenceRequest& request, const float* outputs,
                          int64_t stride) {
   handlers::EncodeResponse(request.output_names, outputs, request.rows, stride,
                            reply_.mutable_response_bytes());
+  RecordOutcome(grpc::StatusCode::OK);
   state_ = State::kFinished;
   responder_.Finish(reply_, grpc::Status::OK, this);
 }
 
 void EvaluateCall::Fail(const absl::Status& status) {
+  const grpc::Status grpc_status = ToGrpcStatus(status);
+  RecordOutcome(grpc_status.error_code());
   state_ = State::kFinished;
-  responder_.FinishWithError(ToGrpcStatus(status), this);
+  responder_.FinishWithError(grpc_status, this);
+}
+
+void EvaluateCall::RecordOutcome(grpc::StatusCode code) {
+  const double latency =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - arrived_).count();
+  context_.metrics->RecordRequest(metrics::Method::kEvaluateModel, code, latency);
+  context_.metrics->AddInFlight(-1);
 }
 
 absl::Status EvaluateCall::Liveness(TimePoint now) const {

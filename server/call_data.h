@@ -10,6 +10,7 @@
 
 #include "dynamic_batcher.h"
 #include "inference_task.h"
+#include "metrics.h"
 #include "model_handler.h"
 #include "model_interface.grpc.pb.h"
 
@@ -31,6 +32,7 @@ struct EvaluateContext {
   Batcher* batcher = nullptr;
   const handlers::ModelSignature* signature = nullptr;
   int64_t max_rows_per_request = 0;
+  metrics::ServerMetrics* metrics = nullptr;
 };
 
 // One EvaluateModel call. It decodes its request on the completion-queue thread that received
@@ -67,6 +69,8 @@ class EvaluateCall final : public Tag {
 
   EvaluateCall(const EvaluateContext& context, grpc::ServerCompletionQueue* cq);
   void Start();
+  // Counts the call's outcome; called once, just before its Finish is armed.
+  void RecordOutcome(grpc::StatusCode code);
   // Drops one of the two tags (finish, done) still owed; the last one deletes the call.
   void Release();
 
@@ -78,6 +82,7 @@ class EvaluateCall final : public Tag {
   grpc::ServerAsyncResponseWriter<outCalc> responder_;
   DoneTag done_tag_{this};
   State state_ = State::kWaitingForRequest;
+  TimePoint arrived_;
   std::optional<TimePoint> deadline_;  // set on arrival; nullopt when the client set none
   std::atomic<bool> cancelled_{false};
   std::atomic<int> tags_owed_{2};

@@ -73,6 +73,8 @@ Config ParseFlags(int argc, char** argv) {
     ("tls-key", "PEM private key of --tls-cert", cxxopts::value<std::string>()->default_value(""))
     ("tls-client-ca", "PEM CA bundle: require client certificates signed by it (mTLS)",
      cxxopts::value<std::string>()->default_value(""))
+    ("metrics-address", "host:port of the Prometheus endpoint GET /metrics; empty: none",
+     cxxopts::value<std::string>()->default_value("0.0.0.0:8002"))
     ("max-message-bytes", "largest request or response message",
      cxxopts::value<int>()->default_value(std::to_string(defaults.server.max_message_bytes)))
     ("drain-timeout", "seconds accepted calls may take to finish after SIGTERM/SIGINT",
@@ -98,6 +100,7 @@ Config ParseFlags(int argc, char** argv) {
     config.server.address = flags["address"].as<std::string>();
     config.server.cq_threads = flags["cq-threads"].as<int>();
     config.server.max_message_bytes = flags["max-message-bytes"].as<int>();
+    config.server.metrics_address = flags["metrics-address"].as<std::string>();
     config.server.max_rows_per_request = flags["max-rows-per-request"].as<int64_t>();
     config.server.max_concurrent_streams = flags["max-concurrent-streams"].as<int>();
     config.server.grpc_memory_bytes = flags["grpc-memory-bytes"].as<size_t>();

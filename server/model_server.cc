@@ -65,10 +65,8 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
   if (options.max_message_bytes <= 0) {
     return absl::InvalidArgumentError("max_message_bytes must be positive");
   }
-  if (options.max_rows_per_request <= 0 ||
-      static_cast<size_t>(options.max_rows_per_request) > options.batching.max_queue_rows) {
-    return absl::InvalidArgumentError(
-        "max_rows_per_request must be positive and at most max_queue_rows");
+  if (options.max_rows_per_request <= 0) {
+    return absl::InvalidArgumentError("max_rows_per_request must be positive");
   }
   if (options.max_concurrent_streams <= 0) {
     return absl::InvalidArgumentError("max_concurrent_streams must be positive");
@@ -83,15 +81,32 @@ ModelServer::ModelServer(const ServerOptions& options,
     : options_(options), handler_(std::move(handler)), executor_(*handler_, stats_) {}
 
 absl::Status ModelServer::Build() {
-  absl::StatusOr<std::unique_ptr<Batcher>> batcher =
-      Batcher::Create(options_.batching, 1,
-                      [this](size_t, std::vector<std::unique_ptr<handlers::InferenceTask>>& batch) {
-                        executor_.Execute(batch);
-                      });
+  absl::StatusOr<std::unique_ptr<metrics::ServerMetrics>> metrics =
+      metrics::ServerMetrics::Start({.address = options_.metrics_address});
+  if (!metrics.ok()) return metrics.status();
+  metrics_ = *std::move(metrics);
+  metrics_->SetModelLoadSeconds(handler_->initialize_times().load_seconds);
+  metrics_->SetWarmupSeconds(handler_->initialize_times().warmup_seconds);
+
+  absl::StatusOr<std::unique_ptr<Batcher>> batcher = Batcher::Create(
+      options_.batching, 1,
+      [this](size_t, std::vector<std::unique_ptr<handlers::InferenceTask>>& batch) {
+        const auto start = std::chrono::steady_clock::now();
+        const size_t requests = batch.size();
+        size_t rows = 0;
+        for (const auto& task : batch) rows += task->rows();
+        executor_.Execute(batch);
+        metrics_->RecordBatch(
+            requests, rows,
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      });
   if (!batcher.ok()) return batcher.status();
   batcher_ = *std::move(batcher);
-  evaluate_context_ = EvaluateContext{&service_, batcher_.get(), &handler_->signature(),
-                                      options_.max_rows_per_request};
+  evaluate_context_ = EvaluateContext{
+      &service_, batcher_.get(), &handler_->signature(),
+      // A request the queue can never hold is refused as such.
+      std::min<int64_t>(options_.max_rows_per_request, options_.batching.max_queue_rows),
+      metrics_.get()};
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       MakeCredentials(options_.tls);
   if (!credentials.ok()) return credentials.status();
@@ -101,6 +116,7 @@ absl::Status ModelServer::Build() {
     service_.RequestHealthCheck(context, request, responder, cq, cq, tag);
   };
   health_methods_.answer = [this](const google::protobuf::Empty&, HCReply* reply) {
+    metrics_->RecordRequest(metrics::Method::kHealthCheck, grpc::StatusCode::OK, 0.0);
     reply->set_status(serving_.load() ? "SERVING" : "NOT_SERVING");
     return grpc::Status::OK;
   };

@@ -14,6 +14,7 @@
 #include "batch_executor.h"
 #include "batch_queue.h"
 #include "call_data.h"
+#include "metrics.h"
 #include "model_handler.h"
 
 namespace server {
@@ -34,12 +35,14 @@ struct ServerOptions {
   int cq_threads = 0;
   // Largest request or response message, in bytes; larger ones fail with RESOURCE_EXHAUSTED.
   int max_message_bytes = 4 * 1024 * 1024;
-  // Rows one request may carry; larger requests get INVALID_ARGUMENT.
+  // Rows one request may carry (at most max_queue_rows); larger requests get INVALID_ARGUMENT.
   int64_t max_rows_per_request = 65536;
   // HTTP/2 streams (concurrent calls) one connection may open; more wait in the client.
   int max_concurrent_streams = 256;
   // Memory gRPC may use for its buffers and calls (ResourceQuota); beyond it gRPC sheds load.
   size_t grpc_memory_bytes = 256 * 1024 * 1024;
+  // host:port of the Prometheus endpoint (GET /metrics); empty serves none.
+  std::string metrics_address;
   // TLS settings; plaintext by default.
   TlsOptions tls;
   // How requests are coalesced into forward passes.
@@ -68,6 +71,7 @@ class ModelServer {
   void Shutdown();
 
   const handlers::ExecutorStats& stats() const { return stats_; }
+  const metrics::ServerMetrics& metrics() const { return *metrics_; }
 
  private:
   ModelServer(const ServerOptions& options, std::unique_ptr<handlers::ModelHandler> handler);
@@ -76,6 +80,7 @@ class ModelServer {
   void PollQueue(grpc::ServerCompletionQueue* cq);
 
   const ServerOptions options_;
+  std::unique_ptr<metrics::ServerMetrics> metrics_;  // outlives everything that records
   std::unique_ptr<handlers::ModelHandler> handler_;
   handlers::ExecutorStats stats_;
   handlers::BatchExecutor executor_;

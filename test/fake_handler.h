@@ -27,6 +27,7 @@ class FakeHandler final : public handlers::ModelHandler {
 
   absl::Status Initialize() override { return absl::OkStatus(); }
   const handlers::ModelSignature& signature() const override { return signature_; }
+  handlers::InitializeTimes initialize_times() const override { return {}; }
 
   handlers::BatchBuffers PrepareBatch(int64_t rows) override {
     rows_ = rows;

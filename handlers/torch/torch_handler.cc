@@ -18,9 +18,9 @@
 namespace handlers {
 namespace {
 
-int64_t MillisecondsBetween(std::chrono::steady_clock::time_point from,
-                            std::chrono::steady_clock::time_point to) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
+double SecondsBetween(std::chrono::steady_clock::time_point from,
+                      std::chrono::steady_clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
 }
 
 // The line of a torch error message that says what went wrong. TorchScript errors put a
@@ -122,17 +122,20 @@ class TorchHandler final : public ModelHandler {
     if (absl::Status loaded = Load(); !loaded.ok()) return loaded;
     if (absl::Status read = ReadSignature(); !read.ok()) return read;
     const auto loaded = std::chrono::steady_clock::now();
-    spdlog::info("model {} loaded on {} in {} ms",
+    initialize_times_.load_seconds = SecondsBetween(start, loaded);
+    spdlog::info("model {} loaded on {} in {:.0f} ms",
                  options_.model_path.empty() ? "demo" : options_.model_path, device_.str(),
-                 MillisecondsBetween(start, loaded));
+                 initialize_times_.load_seconds * 1e3);
     if (absl::Status warmed = WarmUp(); !warmed.ok()) return warmed;
-    spdlog::info("model warmed up in {} ms: {} inputs, {} params, {} outputs",
-                 MillisecondsBetween(loaded, std::chrono::steady_clock::now()),
-                 signature_.num_inputs, signature_.num_params, signature_.num_outputs);
+    initialize_times_.warmup_seconds = SecondsBetween(loaded, std::chrono::steady_clock::now());
+    spdlog::info("model warmed up in {:.0f} ms: {} inputs, {} params, {} outputs",
+                 initialize_times_.warmup_seconds * 1e3, signature_.num_inputs,
+                 signature_.num_params, signature_.num_outputs);
     return absl::OkStatus();
   }
 
   const ModelSignature& signature() const override { return signature_; }
+  InitializeTimes initialize_times() const override { return initialize_times_; }
 
   BatchBuffers PrepareBatch(int64_t rows) override {
     if (rows > capacity_) {
@@ -201,9 +204,8 @@ class TorchHandler final : public ModelHandler {
       module_ = torch::jit::load(path, device_);
       module_.eval();
     } catch (const c10::Error& load_error) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot load TorchScript model ", path, ": ",
-                       Summary(load_error.what_without_backtrace())));
+      return absl::InvalidArgumentError(absl::StrCat("cannot load TorchScript model ", path, ": ",
+                                                     Summary(load_error.what_without_backtrace())));
     } catch (const std::exception& load_error) {
       return absl::InvalidArgumentError(
           absl::StrCat("cannot load TorchScript model ", path, ": ", Summary(load_error.what())));
@@ -311,6 +313,7 @@ class TorchHandler final : public ModelHandler {
   torch::Device device_{torch::kCPU};
   torch::jit::Module module_;
   ModelSignature signature_;
+  InitializeTimes initialize_times_;
   int64_t capacity_ = 0;  // rows inputs_ and params_ can hold
   int64_t rows_ = 0;      // rows of the batch being prepared or run
   torch::Tensor inputs_;

@@ -16,7 +16,7 @@ struct FakeTask {
   absl::Status liveness = absl::OkStatus();
 
   size_t rows() const { return rows_; }
-  absl::Status Liveness(TimePoint) const { return liveness; }
+  absl::Status Dequeue(TimePoint) { return liveness; }
 };
 
 std::unique_ptr<FakeTask> MakeTask(size_t rows, int id) {

@@ -20,7 +20,7 @@ struct FakeTask {
   std::promise<absl::Status>* done = nullptr;
 
   size_t rows() const { return rows_; }
-  absl::Status Liveness(TimePoint) const {
+  absl::Status Dequeue(TimePoint) {
     return cancelled ? absl::CancelledError("client cancelled") : absl::OkStatus();
   }
   void Fail(absl::Status status) { done->set_value(std::move(status)); }

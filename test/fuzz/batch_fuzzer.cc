@@ -54,7 +54,7 @@ class FuzzTask final : public InferenceTask {
   FuzzTask(InferenceRequest request, Outcome& outcome)
       : InferenceTask(std::move(request)), outcome_(outcome) {}
 
-  absl::Status Liveness(TimePoint) const override { return absl::OkStatus(); }
+  absl::Status Dequeue(TimePoint) override { return absl::OkStatus(); }
 
   void Complete(const float* outputs, int64_t stride) override {
     ++outcome_.completions;

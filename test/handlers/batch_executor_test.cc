@@ -17,7 +17,7 @@ class RecordingTask final : public InferenceTask {
   RecordingTask(std::vector<float> x_1, std::vector<float> params)
       : InferenceTask(MakeRequest(x_1, std::move(params))) {}
 
-  absl::Status Liveness(TimePoint) const override { return absl::OkStatus(); }
+  absl::Status Dequeue(TimePoint) override { return absl::OkStatus(); }
   void Complete(const float* outputs, int64_t stride) override {
     outputs_.emplace();
     for (int64_t row = 0; row < request().rows; ++row) outputs_->push_back(outputs[row * stride]);

@@ -100,6 +100,25 @@ TEST_CASE("EvaluateModel answers with the seed's JSON", "[server]") {
   CHECK(reply.body == R"({"prediction": {"y_1": [2.5, 4.5]}})");
 }
 
+TEST_CASE("metrics count requests by code, batches and queue time", "[server]") {
+  TestServer server;
+  REQUIRE(server.Evaluate(Payload({1, 2}, {2, 0.5})).status.ok());
+  REQUIRE(server.Evaluate(Payload({3}, {2, 0.5})).status.ok());
+  CHECK_FALSE(server.Evaluate("not json").status.ok());
+  const std::string text = server.server().metrics().Render();
+  CHECK_THAT(text,
+             Catch::Contains(R"(model_server_requests_total{method="EvaluateModel",code="OK"} 2)"));
+  CHECK_THAT(
+      text,
+      Catch::Contains(
+          R"(model_server_requests_total{method="EvaluateModel",code="INVALID_ARGUMENT"} 1)"));
+  CHECK_THAT(text, Catch::Contains("model_server_batch_rows_sum 3"));
+  CHECK_THAT(text, Catch::Contains("model_server_batch_requests_count 2"));
+  CHECK_THAT(text, Catch::Contains("model_server_queue_time_seconds_count 2"));
+  CHECK_THAT(text, Catch::Contains("model_server_inflight_requests 0"));
+  CHECK_THAT(text, Catch::Contains("model_server_queued_requests 0"));
+}
+
 TEST_CASE("both health services say SERVING", "[server]") {
   TestServer server;
   grpc::ClientContext context;
