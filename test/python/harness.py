@@ -27,12 +27,14 @@ def free_port():
 
 
 def start_server(binary, *args):
-    """Starts model_server with its log captured; returns the process."""
-    return subprocess.Popen([binary, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    """Starts model_server with its log captured; returns the process. The metrics endpoint
+    takes a free port, so tests never collide on the default one."""
+    return subprocess.Popen([binary, "--metrics-address", "127.0.0.1:0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_until_serving(channel, timeout_s=60):
+def wait_until_serving(channel, process=None, timeout_s=60):
+    """Polls HealthCheck until SERVING; fails at once, with its log, if `process` exits."""
     import model_interface_pb2_grpc
     from google.protobuf import empty_pb2
     stub = model_interface_pb2_grpc.ModelServiceStub(channel)
@@ -42,6 +44,9 @@ def wait_until_serving(channel, timeout_s=60):
             if stub.HealthCheck(empty_pb2.Empty(), timeout=1).status == "SERVING":
                 return
         except grpc.RpcError:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"model_server exited with {process.returncode}:\n"
+                                   f"{process.stdout.read()}")
             if time.monotonic() > deadline:
                 raise
         time.sleep(0.1)

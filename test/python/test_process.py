@@ -122,7 +122,7 @@ class Drain(unittest.TestCase):
         server = start_server(ARGS.server, "--address", address, "--model", path("slow.pt"),
                               "--max-batch-rows", "50", "--torch-threads", "1", *extra)
         self.addCleanup(server.stdout.close)
-        wait_until_serving(grpc.insecure_channel(address))
+        wait_until_serving(grpc.insecure_channel(address), server)
         return server, address
 
     def test_sigterm_finishes_every_accepted_call(self):
@@ -208,7 +208,7 @@ class Tls(unittest.TestCase):
                               "--tls-key", path("server.key"), *extra)
         self.addCleanup(server.stdout.close)
         self.addCleanup(lambda: (server.send_signal(signal.SIGTERM), server.wait(timeout=30)))
-        wait_until_serving(grpc.secure_channel(address, self.credentials("client")))
+        wait_until_serving(grpc.secure_channel(address, self.credentials("client")), server)
         return address
 
     def credentials(self, client=None):

@@ -81,7 +81,7 @@ class SeedClientTest(unittest.TestCase):
         cls.port = free_port()
         cls.address = f"127.0.0.1:{cls.port}"
         cls.server = start_server(ARGS.server, "--address", cls.address, "--model", cls.model_path)
-        wait_until_serving(grpc.insecure_channel(cls.address))
+        wait_until_serving(grpc.insecure_channel(cls.address), cls.server)
 
     @classmethod
     def tearDownClass(cls):
