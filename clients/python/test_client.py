@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -34,8 +35,29 @@ def free_port():
 
 
 def start_server(port):
-    return subprocess.Popen([SERVER, "--address", f"127.0.0.1:{port}", "--log-level", "warn"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # stderr goes to a file, not a pipe nobody reads while the server runs (it could fill up).
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen([SERVER, "--address", f"127.0.0.1:{port}", "--log-level", "warn"],
+                               stdout=subprocess.DEVNULL, stderr=log, text=True)
+    process.log = log
+    return process
+
+
+def server_log(process):
+    process.log.seek(0)
+    return process.log.read()
+
+
+def wait_until_serving(process, client, timeout_s=120):
+    """Polls grpc.health.v1 until SERVING; raises early if the server exits first."""
+    deadline = time.monotonic() + timeout_s
+    while not client.wait_until_serving(timeout_s=1.0):
+        if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            raise RuntimeError(f"model_server (exit {process.returncode}) not SERVING: "
+                               f"{server_log(process)}")
 
 
 def stop_server(process, test):
@@ -43,12 +65,14 @@ def stop_server(process, test):
     if process.poll() is None:
         process.terminate()
     try:
-        _, stderr = process.communicate(timeout=30)
+        process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
-        process.communicate()
+        process.wait()
         test.fail("model_server did not exit within 30 s of SIGTERM")
-    test.assertEqual(process.returncode, 0, f"model_server exited {process.returncode}: {stderr}")
+    log = server_log(process)
+    process.log.close()
+    test.assertEqual(process.returncode, 0, f"model_server exited {process.returncode}: {log}")
 
 
 def assert_prediction(test, response, rows):
@@ -70,9 +94,7 @@ class ServingTest(unittest.TestCase):
         cls.port = free_port()
         cls.server = start_server(cls.port)
         cls.client = model_client.ModelClient(f"127.0.0.1:{cls.port}", timeout_s=30)
-        if not cls.client.wait_until_serving(timeout_s=120):
-            cls.server.kill()
-            raise RuntimeError(f"model_server not SERVING after 120 s: {cls.server.communicate()[1]}")
+        wait_until_serving(cls.server, cls.client)
 
     @classmethod
     def tearDownClass(cls):
@@ -80,6 +102,7 @@ class ServingTest(unittest.TestCase):
         if cls.server.poll() is None:
             cls.server.kill()
             cls.server.wait()
+        cls.server.log.close()
 
     def test_health(self):
         self.assertEqual(self.client.health_check(), "SERVING")
@@ -183,7 +206,7 @@ class ShutdownTest(unittest.TestCase):
         port = free_port()
         server = start_server(port)
         with model_client.ModelClient(f"127.0.0.1:{port}", timeout_s=30) as client:
-            self.assertTrue(client.wait_until_serving(timeout_s=120))
+            wait_until_serving(server, client)
             assert_prediction(self, client.evaluate(model_client.demo_request(2)), 2)
         stop_server(server, self)
 
