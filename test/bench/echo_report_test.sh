@@ -28,7 +28,7 @@ assert_no_errors "$work/open.json"
 import json, sys
 step = json.load(open(sys.argv[1]))["steps"][0]
 print("open loop: %.0f req/s" % step["throughput_rps"])
-sys.exit(0 if 450 <= step["throughput_rps"] <= 550 else 1)
+sys.exit(0 if 400 <= step["throughput_rps"] <= 600 else 1)
 PY
 
 chromium=$(command -v chromium || command -v chromium-browser || true)
