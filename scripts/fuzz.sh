@@ -54,7 +54,7 @@ for fuzzer in "${FUZZERS[@]}"; do
     -artifact_prefix="$BUILD/artifacts/$fuzzer-" >"$log" 2>&1 || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n1)
-  cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -n1 | cut -d' ' -f2)
+  cov=$({ grep -Eo 'cov: [0-9]+' "$log" || true; } | tail -n1 | cut -d' ' -f2)
   units=$(ls "$corpus" | wc -l)
   if ((rc != 0)); then
     status=1
