@@ -36,6 +36,7 @@ std::string DefaultDevice() {
 struct Config {
   server::ServerOptions server;
   handlers::TorchHandlerOptions handler;
+  int instances = 1;
   std::string export_demo_model;
   std::string log_level;
 };
@@ -61,6 +62,10 @@ Config ParseFlags(int argc, char** argv) {
      cxxopts::value<size_t>()->default_value(std::to_string(defaults.server.batching.max_queue_rows)))
     ("cq-threads", "completion-queue threads; 0 = CPUs this process may use",
      cxxopts::value<int>()->default_value("0"))
+    ("instances", "model instances, each with its own batch thread (and CUDA stream)",
+     cxxopts::value<int>()->default_value("1"))
+    ("precision", "fp32, fp16 or bf16: what the model computes in (the wire stays float32)",
+     cxxopts::value<std::string>()->default_value(defaults.handler.precision))
     ("torch-threads", "torch intra-op threads; 0 = libtorch's default",
      cxxopts::value<int>()->default_value(std::to_string(defaults.handler.torch_threads)))
     ("max-rows-per-request", "rows one request may carry",
@@ -115,6 +120,9 @@ Config ParseFlags(int argc, char** argv) {
     config.handler.model_path = flags["model"].as<std::string>();
     config.handler.device = flags["device"].as<std::string>();
     config.handler.torch_threads = flags["torch-threads"].as<int>();
+    config.handler.precision = flags["precision"].as<std::string>();
+    config.instances = flags["instances"].as<int>();
+    if (config.instances < 1) throw cxxopts::exceptions::exception("--instances must be >= 1");
     config.handler.demo_hidden = flags["demo-hidden"].as<int64_t>();
     config.handler.max_batch_rows = static_cast<int64_t>(config.server.batching.max_batch_rows);
     config.export_demo_model = flags["export-demo-model"].as<std::string>();
@@ -203,24 +211,34 @@ int main(int argc, char** argv) {
 
   const server::ServerOptions& options = config.server;
   spdlog::info(
-      "config: model={} device={} max_batch_rows={} max_queue_delay_us={} max_queue_rows={} "
-      "max_rows_per_request={} cq_threads={} torch_threads={} max_message_bytes={} "
-      "max_concurrent_streams={} grpc_memory_bytes={} tls={} drain_timeout_s={}",
+      "config: model={} device={} precision={} instances={} max_batch_rows={} "
+      "max_queue_delay_us={} max_queue_rows={} max_rows_per_request={} cq_threads={} "
+      "torch_threads={} max_message_bytes={} max_concurrent_streams={} grpc_memory_bytes={} "
+      "tls={} metrics_address={} drain_timeout_s={}",
       config.handler.model_path.empty() ? "demo" : config.handler.model_path, config.handler.device,
-      options.batching.max_batch_rows, options.batching.max_queue_delay.count(),
-      options.batching.max_queue_rows,
+      config.handler.precision, config.instances, options.batching.max_batch_rows,
+      options.batching.max_queue_delay.count(), options.batching.max_queue_rows,
+      options.max_rows_per_request,
       options.cq_threads > 0 ? options.cq_threads : server::UsableCpus(),
-      config.handler.torch_threads, options.max_message_bytes,
+      config.handler.torch_threads, options.max_message_bytes, options.max_concurrent_streams,
+      options.grpc_memory_bytes,
+      options.tls.cert_file.empty()        ? "off"
+      : options.tls.client_ca_file.empty() ? "on"
+                                           : "mutual",
+      options.metrics_address.empty() ? "none" : options.metrics_address,
       std::chrono::duration_cast<std::chrono::seconds>(options.drain_timeout).count());
 
-  std::unique_ptr<handlers::ModelHandler> handler = handlers::MakeTorchHandler(config.handler);
-  if (const absl::Status initialized = handler->Initialize(); !initialized.ok()) {
-    spdlog::error("cannot start: {}", std::string(initialized.message()));
-    return 1;
+  std::vector<std::unique_ptr<handlers::ModelHandler>> instances;
+  for (int i = 0; i < config.instances; ++i) {
+    instances.push_back(handlers::MakeTorchHandler(config.handler));
+    if (const absl::Status initialized = instances.back()->Initialize(); !initialized.ok()) {
+      spdlog::error("cannot start: {}", std::string(initialized.message()));
+      return 1;
+    }
   }
 
   absl::StatusOr<std::unique_ptr<server::ModelServer>> model_server =
-      server::ModelServer::Start(options, std::move(handler));
+      server::ModelServer::Start(options, std::move(instances));
   if (!model_server.ok()) {
     spdlog::error("cannot start: {}", std::string(model_server.status().message()));
     return 1;

@@ -60,8 +60,26 @@ int UsableCpus() {
   return std::max(1, CPU_COUNT(&set));
 }
 
+bool SameShape(const handlers::ModelSignature& a, const handlers::ModelSignature& b) {
+  return a.num_inputs == b.num_inputs && a.num_outputs == b.num_outputs &&
+         a.num_params == b.num_params;
+}
+
 absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
-    const ServerOptions& options, std::unique_ptr<handlers::ModelHandler> handler) {
+    const ServerOptions& options, std::unique_ptr<handlers::ModelHandler> instance) {
+  std::vector<std::unique_ptr<handlers::ModelHandler>> instances;
+  instances.push_back(std::move(instance));
+  return Start(options, std::move(instances));
+}
+
+absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
+    const ServerOptions& options, std::vector<std::unique_ptr<handlers::ModelHandler>> instances) {
+  if (instances.empty()) return absl::InvalidArgumentError("no model instance to serve");
+  for (const auto& instance : instances) {
+    if (!SameShape(instance->signature(), instances[0]->signature())) {
+      return absl::InvalidArgumentError("model instances differ in their signatures");
+    }
+  }
   if (options.max_message_bytes <= 0) {
     return absl::InvalidArgumentError("max_message_bytes must be positive");
   }
@@ -71,31 +89,40 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
   if (options.max_concurrent_streams <= 0) {
     return absl::InvalidArgumentError("max_concurrent_streams must be positive");
   }
-  std::unique_ptr<ModelServer> server(new ModelServer(options, std::move(handler)));
+  std::unique_ptr<ModelServer> server(new ModelServer(options, std::move(instances)));
   if (absl::Status built = server->Build(); !built.ok()) return built;
   return server;
 }
 
 ModelServer::ModelServer(const ServerOptions& options,
-                         std::unique_ptr<handlers::ModelHandler> handler)
-    : options_(options), handler_(std::move(handler)), executor_(*handler_, stats_) {}
+                         std::vector<std::unique_ptr<handlers::ModelHandler>> instances)
+    : options_(options), instances_(std::move(instances)) {
+  for (auto& instance : instances_) {
+    executors_.push_back(std::make_unique<handlers::BatchExecutor>(*instance, stats_));
+  }
+}
 
 absl::Status ModelServer::Build() {
   absl::StatusOr<std::unique_ptr<metrics::ServerMetrics>> metrics =
       metrics::ServerMetrics::Start({.address = options_.metrics_address});
   if (!metrics.ok()) return metrics.status();
   metrics_ = *std::move(metrics);
-  metrics_->SetModelLoadSeconds(handler_->initialize_times().load_seconds);
-  metrics_->SetWarmupSeconds(handler_->initialize_times().warmup_seconds);
+  handlers::InitializeTimes startup;
+  for (const auto& instance : instances_) {
+    startup.load_seconds += instance->initialize_times().load_seconds;
+    startup.warmup_seconds += instance->initialize_times().warmup_seconds;
+  }
+  metrics_->SetModelLoadSeconds(startup.load_seconds);
+  metrics_->SetWarmupSeconds(startup.warmup_seconds);
 
   absl::StatusOr<std::unique_ptr<Batcher>> batcher = Batcher::Create(
-      options_.batching, 1,
-      [this](size_t, std::vector<std::unique_ptr<handlers::InferenceTask>>& batch) {
+      options_.batching, instances_.size(),
+      [this](size_t worker, std::vector<std::unique_ptr<handlers::InferenceTask>>& batch) {
         const auto start = std::chrono::steady_clock::now();
         const size_t requests = batch.size();
         size_t rows = 0;
         for (const auto& task : batch) rows += task->rows();
-        executor_.Execute(batch);
+        executors_[worker]->Execute(batch);
         metrics_->RecordBatch(
             requests, rows,
             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
@@ -103,7 +130,7 @@ absl::Status ModelServer::Build() {
   if (!batcher.ok()) return batcher.status();
   batcher_ = *std::move(batcher);
   evaluate_context_ = EvaluateContext{
-      &service_, batcher_.get(), &handler_->signature(),
+      &service_, batcher_.get(), &instances_[0]->signature(),
       // A request the queue can never hold is refused as such.
       std::min<int64_t>(options_.max_rows_per_request, options_.batching.max_queue_rows),
       metrics_.get()};
@@ -181,7 +208,7 @@ void ModelServer::Shutdown() {
     batcher_->Shutdown();
     for (auto& cq : queues_) cq->Shutdown();
     for (std::thread& poller : pollers_) poller.join();
-    handler_->Cleanup();
+    for (auto& instance : instances_) instance->Cleanup();
   });
 }
 

@@ -52,14 +52,19 @@ struct ServerOptions {
 };
 
 // The gRPC front end: ModelService (EvaluateModel, HealthCheck) and grpc.health.v1.Health on
-// completion queues, feeding one dynamic batcher that runs an initialized handler.
+// completion queues, feeding one dynamic batcher whose batch threads each run one initialized
+// model instance.
 class ModelServer {
  public:
-  // Serves `handler`, which must be initialized; takes ownership. Health says SERVING once this
-  // returns OK. Errors: INVALID_ARGUMENT for bad options, UNAVAILABLE when the address cannot be
-  // bound (e.g. the port is in use).
+  // Serves `instances` (at least one, all initialized, all of the same model), each on its own
+  // batch thread; takes ownership. Health says SERVING once this returns OK. Errors:
+  // INVALID_ARGUMENT for bad options or instances, UNAVAILABLE when the address cannot be bound
+  // (e.g. the port is in use).
   static absl::StatusOr<std::unique_ptr<ModelServer>> Start(
-      const ServerOptions& options, std::unique_ptr<handlers::ModelHandler> handler);
+      const ServerOptions& options, std::vector<std::unique_ptr<handlers::ModelHandler>> instances);
+  // One instance.
+  static absl::StatusOr<std::unique_ptr<ModelServer>> Start(
+      const ServerOptions& options, std::unique_ptr<handlers::ModelHandler> instance);
 
   ~ModelServer();
 
@@ -74,16 +79,17 @@ class ModelServer {
   const metrics::ServerMetrics& metrics() const { return *metrics_; }
 
  private:
-  ModelServer(const ServerOptions& options, std::unique_ptr<handlers::ModelHandler> handler);
+  ModelServer(const ServerOptions& options,
+              std::vector<std::unique_ptr<handlers::ModelHandler>> instances);
   absl::Status Build();
   void SetServing(bool serving);
   void PollQueue(grpc::ServerCompletionQueue* cq);
 
   const ServerOptions options_;
   std::unique_ptr<metrics::ServerMetrics> metrics_;  // outlives everything that records
-  std::unique_ptr<handlers::ModelHandler> handler_;
+  std::vector<std::unique_ptr<handlers::ModelHandler>> instances_;
   handlers::ExecutorStats stats_;
-  handlers::BatchExecutor executor_;
+  std::vector<std::unique_ptr<handlers::BatchExecutor>> executors_;  // one per instance
   std::unique_ptr<Batcher> batcher_;
   ModelService::AsyncService service_;
   EvaluateContext evaluate_context_;

@@ -19,6 +19,8 @@ struct TorchHandlerOptions {
   int64_t demo_hidden = 32;
   // cpu, cuda, cuda:N, or auto (the first GPU when libtorch sees one, else cpu).
   std::string device = "auto";
+  // fp32, fp16 or bf16: the dtype the model computes in; the wire stays float32.
+  std::string precision = "fp32";
   // torch intra-op threads (process-wide); 0 leaves libtorch's default.
   int torch_threads = 1;
   // Largest batch the batcher produces; warm-up runs batch sizes up to it.

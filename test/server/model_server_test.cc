@@ -278,6 +278,70 @@ TEST_CASE("shutdown with requests in flight finishes every accepted call", "[ser
   CHECK(server.handler().cleaned_up());
 }
 
+TEST_CASE("each model instance runs batches on its own thread", "[server]") {
+  std::vector<std::unique_ptr<handlers::ModelHandler>> instances;
+  instances.push_back(std::make_unique<FakeHandler>());
+  instances.push_back(std::make_unique<FakeHandler>());
+  FakeHandler& first = static_cast<FakeHandler&>(*instances[0]);
+  FakeHandler& second = static_cast<FakeHandler&>(*instances[1]);
+  first.Hold(true);
+  second.Hold(true);
+  ServerOptions options;
+  options.address = "127.0.0.1:0";
+  auto started = ModelServer::Start(options, std::move(instances));
+  REQUIRE(started.ok());
+  auto stub = ModelService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*started)->port()), grpc::InsecureChannelCredentials()));
+  auto evaluate = [&stub](float x) {
+    return std::async(std::launch::async, [&stub, x] {
+      grpc::ClientContext context;
+      inRequest request;
+      request.set_inp_dict_bytes(Payload({x}, {1, 0}));
+      outCalc response;
+      return stub->EvaluateModel(&context, request, &response);
+    });
+  };
+  auto forwards_started = [&] { return first.batch_rows().size() + second.batch_rows().size(); };
+  auto wait_for_forwards = [&](size_t count) {
+    for (int i = 0; i < 1000 && forwards_started() < count; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  };
+  std::future<grpc::Status> a = evaluate(1);
+  wait_for_forwards(1);  // a is in a forward pass on one instance, which is now held
+  std::future<grpc::Status> b = evaluate(2);
+  wait_for_forwards(2);
+  const size_t concurrent_forwards = forwards_started();
+  first.Hold(false);
+  second.Hold(false);
+  // b ran on the other instance while the first was still busy with a.
+  CHECK(concurrent_forwards == 2);
+  CHECK(first.batch_rows().size() == 1);
+  CHECK(second.batch_rows().size() == 1);
+  CHECK(a.get().ok());
+  CHECK(b.get().ok());
+}
+
+TEST_CASE("instances of different models are refused", "[server]") {
+  class OtherModel final : public handlers::ModelHandler {
+   public:
+    absl::Status Initialize() override { return absl::OkStatus(); }
+    const handlers::ModelSignature& signature() const override { return signature_; }
+    handlers::InitializeTimes initialize_times() const override { return {}; }
+    handlers::BatchBuffers PrepareBatch(int64_t) override { return {}; }
+    absl::StatusOr<const float*> Run() override { return absl::InternalError("unused"); }
+    void Cleanup() override {}
+
+   private:
+    handlers::ModelSignature signature_{.num_inputs = 7, .num_outputs = 1};
+  };
+  std::vector<std::unique_ptr<handlers::ModelHandler>> instances;
+  instances.push_back(std::make_unique<FakeHandler>());
+  instances.push_back(std::make_unique<OtherModel>());
+  CHECK(ModelServer::Start({}, std::move(instances)).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+}
+
 TEST_CASE("a port in use is a startup error", "[server]") {
   TestServer first;
   ServerOptions options;
