@@ -25,7 +25,6 @@ void BatchExecutor::Execute(std::vector<std::unique_ptr<InferenceTask>>& batch) 
 absl::Status BatchExecutor::Forward(const std::vector<std::unique_ptr<InferenceTask>>& tasks,
                                     size_t begin, size_t end) {
   const ModelSignature& signature = handler_.signature();
-  const int64_t num_inputs = signature.num_inputs;
   const int64_t num_params = signature.num_params;
   int64_t total_rows = 0;
   for (size_t i = begin; i < end; ++i) total_rows += tasks[i]->request().rows;

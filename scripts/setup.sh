@@ -13,8 +13,11 @@ PACKAGES=(
   libopenblas0-pthread
   # Python clients and tests (Debian's modules: run them with /usr/bin/python3)
   python3 python3-grpcio python3-protobuf python3-torch python3-numpy
-  # test tools
-  procps openssl
+  # test tools: process control, TLS certificates, sanitizer and fuzzer runtimes, the HTML
+  # report's screenshot check, instruction counts for the benchmark document
+  procps openssl clang libclang-rt-14-dev chromium fonts-dejavu-core valgrind
+  # the Python client example's progress bar
+  python3-tqdm
 )
 
 missing=()

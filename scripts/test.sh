@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs every test.
-set -euo pipefail
+# Installs what is missing, builds, and runs every test: the sanitizer builds (ASan+UBSan, TSan)
+# of the tests that need no libtorch, a bounded fuzzing run, then the full test suite.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-scripts/build.sh
-ctest --test-dir build --output-on-failure --timeout 600
+scripts/setup.sh || exit 1
+scripts/build.sh || exit 1
+
+status=0
+scripts/sanitize.sh || status=1
+FUZZ_SECONDS=${FUZZ_SECONDS:-30} scripts/fuzz.sh || status=1
+ctest --test-dir build --output-on-failure --timeout 600 || status=1
+exit $status

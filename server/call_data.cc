@@ -2,6 +2,7 @@
 
 #include "grpc_status.h"
 #include "payload_codec.h"
+#include "tsan_annotations.h"
 
 namespace server {
 namespace {
@@ -92,6 +93,7 @@ void EvaluateCall::Reply(const handlers::InferenceRequest& request, const float*
                            reply_.mutable_response_bytes());
   RecordOutcome(grpc::StatusCode::OK);
   state_ = State::kFinished;
+  TagHandedOff(this);  // armed on the batch thread; Proceed runs on a polling thread
   responder_.Finish(reply_, grpc::Status::OK, this);
 }
 
@@ -99,6 +101,7 @@ void EvaluateCall::Fail(const absl::Status& status) {
   const grpc::Status grpc_status = ToGrpcStatus(status);
   RecordOutcome(grpc_status.error_code());
   state_ = State::kFinished;
+  TagHandedOff(this);  // armed on the batch thread; Proceed runs on a polling thread
   responder_.FinishWithError(grpc_status, this);
 }
 

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "tsan_annotations.h"
 
 namespace server {
 namespace {
@@ -187,7 +188,10 @@ absl::Status ModelServer::Build() {
 void ModelServer::PollQueue(grpc::ServerCompletionQueue* cq) {
   void* tag;
   bool ok;
-  while (cq->Next(&tag, &ok)) static_cast<Tag*>(tag)->Proceed(ok);
+  while (cq->Next(&tag, &ok)) {
+    TagReceived(tag);
+    static_cast<Tag*>(tag)->Proceed(ok);
+  }
 }
 
 void ModelServer::SetServing(bool serving) {

@@ -104,6 +104,9 @@ TEST_CASE("the delay cut waits for the oldest request's delay on the real clock"
   REQUIRE(Enqueue(*batcher, 1, done[1]).ok());
   CHECK(done[0].get_future().get().ok());
   CHECK(std::chrono::steady_clock::now() - start >= 100ms);
+  // The batch thread may still be inside done[1].set_value: wait for it, since `done` is
+  // destroyed before the batcher joins its thread.
+  CHECK(done[1].get_future().get().ok());
   CHECK(recorder.batches() == std::vector<std::vector<int>>{{0, 1}});
 }
 
