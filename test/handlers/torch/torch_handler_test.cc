@@ -5,6 +5,7 @@
 #include <torch/script.h>
 #undef CHECK
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -193,9 +194,60 @@ def forward(self, x: Tensor) -> Tensor:
   }
 }
 
+TEST_CASE("bf16 precision computes in bfloat16 and answers in float32", "[torch]") {
+  TorchHandlerOptions options;
+  options.device = "cpu";
+  std::unique_ptr<ModelHandler> fp32 = MakeTorchHandler(options);
+  REQUIRE(fp32->Initialize().ok());
+  options.precision = "bf16";
+  std::unique_ptr<ModelHandler> bf16 = MakeTorchHandler(options);
+  REQUIRE(bf16->Initialize().ok());
+  const std::vector<float> inputs = {0.5f, -1, 2, 3, 0.25f, -0.75f};
+  const std::vector<float> params = {0.3f, -1, 2, 0.5f, 1.5f};
+  const std::vector<float> exact = RunRows(*fp32, inputs, params);
+  const std::vector<float> approximate = RunRows(*bf16, inputs, params);
+  REQUIRE(approximate.size() == exact.size());
+  for (size_t i = 0; i < exact.size(); ++i) {
+    CHECK(approximate[i] == Approx(exact[i]).margin(5e-2));
+  }
+  CHECK(approximate != exact);  // it really computed in bfloat16
+}
+
+TEST_CASE("on a GPU the demo model gives the CPU's answers in every precision", "[torch][gpu]") {
+  if (!torch::cuda::is_available()) {
+    WARN("no CUDA device visible to libtorch: GPU test skipped");
+    return;
+  }
+  TorchHandlerOptions cpu_options;
+  cpu_options.device = "cpu";
+  std::unique_ptr<ModelHandler> cpu = MakeTorchHandler(cpu_options);
+  REQUIRE(cpu->Initialize().ok());
+  std::vector<float> inputs;
+  for (int i = 0; i < 300; ++i) inputs.push_back(static_cast<float>(std::sin(i * 0.37)));
+  const std::vector<float> params = {0.3f, -1, 2, 0.5f, 1.5f};
+  const std::vector<float> expected = RunRows(*cpu, inputs, params);
+  for (const auto& [precision, tolerance] : std::vector<std::pair<std::string, float>>{
+           {"fp32", 1e-4f}, {"fp16", 2e-2f}, {"bf16", 5e-2f}}) {
+    INFO("precision " << precision);
+    TorchHandlerOptions options;
+    options.device = "cuda";
+    options.precision = precision;
+    std::unique_ptr<ModelHandler> gpu = MakeTorchHandler(options);
+    REQUIRE(gpu->Initialize().ok());
+    const std::vector<float> served = RunRows(*gpu, inputs, params);
+    REQUIRE(served.size() == expected.size());
+    for (size_t i = 0; i < served.size(); ++i) {
+      CHECK(served[i] == Approx(expected[i]).margin(tolerance));
+    }
+  }
+}
+
 TEST_CASE("devices are resolved or refused", "[torch]") {
   TorchHandlerOptions options;
   options.device = "tpu:7";
+  CHECK(MakeTorchHandler(options)->Initialize().code() == absl::StatusCode::kInvalidArgument);
+  options.device = "cpu";
+  options.precision = "fp8";
   CHECK(MakeTorchHandler(options)->Initialize().code() == absl::StatusCode::kInvalidArgument);
   if (!torch::cuda::is_available()) {
     options.device = "cuda";
