@@ -34,6 +34,7 @@ struct Config {
   bool check = false;
   bool wait_for_health = true;
   std::string json_path, csv_path, report_path;
+  std::vector<std::string> metrics_addresses;  // servers' GET /metrics endpoints
   Settings settings;
 };
 
@@ -96,6 +97,8 @@ Config ParseFlags(int argc, char** argv) {
     ("sweep-rate", "open-loop steps in requests/s, e.g. 500,1000,2000",
      cxxopts::value<std::string>()->default_value(""))
     ("check", "verify every response decodes and has the expected shape")
+    ("metrics", "host:port of the servers' metrics endpoints (comma-separated): print each "
+     "step's server-side queue and compute time", cxxopts::value<std::string>()->default_value(""))
     ("no-wait", "do not wait for the server's health to be SERVING first")
     ("json", "write the results as JSON to FILE", cxxopts::value<std::string>()->default_value(""))
     ("csv", "write the results as CSV to FILE", cxxopts::value<std::string>()->default_value(""))
@@ -145,6 +148,10 @@ Config ParseFlags(int argc, char** argv) {
     config.check = flags.count("check") > 0;
     config.wait_for_health = flags.count("no-wait") == 0;
     config.json_path = flags["json"].as<std::string>();
+    std::stringstream metrics(flags["metrics"].as<std::string>());
+    for (std::string address; std::getline(metrics, address, ',');) {
+      if (!address.empty()) config.metrics_addresses.push_back(address);
+    }
     config.csv_path = flags["csv"].as<std::string>();
     config.report_path = flags["report"].as<std::string>();
     if (config.targets.empty() || config.connections < 1 || config.rows < 1 || config.vars < 1 ||
@@ -279,7 +286,19 @@ int Main(int argc, char** argv) {
     load.concurrency = step.concurrency;
     load.rate = step.rate;
     step.rows_per_request = rows_per_request;
+    const auto scrape = [&config]() -> std::optional<ServerCounters> {
+      if (config.metrics_addresses.empty()) return std::nullopt;
+      absl::StatusOr<ServerCounters> counters = ScrapeServers(config.metrics_addresses);
+      if (!counters.ok()) {
+        std::cerr << "model_bench: " << counters.status().message() << std::endl;
+        return std::nullopt;
+      }
+      return *counters;
+    };
+    const std::optional<ServerCounters> before = scrape();
     step.result = RunLoad(load, Progress(step.Label()));
+    const std::optional<ServerCounters> after = scrape();
+    if (before && after) step.server = Between(*before, *after);
   }
   PrintTable(steps, std::cout);
 

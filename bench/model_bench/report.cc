@@ -167,6 +167,18 @@ void PrintTable(const std::vector<Step>& steps, std::ostream& out) {
                   Ms(latency.Quantile(0.999)), Ms(latency.max()), ErrorsText(result).c_str());
     out << line;
   }
+  if (steps.empty() || !steps.front().server) return;
+  out << "\nserver side (from /metrics):\n";
+  std::snprintf(line, sizeof(line), "%-12s %16s %16s %14s\n", "step", "queue ms/req",
+                "compute ms/batch", "req/batch");
+  out << line;
+  for (const Step& step : steps) {
+    if (!step.server) continue;
+    std::snprintf(line, sizeof(line), "%-12s %16.3f %16.3f %14.1f\n", step.Label().c_str(),
+                  step.server->queue_ms_per_request, step.server->compute_ms_per_batch,
+                  step.server->requests_per_batch);
+    out << line;
+  }
 }
 
 absl::Status WriteJson(const Settings& settings, const std::vector<Step>& steps,
@@ -197,7 +209,13 @@ absl::Status WriteJson(const Settings& settings, const std::vector<Step>& steps,
       json << (first ? "" : ", ") << JsonString(name) << ": " << count;
       first = false;
     }
-    json << "}}";
+    json << "}";
+    if (step.server) {
+      json << ", \"server\": {\"queue_ms_per_request\": " << step.server->queue_ms_per_request
+           << ", \"compute_ms_per_batch\": " << step.server->compute_ms_per_batch
+           << ", \"requests_per_batch\": " << step.server->requests_per_batch << "}";
+    }
+    json << "}";
   }
   json << "\n]}\n";
   return WriteFile(path, json.str());

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <optional>
 #include <ostream>
 #include <string>
 #include <utility>
@@ -7,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "load_generator.h"
+#include "server_metrics.h"
 
 namespace model_bench {
 
@@ -16,6 +18,8 @@ struct Step {
   double rate = 0;      // open loop: offered requests/s; 0 for a closed-loop step
   int64_t rows_per_request = 0;
   LoadResult result;
+  // The servers' queue and compute times over the step (warm-up included), with --metrics.
+  std::optional<ServerBreakdown> server;
 
   std::string Label() const;  // "c=64" or "r=1000/s"
 };

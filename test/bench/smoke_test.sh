@@ -1,7 +1,8 @@
 #!/bin/bash
 # CI smoke: model_bench against a model_server this test starts. Asserts zero errors with
 # --check at concurrency 32, and that the server batched (more than one request per batch on
-# average, from its "stopped: N requests in M batches" line at SIGTERM).
+# average, both from the server's /metrics as model_bench --metrics reads it and from its
+# "stopped: N requests in M batches" line at SIGTERM).
 # Usage: smoke_test.sh MODEL_SERVER MODEL_BENCH
 set -euo pipefail
 server_bin=$1 bench_bin=$2
@@ -14,14 +15,23 @@ cleanup() {
 trap cleanup EXIT
 source "$(dirname "$0")/lib.sh"
 
-"$server_bin" --address 127.0.0.1:0 --torch-threads 1 >"$work/server.log" 2>&1 &
+"$server_bin" --address 127.0.0.1:0 --metrics-address 127.0.0.1:0 --torch-threads 1 \
+  >"$work/server.log" 2>&1 &
 server_pid=$!
 port=$(wait_for_port "$work/server.log" 'listening on port ([0-9]+)' "$server_pid")
-echo "model_server on port $port"
+metrics_port=$(wait_for_port "$work/server.log" 'GET /metrics on 127.0.0.1:([0-9]+)' "$server_pid")
+echo "model_server on port $port, metrics on $metrics_port"
 
 "$bench_bin" --target "127.0.0.1:$port" --concurrency 32 --duration 3 --warmup 0.5 --check \
-  --distinct-params --json "$work/result.json"
+  --distinct-params --metrics "127.0.0.1:$metrics_port" --json "$work/result.json"
 assert_no_errors "$work/result.json"
+/usr/bin/python3 - "$work/result.json" <<'PY' || fail "no server-side batching in /metrics"
+import json, sys
+server = json.load(open(sys.argv[1]))["steps"][0]["server"]
+print("server side: %.3f ms queued per request, %.3f ms compute per batch, %.1f requests per batch"
+      % (server["queue_ms_per_request"], server["compute_ms_per_batch"], server["requests_per_batch"]))
+sys.exit(0 if server["requests_per_batch"] > 1 else 1)
+PY
 
 kill -TERM "$server_pid"
 wait "$server_pid"
