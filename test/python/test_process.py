@@ -127,11 +127,13 @@ class Drain(unittest.TestCase):
 
     def test_sigterm_finishes_every_accepted_call(self):
         server, address = self.start()
-        calls = 6
+        calls = 12
         with concurrent.futures.ThreadPoolExecutor(calls) as pool:
             futures = [pool.submit(evaluate, address) for _ in range(calls)]
-            time.sleep(1.0)  # all accepted; one batch of 50 rows at a time, so most are queued
+            time.sleep(0.5)  # all accepted; one batch of 50 rows at a time, so most are queued
+            in_flight = sum(not future.done() for future in futures)
             server.send_signal(signal.SIGTERM)
+            self.assertGreater(in_flight, 1)
             time.sleep(0.3)
             # Draining: the standard health says NOT_SERVING or the server refuses new calls.
             health = health_pb2_grpc.HealthStub(grpc.insecure_channel(address))
@@ -151,8 +153,9 @@ class Drain(unittest.TestCase):
 
     def test_second_signal_exits_at_once(self):
         server, address = self.start("--drain-timeout", "120")
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(evaluate, address) for _ in range(4)]
+        # 16 calls of one 50-row batch each: seconds of draining left when the second signal comes.
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(evaluate, address) for _ in range(16)]
             time.sleep(1.0)
             server.send_signal(signal.SIGTERM)
             time.sleep(0.2)
