@@ -115,7 +115,7 @@ class StartupFaults(unittest.TestCase):
 class Drain(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        torch.jit.script(SlowModel(iterations=150)).save(path("slow.pt"))
+        torch.jit.script(SlowModel(iterations=600)).save(path("slow.pt"))
 
     def start(self, *extra):
         address = f"127.0.0.1:{free_port()}"
@@ -156,8 +156,10 @@ class Drain(unittest.TestCase):
         # 16 calls of one 50-row batch each: seconds of draining left when the second signal comes.
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             futures = [pool.submit(evaluate, address) for _ in range(16)]
-            time.sleep(1.0)
+            time.sleep(0.5)
+            in_flight = sum(not future.done() for future in futures)
             server.send_signal(signal.SIGTERM)
+            self.assertGreater(in_flight, 1)
             time.sleep(0.2)
             started = time.monotonic()
             server.send_signal(signal.SIGTERM)
