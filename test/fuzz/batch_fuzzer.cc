@@ -23,20 +23,13 @@
 #include "batch_executor.h"
 #include "batch_queue.h"
 #include "fake_handler.h"
+#include "fuzz_check.h"
 #include "payload_codec.h"
 
 namespace {
 
 using handlers::InferenceRequest;
 using handlers::InferenceTask;
-
-#define FUZZ_CHECK(condition)                                                                \
-  do {                                                                                       \
-    if (!(condition)) {                                                                      \
-      std::fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #condition); \
-      std::abort();                                                                          \
-    }                                                                                        \
-  } while (false)
 
 constexpr size_t kMaxPayloads = 64;
 

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz_check.h"
 #include "model_handler.h"
 #include "payload_codec.h"
 
@@ -23,14 +24,6 @@ namespace {
 
 using handlers::InferenceRequest;
 using handlers::ModelSignature;
-
-#define FUZZ_CHECK(condition)                                                                \
-  do {                                                                                       \
-    if (!(condition)) {                                                                      \
-      std::fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #condition); \
-      std::abort();                                                                          \
-    }                                                                                        \
-  } while (false)
 
 std::vector<ModelSignature> Signatures() {
   ModelSignature demo;  // the README's demo model
