@@ -1,7 +1,6 @@
 // model_bench: a load generator for the seed's ModelService (closed or open loop, sweeps,
 // latency percentiles, JSON/CSV/HTML reports). Run with --help for the flags.
 
-#include <sched.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -12,12 +11,14 @@
 #include <iostream>
 #include <sstream>
 
-#include "load_generator.h"
-#include "model_client.h"
-#include "model_interface.pb.h"
-#include "report.h"
+#include "bench/model_bench/load_generator.h"
+#include "bench/model_bench/report.h"
+#include "clients/cpp/model_client.h"
+#include "platform/cpus.h"
+#include "protocol/seed_json.h"
+#include "protos/model_interface.pb.h"
 
-namespace model_bench {
+namespace model_server::bench {
 namespace {
 
 struct Config {
@@ -37,12 +38,6 @@ struct Config {
   std::vector<std::string> metrics_addresses;  // servers' GET /metrics endpoints
   Settings settings;
 };
-
-int UsableCpus() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
-  return std::max(1, CPU_COUNT(&set));
-}
 
 template <typename T>
 std::vector<T> ParseList(const std::string& text) {
@@ -121,7 +116,8 @@ Config ParseFlags(int argc, char** argv) {
       if (!target.empty()) config.targets.push_back(target);
     }
     config.connections = flags["connections"].as<int>();
-    config.threads = flags["threads"].as<int>() > 0 ? flags["threads"].as<int>() : UsableCpus();
+    config.threads =
+        flags["threads"].as<int>() > 0 ? flags["threads"].as<int>() : platform::UsableCpus();
     const std::string arrivals = flags["arrivals"].as<std::string>();
     if (arrivals != "poisson" && arrivals != "constant") {
       throw cxxopts::exceptions::exception("--arrivals must be poisson or constant");
@@ -175,7 +171,7 @@ std::vector<std::string> BuiltInPayloads(const Config& config) {
   const int count = config.distinct_params ? 257 : 1;
   std::vector<std::string> payloads;
   for (int p = 0; p < count; ++p) {
-    model_client::Columns inputs;
+    protocol::Columns inputs;
     for (int v = 0; v < config.vars; ++v) {
       std::vector<double> values;
       for (int r = 0; r < config.rows; ++r) values.push_back(std::sin(0.37 * r + 1.3 * v + p));
@@ -184,7 +180,7 @@ std::vector<std::string> BuiltInPayloads(const Config& config) {
     std::vector<double> params = {0.1, 0.2, 0.3, 0.4, 0.5};
     for (size_t i = 0; i < params.size() && config.distinct_params; ++i) params[i] += 0.001 * p;
     inRequest request;
-    request.set_inp_dict_bytes(model_client::BuildRequestJson(inputs, params, {"y_1"}));
+    request.set_inp_dict_bytes(protocol::EncodeRequest(inputs, params, {"y_1"}));
     payloads.push_back(request.SerializeAsString());
   }
   return payloads;
@@ -195,7 +191,7 @@ std::vector<std::string> BuiltInPayloads(const Config& config) {
 std::function<absl::Status(const std::string&)> ResponseCheck(const Config& config) {
   const size_t rows = config.payload_file.empty() ? config.rows : 0;
   return [rows](const std::string& bytes) -> absl::Status {
-    absl::StatusOr<model_client::Columns> columns = model_client::ParseResponseJson(bytes);
+    absl::StatusOr<protocol::Columns> columns = protocol::DecodeResponse(bytes);
     if (!columns.ok()) return columns.status();
     if (rows == 0) return absl::OkStatus();
     if (columns->size() != 1 || columns->front().first != "y_1" ||
@@ -255,20 +251,20 @@ int Main(int argc, char** argv) {
     inRequest request;
     request.set_inp_dict_bytes(bytes.str());
     config.load.payloads.push_back(request.SerializeAsString());
-    rows_per_request = model_client::RequestRows(bytes.str()).value_or(0);
+    rows_per_request = protocol::RequestRows(bytes.str()).value_or(0);
   }
   if (config.check) config.load.check = ResponseCheck(config);
   config.load.threads = config.threads;
 
   for (const std::string& target : config.targets) {
     for (int i = 0; i < config.connections; ++i) {
-      model_client::ChannelOptions channel_options;
+      client::ChannelOptions channel_options;
       channel_options.seed_retry_policy = false;  // count failures instead of retrying them
       channel_options.connection_index = i;
-      config.load.channels.push_back(model_client::MakeChannel(target, channel_options));
+      config.load.channels.push_back(client::MakeChannel(target, channel_options));
     }
     if (config.wait_for_health) {
-      const absl::Status serving = model_client::WaitForServing(model_client::MakeChannel(target));
+      const absl::Status serving = client::WaitForServing(client::MakeChannel(target));
       if (!serving.ok()) {
         std::cerr << "model_bench: " << target << " is not serving: " << serving << std::endl;
         return 1;
@@ -321,6 +317,6 @@ int Main(int argc, char** argv) {
 }
 
 }  // namespace
-}  // namespace model_bench
+}  // namespace model_server::bench
 
-int main(int argc, char** argv) { return model_bench::Main(argc, argv); }
+int main(int argc, char** argv) { return model_server::bench::Main(argc, argv); }

@@ -1,4 +1,4 @@
-// libFuzzer target: handlers::DecodeRequest on arbitrary bytes, against three model signatures
+// libFuzzer target: protocol::DecodeRequest on arbitrary bytes, against three model signatures
 // that take the decoder down its different paths (the README's demo model; a model with no
 // default names and no parameters; a model with parameters but no defaults).
 //
@@ -16,12 +16,14 @@
 #include <string_view>
 #include <vector>
 
-#include "fuzz_check.h"
-#include "model_handler.h"
-#include "payload_codec.h"
+#include "handlers/model_types.h"
+#include "protocol/seed_json.h"
+#include "test/fuzz/fuzz_check.h"
 
 namespace {
 
+namespace handlers = model_server::handlers;
+namespace protocol = model_server::protocol;
 using handlers::InferenceRequest;
 using handlers::ModelSignature;
 
@@ -47,29 +49,11 @@ std::vector<ModelSignature> Signatures() {
   return {demo, bare, no_defaults};
 }
 
-// JSON string literal for `text` (valid UTF-8: the decoder has already checked it).
-void AppendJsonString(std::string_view text, std::string* out) {
-  out->push_back('"');
-  for (char c : text) {
-    if (c == '"' || c == '\\') {
-      out->push_back('\\');
-      out->push_back(c);
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char escaped[8];
-      std::snprintf(escaped, sizeof(escaped), "\\u%04x", static_cast<unsigned char>(c));
-      out->append(escaped);
-    } else {
-      out->push_back(c);
-    }
-  }
-  out->push_back('"');
-}
-
 void AppendNames(const std::vector<std::string>& names, std::string* out) {
   out->push_back('[');
   for (size_t i = 0; i < names.size(); ++i) {
     if (i > 0) out->append(", ");
-    AppendJsonString(names[i], out);
+    protocol::AppendJsonString(names[i], out);
   }
   out->push_back(']');
 }
@@ -78,7 +62,7 @@ void AppendNames(const std::vector<std::string>& names, std::string* out) {
 std::string EncodedColumns(const std::vector<std::string>& names, const float* values, int64_t rows,
                            int64_t stride) {
   std::string encoded;
-  handlers::EncodeResponse(names, values, rows, stride, &encoded);
+  protocol::EncodeResponse(names, values, rows, stride, &encoded);
   const std::string_view prefix = "{\"prediction\": ";
   FUZZ_CHECK(encoded.compare(0, prefix.size(), prefix) == 0);
   FUZZ_CHECK(encoded.back() == '}');
@@ -126,7 +110,7 @@ void CheckRoundTrip(const InferenceRequest& request, const ModelSignature& signa
       EncodedColumns(input_names, request.inputs.data(), request.rows, signature.num_inputs));
   rebuilt.append("}");
 
-  absl::StatusOr<InferenceRequest> again = handlers::DecodeRequest(rebuilt, signature);
+  absl::StatusOr<InferenceRequest> again = protocol::DecodeRequest(rebuilt, signature);
   if (!again.ok()) {
     std::fprintf(stderr, "round trip refused: %s\n%s\n", again.status().ToString().c_str(),
                  rebuilt.c_str());
@@ -144,7 +128,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::vector<ModelSignature> signatures = Signatures();
   const std::string_view payload(reinterpret_cast<const char*>(data), size);
   for (const ModelSignature& signature : signatures) {
-    absl::StatusOr<InferenceRequest> request = handlers::DecodeRequest(payload, signature);
+    absl::StatusOr<InferenceRequest> request = protocol::DecodeRequest(payload, signature);
     if (!request.ok()) {
       FUZZ_CHECK(request.status().code() == absl::StatusCode::kInvalidArgument);
       FUZZ_CHECK(!request.status().message().empty());

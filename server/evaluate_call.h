@@ -4,25 +4,17 @@
 
 #include <atomic>
 #include <chrono>
-#include <functional>
-#include <memory>
+#include <cstdint>
 #include <optional>
 
-#include "dynamic_batcher.h"
-#include "inference_task.h"
-#include "metrics.h"
-#include "model_handler.h"
-#include "model_interface.grpc.pb.h"
+#include "batching/dynamic_batcher.h"
+#include "handlers/inference_task.h"
+#include "handlers/model_types.h"
+#include "protos/model_interface.grpc.pb.h"
+#include "server/completion_queue.h"
+#include "server/metrics/metrics.h"
 
-namespace server {
-
-// Every completion-queue tag is a Tag; the queue's polling thread calls Proceed with the
-// event's ok flag.
-class Tag {
- public:
-  virtual ~Tag() = default;
-  virtual void Proceed(bool ok) = 0;
-};
+namespace model_server::server {
 
 using Batcher = batching::DynamicBatcher<handlers::InferenceTask>;
 
@@ -69,7 +61,8 @@ class EvaluateCall final : public Tag {
 
   EvaluateCall(const EvaluateContext& context, grpc::ServerCompletionQueue* cq);
   void Start();
-  // Counts the call's outcome; called once, just before its Finish is armed.
+  // Counts the call's outcome, once: whichever of the finishing thread (just before Finish) and
+  // the done tag (the client cancelled, or its deadline passed) comes first.
   void RecordOutcome(grpc::StatusCode code);
   // Drops one of the two tags (finish, done) still owed; the last one deletes the call.
   void Release();
@@ -85,53 +78,8 @@ class EvaluateCall final : public Tag {
   TimePoint arrived_;
   std::optional<TimePoint> deadline_;  // set on arrival; nullopt when the client set none
   std::atomic<bool> cancelled_{false};
+  std::atomic<bool> outcome_recorded_{false};
   std::atomic<int> tags_owed_{2};
 };
 
-// A unary call answered at once on the completion-queue thread (health checks), parameterised
-// by how to request the method and how to answer it.
-template <typename Request, typename Response>
-class UnaryCall final : public Tag {
- public:
-  using Responder = grpc::ServerAsyncResponseWriter<Response>;
-  using RequestMethod = std::function<void(grpc::ServerContext*, Request*, Responder*,
-                                           grpc::ServerCompletionQueue*, void* tag)>;
-  using Answer = std::function<grpc::Status(const Request&, Response*)>;
-  struct Methods {
-    RequestMethod request;
-    Answer answer;
-  };
-
-  // Arms one call waiting for the next request on `cq`; `methods` outlives every call.
-  static void Listen(const Methods& methods, grpc::ServerCompletionQueue* cq) {
-    auto* call = new UnaryCall(methods, cq);
-    methods.request(&call->server_context_, &call->request_, &call->responder_, cq, call);
-  }
-
-  void Proceed(bool ok) override {
-    if (state_ == State::kFinished || !ok) {  // finished, or the server is shutting down
-      delete this;
-      return;
-    }
-    Listen(methods_, cq_);
-    Response response;
-    const grpc::Status status = methods_.answer(request_, &response);
-    state_ = State::kFinished;
-    responder_.Finish(response, status, this);
-  }
-
- private:
-  enum class State { kWaitingForRequest, kFinished };
-
-  UnaryCall(const Methods& methods, grpc::ServerCompletionQueue* cq)
-      : methods_(methods), cq_(cq), responder_(&server_context_) {}
-
-  const Methods& methods_;
-  grpc::ServerCompletionQueue* const cq_;
-  grpc::ServerContext server_context_;
-  Request request_;
-  Responder responder_;
-  State state_ = State::kWaitingForRequest;
-};
-
-}  // namespace server
+}  // namespace model_server::server

@@ -1,10 +1,10 @@
-#include "call_data.h"
+#include "server/evaluate_call.h"
 
-#include "grpc_status.h"
-#include "payload_codec.h"
-#include "tsan_annotations.h"
+#include "protocol/seed_json.h"
+#include "server/grpc_status.h"
+#include "server/tsan_annotations.h"
 
-namespace server {
+namespace model_server::server {
 namespace {
 
 // The batcher's view of a call: the decoded request plus the way back to the client.
@@ -16,8 +16,7 @@ class CallTask final : public handlers::InferenceTask {
         metrics_(metrics),
         enqueued_(std::chrono::steady_clock::now()) {}
 
-  absl::Status Dequeue(TimePoint now) override {
-    metrics_.AddQueuedRequests(-1);
+  absl::Status Dequeue(batching::TimePoint now) override {
     metrics_.RecordQueueTime(std::chrono::duration<double>(now - enqueued_).count());
     return call_->Liveness(now);
   }
@@ -29,7 +28,7 @@ class CallTask final : public handlers::InferenceTask {
  private:
   EvaluateCall* const call_;  // alive until it is finished through this task
   metrics::ServerMetrics& metrics_;
-  const TimePoint enqueued_;
+  const batching::TimePoint enqueued_;
 };
 
 // The client's deadline on the steady clock, or nullopt when it set none.
@@ -71,7 +70,7 @@ void EvaluateCall::Proceed(bool ok) {
   arrived_ = std::chrono::steady_clock::now();
   context_.metrics->AddInFlight(1);
   deadline_ = SteadyDeadline(server_context_);
-  absl::StatusOr<handlers::InferenceRequest> decoded = handlers::DecodeRequest(
+  absl::StatusOr<handlers::InferenceRequest> decoded = protocol::DecodeRequest(
       request_.inp_dict_bytes(), *context_.signature, context_.max_rows_per_request);
   if (!decoded.ok()) {
     Fail(decoded.status());
@@ -80,16 +79,12 @@ void EvaluateCall::Proceed(bool ok) {
   std::unique_ptr<handlers::InferenceTask> task =
       std::make_unique<CallTask>(*std::move(decoded), this, *context_.metrics);
   state_ = State::kQueued;
-  context_.metrics->AddQueuedRequests(1);  // before the batch thread can take it out again
-  if (absl::Status queued = context_.batcher->Enqueue(task); !queued.ok()) {
-    context_.metrics->AddQueuedRequests(-1);
-    Fail(queued);
-  }
+  if (absl::Status queued = context_.batcher->Enqueue(task); !queued.ok()) Fail(queued);
 }
 
 void EvaluateCall::Reply(const handlers::InferenceRequest& request, const float* outputs,
                          int64_t stride) {
-  handlers::EncodeResponse(request.output_names, outputs, request.rows, stride,
+  protocol::EncodeResponse(request.output_names, outputs, request.rows, stride,
                            reply_.mutable_response_bytes());
   RecordOutcome(grpc::StatusCode::OK);
   state_ = State::kFinished;
@@ -106,6 +101,7 @@ void EvaluateCall::Fail(const absl::Status& status) {
 }
 
 void EvaluateCall::RecordOutcome(grpc::StatusCode code) {
+  if (outcome_recorded_.exchange(true, std::memory_order_acq_rel)) return;
   const double latency =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - arrived_).count();
   context_.metrics->RecordRequest(metrics::Method::kEvaluateModel, code, latency);
@@ -123,7 +119,14 @@ absl::Status EvaluateCall::Liveness(TimePoint now) const {
 }
 
 void EvaluateCall::DoneTag::Proceed(bool /*ok*/) {
-  call_->cancelled_.store(call_->server_context_.IsCancelled(), std::memory_order_release);
+  if (call_->server_context_.IsCancelled()) {
+    call_->cancelled_.store(true, std::memory_order_release);
+    // The RPC is over for the client now, even if its task is still queued or running. gRPC's
+    // own deadline, read now on the same clock, tells whether that is why.
+    const bool expired = call_->server_context_.deadline() <= std::chrono::system_clock::now();
+    call_->RecordOutcome(expired ? grpc::StatusCode::DEADLINE_EXCEEDED
+                                 : grpc::StatusCode::CANCELLED);
+  }
   call_->Release();
 }
 
@@ -131,4 +134,4 @@ void EvaluateCall::Release() {
   if (tags_owed_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
 }
 
-}  // namespace server
+}  // namespace model_server::server

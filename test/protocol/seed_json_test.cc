@@ -1,12 +1,20 @@
-#include "payload_codec.h"
+#include "protocol/seed_json.h"
+
+#include <simdjson.h>
 
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <limits>
 #include <string>
 
-namespace handlers {
+namespace model_server::protocol {
 namespace {
+
+using handlers::InferenceRequest;
+using handlers::ModelSignature;
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
 
 ModelSignature Signature() {
   ModelSignature signature;
@@ -179,5 +187,91 @@ TEST_CASE("an encoded response decodes back to the same floats", "[codec]") {
   CHECK(decoded->inputs == std::vector<float>(std::begin(outputs), std::end(outputs)));
 }
 
+TEST_CASE("EncodeRequest writes the seed's request shape", "[codec]") {
+  const Columns inputs = {{"x_1", {1.5, -2}}, {"x_2", {0.1, 3e-7}}};
+  const std::string json = EncodeRequest(inputs, {0.1, 0.2, 0.3, 0.4, 0.5}, {"y_1"});
+
+  simdjson::dom::parser parser;
+  simdjson::dom::element root = parser.parse(json);
+  simdjson::dom::element settings = root["analyticSettings"];
+  CHECK(std::string_view(settings["modelParams"]["input_var_order"].at(0)) == "x_1");
+  CHECK(std::string_view(settings["modelParams"]["input_var_order"].at(1)) == "x_2");
+  CHECK(std::string_view(settings["modelParams"]["output_var_order"].at(0)) == "y_1");
+  simdjson::dom::array params = settings["tunableParams"]["bias_weight_array"];
+  REQUIRE(params.size() == 5);
+  CHECK(double(params.at(4)) == 0.5);
+  simdjson::dom::array x2 = root["inputs"]["x_2"];
+  REQUIRE(x2.size() == 2);
+  // Numbers are written exactly (shortest round-trip form).
+  CHECK(double(x2.at(1)) == 3e-7);
+  CHECK(double(root["inputs"]["x_1"].at(1)) == -2);
+}
+
+TEST_CASE("EncodeRequest omits what is not given and escapes names", "[codec]") {
+  const std::string json = EncodeRequest({{"a\"b", {1}}}, {}, {});
+  simdjson::dom::parser parser;
+  simdjson::dom::element root = parser.parse(json);
+  simdjson::dom::element unused;
+  CHECK(root["analyticSettings"]["tunableParams"].get(unused) == simdjson::NO_SUCH_FIELD);
+  CHECK(root["analyticSettings"]["modelParams"]["output_var_order"].get(unused) ==
+        simdjson::NO_SUCH_FIELD);
+  CHECK(double(root["inputs"]["a\"b"].at(0)) == 1);
+}
+
+TEST_CASE("DecodeResponse reads the prediction columns in order", "[codec]") {
+  const absl::StatusOr<Columns> columns =
+      DecodeResponse(R"({"prediction": {"y_1": [1, 2.5], "y_2": [-3, 4e2]}})");
+  REQUIRE(columns.ok());
+  REQUIRE(columns->size() == 2);
+  CHECK(columns->at(0).first == "y_1");
+  CHECK(columns->at(0).second == std::vector<double>{1, 2.5});
+  CHECK(columns->at(1).first == "y_2");
+  CHECK(columns->at(1).second == std::vector<double>{-3, 400});
+}
+
+TEST_CASE("DecodeResponse refuses malformed responses", "[codec]") {
+  for (const char* bad :
+       {"not json", R"({"result": {}})", R"({"prediction": [1]})", R"({"prediction": {"y_1": 3}})",
+        R"({"prediction": {"y_1": ["a"]}})", R"({"prediction": {"y_1": [1, 2], "y_2": [1]}})"}) {
+    INFO(bad);
+    const absl::StatusOr<Columns> columns = DecodeResponse(bad);
+    REQUIRE_FALSE(columns.ok());
+    CHECK(columns.status().code() == absl::StatusCode::kInvalidArgument);
+  }
+}
+
+TEST_CASE("an encoded request round-trips through RequestRows", "[codec]") {
+  const std::string json = EncodeRequest({{"x_1", {1, 2, 3}}, {"x_2", {4, 5, 6}}}, {1}, {});
+  REQUIRE(RequestRows(json).ok());
+  CHECK(*RequestRows(json) == 3);
+  CHECK_FALSE(RequestRows(R"({"inputs": 5})").ok());
+  CHECK_FALSE(RequestRows("[]").ok());
+}
+
+TEST_CASE("non-finite numbers are written and read as Python's json does", "[codec]") {
+  const std::string request = EncodeRequest({{"x_1", {kNaN, kInf, -kInf, 1.5}}}, {-kInf}, {});
+  CHECK_THAT(request, Catch::Contains(R"("x_1": [NaN, Infinity, -Infinity, 1.5])"));
+  CHECK_THAT(request, Catch::Contains(R"("bias_weight_array": [-Infinity])"));
+
+  const float outputs[] = {std::numeric_limits<float>::quiet_NaN(), 2.5f,
+                           std::numeric_limits<float>::infinity(),
+                           -std::numeric_limits<float>::infinity()};
+  std::string response;
+  EncodeResponse({"y_1"}, outputs, 4, 1, &response);
+  const absl::StatusOr<Columns> columns = DecodeResponse(response);
+  REQUIRE(columns.ok());
+  REQUIRE(columns->at(0).second.size() == 4);
+  CHECK(std::isnan(columns->at(0).second[0]));
+  CHECK(columns->at(0).second[1] == 2.5);
+  CHECK(columns->at(0).second[2] == kInf);
+  CHECK(columns->at(0).second[3] == -kInf);
+  // Only Python's spellings: not "nan", "inf" or "-NaN".
+  for (const char* bad : {R"({"prediction": {"y": [nan]}})", R"({"prediction": {"y": [inf]}})",
+                          R"({"prediction": {"y": [-NaN]}})"}) {
+    INFO(bad);
+    CHECK_FALSE(DecodeResponse(bad).ok());
+  }
+}
+
 }  // namespace
-}  // namespace handlers
+}  // namespace model_server::protocol
