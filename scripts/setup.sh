@@ -9,13 +9,14 @@ PACKAGES=(
   # libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libtorch-dev libspdlog-dev libcxxopts-dev catch2 libsimdjson-dev libcpp-httplib-dev
+  libfast-float-dev libdragonbox-dev
   # libtorch uses reference BLAS (~50x slower) unless OpenBLAS is installed
   libopenblas0-pthread
   # Python clients and tests (Debian's modules: run them with /usr/bin/python3)
   python3 python3-grpcio python3-protobuf python3-torch python3-numpy
   # test tools: process control, TLS certificates, sanitizer and fuzzer runtimes, the HTML
   # report's screenshot check, instruction counts for the benchmark document
-  procps openssl clang libclang-rt-14-dev chromium fonts-dejavu-core valgrind
+  procps openssl clang libclang-rt-14-dev chromium fonts-dejavu-core valgrind nghttp2-client
   # the Python client example's progress bar
   python3-tqdm
 )
