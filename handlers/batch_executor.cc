@@ -36,7 +36,12 @@ absl::Status BatchExecutor::Forward(const std::vector<std::unique_ptr<InferenceT
     std::memcpy(inputs, request.inputs.data(), request.inputs.size() * sizeof(float));
     inputs += request.inputs.size();
     if (num_params == 0) continue;
-    for (int64_t row = 0; row < request.rows; ++row) {
+    if (static_cast<int64_t>(request.params.size()) == request.rows * num_params) {
+      std::memcpy(params, request.params.data(), request.params.size() * sizeof(float));
+      params += request.params.size();
+      continue;
+    }
+    for (int64_t row = 0; row < request.rows; ++row) {  // one vector for every row
       std::copy_n(request.params.data(), num_params, params);
       params += num_params;
     }

@@ -25,8 +25,10 @@ struct ModelSignature {
 // A decoded, validated request: everything the batch thread needs, nothing it has to check.
 struct InferenceRequest {
   int64_t rows = 0;
-  std::vector<float> inputs;              // [rows, num_inputs], row-major
-  std::vector<float> params;              // [num_params]: every row gets this vector
+  std::vector<float> inputs;  // [rows, num_inputs], row-major
+  // Either [num_params], one vector every row gets, or [rows, num_params], row-major, a vector
+  // per row (one row: the same thing). Empty when the model takes no parameters.
+  std::vector<float> params;
   std::vector<std::string> output_names;  // names of output columns 0..size()-1 in the reply
 };
 

@@ -3,7 +3,7 @@
 # each on a scratch copy of its seed corpus for FUZZ_SECONDS (default 30), printing executions/s
 # and total executions.
 #
-#   scripts/fuzz.sh                   # decode_fuzzer and batch_fuzzer, 30 s each
+#   scripts/fuzz.sh                   # decode_fuzzer, batch_fuzzer and oip_fuzzer, 30 s each
 #   FUZZ_SECONDS=300 scripts/fuzz.sh decode_fuzzer
 #
 # Exit status: non-zero on any crash, leak, UB report, timeout or broken invariant (a reproducer
@@ -16,7 +16,7 @@ SECONDS_EACH=${FUZZ_SECONDS:-30}
 JOBS=${JOBS:-$(nproc)}
 CXX=${FUZZ_CXX:-clang++}
 FUZZERS=("$@")
-((${#FUZZERS[@]} > 0)) || FUZZERS=(decode_fuzzer batch_fuzzer)
+((${#FUZZERS[@]} > 0)) || FUZZERS=(decode_fuzzer batch_fuzzer oip_fuzzer)
 BUILD=build-fuzz
 
 command -v "$CXX" >/dev/null || { echo "fuzz: $CXX not found (apt-get install clang libclang-rt-14-dev)" >&2; exit 2; }
@@ -39,8 +39,9 @@ status=0
 mkdir -p "$BUILD/artifacts"
 for fuzzer in "${FUZZERS[@]}"; do
   case $fuzzer in
-    decode_fuzzer) seeds=test/fuzz/corpus/decode ;;
-    batch_fuzzer) seeds=test/fuzz/corpus/batch ;;
+    decode_fuzzer) seeds=test/fuzz/corpus/decode dict=test/fuzz/json.dict ;;
+    batch_fuzzer) seeds=test/fuzz/corpus/batch dict=test/fuzz/json.dict ;;
+    oip_fuzzer) seeds=test/fuzz/corpus/oip dict="" ;;
     *) echo "fuzz: unknown fuzzer $fuzzer" >&2; exit 2 ;;
   esac
   # A scratch copy: what the run adds stays out of the tree.
@@ -49,7 +50,7 @@ for fuzzer in "${FUZZERS[@]}"; do
   log=$BUILD/$fuzzer.log
   echo "== $fuzzer: ${SECONDS_EACH}s on $(ls "$corpus" | wc -l) seeds"
   rc=0
-  "$BUILD/$fuzzer" "$corpus" -dict=test/fuzz/json.dict -max_total_time="$SECONDS_EACH" \
+  "$BUILD/$fuzzer" "$corpus" ${dict:+-dict="$dict"} -max_total_time="$SECONDS_EACH" \
     -max_len=8192 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$BUILD/artifacts/$fuzzer-" >"$log" 2>&1 || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)

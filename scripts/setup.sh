@@ -12,8 +12,9 @@ PACKAGES=(
   libfast-float-dev libdragonbox-dev
   # libtorch uses reference BLAS (~50x slower) unless OpenBLAS is installed
   libopenblas0-pthread
-  # Python clients and tests (Debian's modules: run them with /usr/bin/python3)
-  python3 python3-grpcio python3-protobuf python3-torch python3-numpy
+  # Python clients and tests (Debian's modules: run them with /usr/bin/python3); venv for the
+  # PyPI peers' virtual environment (scripts/setup_oip_peers.sh)
+  python3 python3-grpcio python3-protobuf python3-torch python3-numpy python3-venv
   # test tools: process control, TLS certificates, sanitizer and fuzzer runtimes, the HTML
   # report's screenshot check, instruction counts for the benchmark document
   procps openssl clang libclang-rt-14-dev chromium fonts-dejavu-core valgrind nghttp2-client

@@ -4,6 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
+scripts/setup_oip_peers.sh || exit 1
 scripts/build.sh || exit 1
 
 status=0

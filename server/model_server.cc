@@ -50,11 +50,6 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(const T
   return grpc::SslServerCredentials(ssl);
 }
 
-bool SameShape(const handlers::ModelSignature& a, const handlers::ModelSignature& b) {
-  return a.num_inputs == b.num_inputs && a.num_outputs == b.num_outputs &&
-         a.num_params == b.num_params;
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
@@ -66,12 +61,6 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
 
 absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
     const ServerOptions& options, std::vector<std::unique_ptr<handlers::LoadedModel>> instances) {
-  if (instances.empty()) return absl::InvalidArgumentError("no model instance to serve");
-  for (const auto& instance : instances) {
-    if (!SameShape(instance->signature(), instances[0]->signature())) {
-      return absl::InvalidArgumentError("model instances differ in their signatures");
-    }
-  }
   if (options.max_message_bytes <= 0) {
     return absl::InvalidArgumentError("max_message_bytes must be positive");
   }
@@ -84,58 +73,45 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
   if (options.codec_threads < -1) {
     return absl::InvalidArgumentError("codec_threads must be -1 (none), 0 (one per CPU) or more");
   }
-  std::unique_ptr<ModelServer> server(new ModelServer(options, std::move(instances)));
-  if (absl::Status built = server->Build(); !built.ok()) return built;
+  std::unique_ptr<ModelServer> server(new ModelServer(options));
+  if (absl::Status built = server->Build(std::move(instances)); !built.ok()) return built;
   return server;
 }
 
-ModelServer::ModelServer(const ServerOptions& options,
-                         std::vector<std::unique_ptr<handlers::LoadedModel>> instances)
-    : options_(options), instances_(std::move(instances)) {
-  for (auto& instance : instances_) {
-    executors_.push_back(std::make_unique<handlers::BatchExecutor>(instance->handler()));
-  }
-}
+ModelServer::ModelServer(const ServerOptions& options) : options_(options) {}
 
-absl::Status ModelServer::Build() {
+absl::Status ModelServer::Build(std::vector<std::unique_ptr<handlers::LoadedModel>> instances) {
   if (options_.codec_threads >= 0) {
     codec_pool_ = std::make_unique<WorkPool>(options_.codec_threads > 0 ? options_.codec_threads
                                                                         : platform::UsableCpus());
   }
-  // Batches run only once calls arrive, after metrics_ is set below.
-  absl::StatusOr<std::unique_ptr<Batcher>> batcher = Batcher::Create(
-      options_.batching, instances_.size(),
-      [this](size_t worker, std::vector<std::unique_ptr<handlers::InferenceTask>>& batch) {
-        const auto start = std::chrono::steady_clock::now();
-        const size_t requests = batch.size();
-        size_t rows = 0;
-        for (const auto& task : batch) rows += task->rows();
-        const size_t forward_passes = executors_[worker]->Execute(batch);
-        metrics_->RecordBatch(
-            requests, rows, forward_passes,
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-        EvaluateCall::ReplyAll(batch, codec_pool_.get());
-      });
-  if (!batcher.ok()) return batcher.status();
-  batcher_ = *std::move(batcher);
-
   absl::StatusOr<std::unique_ptr<metrics::ServerMetrics>> metrics = metrics::ServerMetrics::Start(
-      {.address = options_.metrics_address,
-       .queued_requests = [batcher = batcher_.get()] { return batcher->NumEnqueuedTasks(); }});
+      {.address = options_.metrics_address, .queued_requests = [this]() -> size_t {
+         return models_built_.load(std::memory_order_acquire) ? QueuedRequests() : 0;
+       }});
   if (!metrics.ok()) return metrics.status();
   metrics_ = *std::move(metrics);
   handlers::InitializeTimes startup;
-  for (const auto& instance : instances_) {
+  for (const auto& instance : instances) {
     startup.load_seconds += instance->handler().initialize_times().load_seconds;
     startup.warmup_seconds += instance->handler().initialize_times().warmup_seconds;
   }
+  absl::StatusOr<std::unique_ptr<ServedModel>> model =
+      ServedModel::Create(kDefaultModelName, std::move(instances), options_.batching,
+                          codec_pool_.get(), metrics_.get());
+  if (!model.ok()) return model.status();
+  models_.push_back(*std::move(model));
+  models_built_.store(true, std::memory_order_release);
   metrics_->SetModelLoadSeconds(startup.load_seconds);
   metrics_->SetWarmupSeconds(startup.warmup_seconds);
-  evaluate_context_ = EvaluateContext{
-      &service_, batcher_.get(), &instances_[0]->signature(),
+
+  call_context_ = CallContext{
       // A request the queue can never hold is refused as such.
       std::min<int64_t>(options_.max_rows_per_request, options_.batching.max_queue_rows),
       metrics_.get(), codec_pool_.get()};
+  evaluate_methods_ = EvaluateCall::Methods{&service_, models_.front().get()};
+  infer_methods_ = InferCall::Methods{&oip_service_, &models_};
+  oip_ = std::make_unique<OipService>(&oip_service_, &models_, &serving_, metrics_.get());
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       MakeCredentials(options_.tls);
   if (!credentials.ok()) return credentials.status();
@@ -162,6 +138,7 @@ absl::Status ModelServer::Build() {
   quota.Resize(options_.grpc_memory_bytes);
   builder.SetResourceQuota(quota);
   builder.RegisterService(&service_);
+  builder.RegisterService(&oip_service_);
   const int num_queues = options_.cq_threads > 0 ? options_.cq_threads : platform::UsableCpus();
   for (int i = 0; i < num_queues; ++i) queues_.push_back(builder.AddCompletionQueue());
   server_ = builder.BuildAndStart();
@@ -175,14 +152,24 @@ absl::Status ModelServer::Build() {
   }
 
   for (auto& cq : queues_) {
-    for (int i = 0; i < kCallsArmedPerQueue; ++i) EvaluateCall::Listen(evaluate_context_, cq.get());
+    for (int i = 0; i < kCallsArmedPerQueue; ++i) {
+      EvaluateCall::Listen(call_context_, evaluate_methods_, cq.get());
+      InferCall::Listen(call_context_, infer_methods_, cq.get());
+    }
     for (int i = 0; i < kHealthCallsPerQueue; ++i) {
       UnaryCall<google::protobuf::Empty, HCReply>::Listen(health_methods_, cq.get());
     }
+    oip_->Listen(cq.get(), kHealthCallsPerQueue);
     pollers_.emplace_back([queue = cq.get()] { PollCompletionQueue(queue); });
   }
   SetServing(true);
   return absl::OkStatus();
+}
+
+size_t ModelServer::QueuedRequests() const {
+  size_t queued = 0;
+  for (const auto& model : models_) queued += model->QueuedRequests();
+  return queued;
 }
 
 void ModelServer::SetServing(bool serving) {
@@ -201,12 +188,10 @@ void ModelServer::Shutdown() {
     // Anything still queued after a drain timeout is computed or dropped (its call was
     // cancelled), and finished before the queues close: the batcher's last replies run on the
     // codec pool, which stops after them.
-    batcher_->Shutdown();
+    for (auto& model : models_) model->Shutdown();  // runs LoadedModel's Cleanup
     if (codec_pool_ != nullptr) codec_pool_->Shutdown();
     for (auto& cq : queues_) cq->Shutdown();
     for (std::thread& poller : pollers_) poller.join();
-    executors_.clear();
-    instances_.clear();  // LoadedModel's destructor runs Cleanup
   });
 }
 

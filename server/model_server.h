@@ -12,10 +12,15 @@
 
 #include "absl/status/statusor.h"
 #include "batching/batch_queue.h"
-#include "handlers/batch_executor.h"
 #include "handlers/model_handler.h"
+#include "protos/grpc_predict_v2.grpc.pb.h"
+#include "protos/model_interface.grpc.pb.h"
+#include "server/batched_call.h"
 #include "server/evaluate_call.h"
+#include "server/infer_call.h"
 #include "server/metrics/metrics.h"
+#include "server/oip_service.h"
+#include "server/served_model.h"
 #include "server/unary_call.h"
 #include "server/work_pool.h"
 
@@ -57,15 +62,20 @@ struct ServerOptions {
   std::chrono::milliseconds drain_timeout{30000};
 };
 
-// The gRPC front end: ModelService (EvaluateModel, HealthCheck) and grpc.health.v1.Health on
-// completion queues, feeding one dynamic batcher whose batch threads each run one loaded model
-// instance.
+// The name of the model a server serves when it is given one without a name.
+inline constexpr char kDefaultModelName[] = "default";
+
+// The gRPC front end on completion queues, all on one port: the seed's ModelService
+// (EvaluateModel, HealthCheck), the Open Inference Protocol's GRPCInferenceService and
+// grpc.health.v1.Health. EvaluateModel and ModelInfer calls feed the same dynamic batcher, whose
+// batch threads each run one loaded model instance.
 class ModelServer {
  public:
-  // Serves `instances` (at least one, all of the same model), each on its own batch thread;
-  // takes ownership and releases them (LoadedModel's Cleanup) once shut down. Health says
-  // SERVING once this returns OK. Errors: INVALID_ARGUMENT for bad options or instances,
-  // UNAVAILABLE when the address cannot be bound (e.g. the port is in use).
+  // Serves `instances` (at least one, all of the same model) as the model "default", each on
+  // its own batch thread; takes ownership and releases them (LoadedModel's Cleanup) once shut
+  // down. Health (and OIP readiness) says SERVING once this returns OK. Errors: INVALID_ARGUMENT
+  // for bad options or instances, UNAVAILABLE when the address cannot be bound (e.g. the port
+  // is in use).
   static absl::StatusOr<std::unique_ptr<ModelServer>> Start(
       const ServerOptions& options, std::vector<std::unique_ptr<handlers::LoadedModel>> instances);
   // One instance.
@@ -81,24 +91,27 @@ class ModelServer {
   // drain_timeout), then threads stop and the instances are released. Idempotent; any thread.
   void Shutdown();
 
-  // Requests waiting in the batcher's queue (not those being computed). Any thread.
-  size_t QueuedRequests() const { return batcher_->NumEnqueuedTasks(); }
+  // Requests waiting in the batchers' queues (not those being computed). Any thread.
+  size_t QueuedRequests() const;
   const metrics::ServerMetrics& metrics() const { return *metrics_; }
 
  private:
-  ModelServer(const ServerOptions& options,
-              std::vector<std::unique_ptr<handlers::LoadedModel>> instances);
-  absl::Status Build();
+  explicit ModelServer(const ServerOptions& options);
+  absl::Status Build(std::vector<std::unique_ptr<handlers::LoadedModel>> instances);
   void SetServing(bool serving);
 
   const ServerOptions options_;
   std::unique_ptr<metrics::ServerMetrics> metrics_;  // outlives everything that records
-  std::vector<std::unique_ptr<handlers::LoadedModel>> instances_;
-  std::vector<std::unique_ptr<handlers::BatchExecutor>> executors_;  // one per instance
-  std::unique_ptr<Batcher> batcher_;
-  std::unique_ptr<WorkPool> codec_pool_;  // null without codec threads
+  std::unique_ptr<WorkPool> codec_pool_;             // null without codec threads
+  // Set once models_ is complete (before any call or scrape reads it).
+  std::vector<std::unique_ptr<ServedModel>> models_;
+  std::atomic<bool> models_built_{false};
   ModelService::AsyncService service_;
-  EvaluateContext evaluate_context_;
+  inference::GRPCInferenceService::AsyncService oip_service_;
+  CallContext call_context_;
+  EvaluateCall::Methods evaluate_methods_;
+  InferCall::Methods infer_methods_;
+  std::unique_ptr<OipService> oip_;
   UnaryCall<google::protobuf::Empty, HCReply>::Methods health_methods_;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
   std::unique_ptr<grpc::Server> server_;

@@ -7,8 +7,9 @@
 #
 # SERVER: ours (default; model_server with the near-free model), demo (model_server with the
 # demo model) or echo (echo_server). CONNECTIONS: HTTP/2 connections model_bench opens
-# (default 1). Env: REQUESTS (2000), CONCURRENCY (16), CQ_THREADS (2), ROWS (50).
-# Writes OUT_DIR/<server>-c<connections>.{txt,json} and the raw per-thread profiles.
+# (default 1). Env: REQUESTS (2000), CONCURRENCY (16), CQ_THREADS (2), ROWS (50), PROTOCOL (seed:
+# the seed's JSON over ModelService; oip: the Open Inference Protocol's ModelInfer, raw tensors).
+# Writes OUT_DIR/<server>[-oip]-c<connections>.{txt,json} and the raw per-thread profiles.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=$1
@@ -19,8 +20,10 @@ requests=${REQUESTS:-2000}
 concurrency=${CONCURRENCY:-16}
 cq_threads=${CQ_THREADS:-2}
 rows=${ROWS:-50}
+protocol=${PROTOCOL:-seed}
 mkdir -p "$out"
 name=$server-c$connections
+[[ $protocol == seed ]] || name=$server-$protocol-c$connections
 prefix=$out/$name.callgrind
 rm -f "$prefix"-*
 
@@ -52,7 +55,8 @@ for _ in $(seq 1800); do
 done
 [[ -n $port ]] || { echo "server did not start" >&2; exit 1; }
 
-bench=("$build/bench/model_bench" --target "127.0.0.1:$port" --connections "$connections"
+bench=("$build/bench/model_bench" --target "127.0.0.1:$port" --protocol "$protocol"
+       --connections "$connections"
        --distinct-params --rows "$rows" --concurrency "$concurrency" --warmup 0
        --timeout-ms 120000)
 "${bench[@]}" --requests 200 >/dev/null   # warm up uninstrumented

@@ -16,13 +16,19 @@
 
 namespace model_server::bench {
 
+inline constexpr char kEvaluateMethod[] = "/ModelService/EvaluateModel";
+inline constexpr char kModelInferMethod[] = "/inference.GRPCInferenceService/ModelInfer";
+
 // One step of load: a closed loop (`concurrency` calls always in flight) or an open loop
 // (`rate` arrivals per second, latency measured from each call's intended send time so that a
 // stalled server shows in the percentiles).
 struct LoadOptions {
   // Calls go to these channels round-robin; must not be empty.
   std::vector<std::shared_ptr<grpc::Channel>> channels;
-  // Serialized inRequest messages, used in turn; must not be empty.
+  // The unary method called: the seed's EvaluateModel or the Open Inference Protocol's
+  // ModelInfer (kModelInferMethod).
+  std::string method = kEvaluateMethod;
+  // Serialized request messages of `method`, used in turn; must not be empty.
   std::vector<std::string> payloads;
   // Client threads, each with its own completion queue and share of the load.
   int threads = 1;
@@ -43,8 +49,8 @@ struct LoadOptions {
   int64_t max_requests = 0;
   // Per-call deadline.
   std::chrono::milliseconds timeout{10000};
-  // Verifies an OK call's response bytes (outCalc.response_bytes); failures count as errors
-  // named BAD_RESPONSE. Null skips decoding responses altogether.
+  // Verifies an OK call's serialized reply message; failures count as errors named
+  // BAD_RESPONSE. Null skips reading replies altogether.
   std::function<absl::Status(const std::string&)> check;
 };
 

@@ -1,5 +1,6 @@
-// model_bench: a load generator for the seed's ModelService (closed or open loop, sweeps,
-// latency percentiles, JSON/CSV/HTML reports). Run with --help for the flags.
+// model_bench: a load generator for the seed's ModelService and the Open Inference Protocol's
+// ModelInfer (closed or open loop, sweeps, latency percentiles, JSON/CSV/HTML reports). Run with
+// --help for the flags.
 
 #include <unistd.h>
 
@@ -15,7 +16,9 @@
 #include "bench/model_bench/report.h"
 #include "clients/cpp/model_client.h"
 #include "platform/cpus.h"
+#include "protocol/oip.h"
 #include "protocol/seed_json.h"
+#include "protos/grpc_predict_v2.pb.h"
 #include "protos/model_interface.pb.h"
 
 namespace model_server::bench {
@@ -23,6 +26,8 @@ namespace {
 
 struct Config {
   std::vector<std::string> targets;
+  bool oip = false;        // --protocol oip: ModelInfer instead of EvaluateModel
+  std::string model_name;  // OIP: the model_name of every request
   int connections = 1;
   int threads = 1;
   std::vector<int> concurrencies;  // closed-loop steps
@@ -62,11 +67,17 @@ std::chrono::milliseconds Seconds(double seconds) {
 }
 
 Config ParseFlags(int argc, char** argv) {
-  cxxopts::Options options("model_bench", "Load generator for the seed's gRPC ModelService");
+  cxxopts::Options options("model_bench",
+                           "Load generator for the seed's gRPC ModelService and the Open Inference "
+                           "Protocol's ModelInfer");
   // clang-format off
   options.add_options()
     ("target", "host:port of the server; several, comma-separated, share the load round-robin",
      cxxopts::value<std::string>()->default_value("127.0.0.1:13000"))
+    ("protocol", "seed (ModelService.EvaluateModel, JSON) or oip (GRPCInferenceService."
+     "ModelInfer, raw FP32 tensors)", cxxopts::value<std::string>()->default_value("seed"))
+    ("model", "oip: the model_name of the requests",
+     cxxopts::value<std::string>()->default_value("default"))
     ("connections", "HTTP/2 connections per target", cxxopts::value<int>()->default_value("1"))
     ("threads", "client threads (completion queues); 0 = CPUs this process may use",
      cxxopts::value<int>()->default_value("0"))
@@ -86,7 +97,7 @@ Config ParseFlags(int argc, char** argv) {
     ("rows", "rows per request of the built-in payload", cxxopts::value<int>()->default_value("50"))
     ("vars", "inputs x_1..x_N of the built-in payload", cxxopts::value<int>()->default_value("3"))
     ("distinct-params", "give every request its own bias_weight_array")
-    ("payload", "send this file's bytes as inp_dict_bytes instead of the built-in payload",
+    ("payload", "seed: send this file's bytes as inp_dict_bytes instead of the built-in payload",
      cxxopts::value<std::string>()->default_value(""))
     ("sweep-concurrency", "closed-loop steps, e.g. 1,4,16,64,256",
      cxxopts::value<std::string>()->default_value(""))
@@ -118,6 +129,12 @@ Config ParseFlags(int argc, char** argv) {
     for (std::string target; std::getline(targets, target, ',');) {
       if (!target.empty()) config.targets.push_back(target);
     }
+    const std::string protocol = flags["protocol"].as<std::string>();
+    if (protocol != "seed" && protocol != "oip") {
+      throw cxxopts::exceptions::exception("--protocol must be seed or oip");
+    }
+    config.oip = protocol == "oip";
+    config.model_name = flags["model"].as<std::string>();
     config.connections = flags["connections"].as<int>();
     config.threads =
         flags["threads"].as<int>() > 0 ? flags["threads"].as<int>() : platform::UsableCpus();
@@ -135,6 +152,9 @@ Config ParseFlags(int argc, char** argv) {
     config.vars = flags["vars"].as<int>();
     config.distinct_params = flags.count("distinct-params") > 0;
     config.payload_file = flags["payload"].as<std::string>();
+    if (config.oip && !config.payload_file.empty()) {
+      throw cxxopts::exceptions::exception("--payload is for --protocol seed");
+    }
     config.grpc_body_path = flags["grpc-body"].as<std::string>();
     config.concurrencies = ParseList<int>(flags["sweep-concurrency"].as<std::string>());
     config.rates = ParseList<double>(flags["sweep-rate"].as<std::string>());
@@ -170,19 +190,34 @@ Config ParseFlags(int argc, char** argv) {
 }
 
 // The built-in payloads: x_1..x_vars columns of `rows` values and a 5-value bias_weight_array,
-// varied per payload when every request gets its own parameters.
+// varied per payload when every request gets its own parameters. Over OIP the same numbers, as
+// x [rows, vars] and params [1, 5] in raw_input_contents.
 std::vector<std::string> BuiltInPayloads(const Config& config) {
   const int count = config.distinct_params ? 257 : 1;
   std::vector<std::string> payloads;
   for (int p = 0; p < count; ++p) {
     protocol::Columns inputs;
+    std::vector<float> x(static_cast<size_t>(config.rows) * config.vars);
     for (int v = 0; v < config.vars; ++v) {
       std::vector<double> values;
-      for (int r = 0; r < config.rows; ++r) values.push_back(std::sin(0.37 * r + 1.3 * v + p));
+      for (int r = 0; r < config.rows; ++r) {
+        values.push_back(std::sin(0.37 * r + 1.3 * v + p));
+        x[static_cast<size_t>(r) * config.vars + v] = static_cast<float>(values.back());
+      }
       inputs.emplace_back("x_" + std::to_string(v + 1), std::move(values));
     }
     std::vector<double> params = {0.1, 0.2, 0.3, 0.4, 0.5};
     for (size_t i = 0; i < params.size() && config.distinct_params; ++i) params[i] += 0.001 * p;
+    if (config.oip) {
+      const std::vector<float> params_fp32(params.begin(), params.end());
+      payloads.push_back(protocol::oip::EncodeInferRequest(
+                             config.model_name,
+                             {{protocol::oip::kInput, {config.rows, config.vars}, std::move(x)},
+                              {protocol::oip::kParams, {1, 5}, params_fp32}},
+                             /*raw=*/true)
+                             .SerializeAsString());
+      continue;
+    }
     inRequest request;
     request.set_inp_dict_bytes(protocol::EncodeRequest(inputs, params, {"y_1"}));
     payloads.push_back(request.SerializeAsString());
@@ -190,12 +225,31 @@ std::vector<std::string> BuiltInPayloads(const Config& config) {
   return payloads;
 }
 
-// Built-in payloads must come back as y_1 with one finite number per row; a --payload file's
-// responses only need to decode.
+// Built-in payloads must come back as y_1 (over OIP: y [rows, 1]) with one finite number per
+// row; a --payload file's responses only need to decode.
 std::function<absl::Status(const std::string&)> ResponseCheck(const Config& config) {
   const size_t rows = config.payload_file.empty() ? config.rows : 0;
-  return [rows](const std::string& bytes) -> absl::Status {
-    absl::StatusOr<protocol::Columns> columns = protocol::DecodeResponse(bytes);
+  if (config.oip) {
+    return [rows](const std::string& message) -> absl::Status {
+      inference::ModelInferResponse response;
+      if (!response.ParseFromString(message)) {
+        return absl::InvalidArgumentError("not a ModelInferResponse");
+      }
+      absl::StatusOr<protocol::oip::Fp32Tensor> y = protocol::oip::DecodeOutput(response);
+      if (!y.ok()) return y.status();
+      if (y->shape != std::vector<int64_t>{static_cast<int64_t>(rows), 1}) {
+        return absl::InvalidArgumentError("expected y of shape [rows, 1]");
+      }
+      for (const float value : y->values) {
+        if (!std::isfinite(value)) return absl::InvalidArgumentError("non-finite prediction");
+      }
+      return absl::OkStatus();
+    };
+  }
+  return [rows](const std::string& message) -> absl::Status {
+    outCalc reply;
+    if (!reply.ParseFromString(message)) return absl::InvalidArgumentError("not an outCalc");
+    absl::StatusOr<protocol::Columns> columns = protocol::DecodeResponse(reply.response_bytes());
     if (!columns.ok()) return columns.status();
     if (rows == 0) return absl::OkStatus();
     if (columns->size() != 1 || columns->front().first != "y_1" ||
@@ -257,6 +311,7 @@ int Main(int argc, char** argv) {
     config.load.payloads.push_back(request.SerializeAsString());
     rows_per_request = protocol::RequestRows(bytes.str()).value_or(0);
   }
+  if (config.oip) config.load.method = kModelInferMethod;
   if (config.check) config.load.check = ResponseCheck(config);
   config.load.threads = config.threads;
   if (!config.grpc_body_path.empty()) {

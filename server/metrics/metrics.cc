@@ -39,6 +39,18 @@ const char* MethodName(Method method) {
       return "EvaluateModel";
     case Method::kHealthCheck:
       return "HealthCheck";
+    case Method::kModelInfer:
+      return "ModelInfer";
+    case Method::kServerLive:
+      return "ServerLive";
+    case Method::kServerReady:
+      return "ServerReady";
+    case Method::kModelReady:
+      return "ModelReady";
+    case Method::kServerMetadata:
+      return "ServerMetadata";
+    case Method::kModelMetadata:
+      return "ModelMetadata";
   }
   return "unknown";
 }
@@ -174,7 +186,10 @@ void Histogram::Render(const std::string& name, const std::string& labels, std::
 }
 
 ServerMetrics::ServerMetrics(std::function<size_t()> queued_requests)
-    : request_latency_{Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds())},
+    : request_latency_{Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds()),
+                       Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds()),
+                       Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds()),
+                       Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds())},
       queue_time_(LatencyBucketsSeconds()),
       compute_time_(LatencyBucketsSeconds()),
       batch_rows_(PowerOfTwoBuckets(16)),
@@ -330,7 +345,7 @@ std::string ServerMetrics::Render() const {
                static_cast<int64_t>(queued_requests_ ? queued_requests_() : 0), &out);
 
   AppendHeader("model_server_inflight_requests", "gauge",
-               "EvaluateModel calls accepted and not yet finished.", &out);
+               "EvaluateModel and ModelInfer calls accepted and not yet finished.", &out);
   AppendSample("model_server_inflight_requests", inflight_requests_.load(std::memory_order_relaxed),
                &out);
 

@@ -26,9 +26,19 @@ struct MetricsOptions {
   std::function<size_t()> queued_requests;
 };
 
-// The RPCs whose requests are counted; rendered as the `method` label.
-enum class Method { kEvaluateModel, kHealthCheck };
-inline constexpr size_t kMethodCount = 2;
+// The RPCs whose requests are counted; rendered as the `method` label: the seed's ModelService
+// and the Open Inference Protocol's GRPCInferenceService.
+enum class Method {
+  kEvaluateModel,
+  kHealthCheck,
+  kModelInfer,
+  kServerLive,
+  kServerReady,
+  kModelReady,
+  kServerMetadata,
+  kModelMetadata,
+};
+inline constexpr size_t kMethodCount = 8;
 
 // gRPC status codes are 0..16; any other value counts as UNKNOWN, as gRPC itself treats codes
 // it does not know.
@@ -97,7 +107,8 @@ class ServerMetrics {
   // Per batch: the requests and rows it carried, the forward passes it took (more than one when
   // a failed batch was rerun request by request) and how long they took.
   void RecordBatch(size_t requests, size_t rows, size_t forward_passes, double compute_seconds);
-  // Gauge of EvaluateModel calls accepted and not finished: +1 on arrival, -1 on completion.
+  // Gauge of EvaluateModel and ModelInfer calls accepted and not finished: +1 on arrival, -1 on
+  // completion.
   void AddInFlight(int64_t delta);
   void SetModelLoadSeconds(double seconds);
   void SetWarmupSeconds(double seconds);

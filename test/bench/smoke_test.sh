@@ -1,6 +1,7 @@
 #!/bin/bash
 # CI smoke: model_bench against a model_server this test starts. Asserts zero errors with
-# --check at concurrency 32, and that the server batched (more than one request per batch on
+# --check at concurrency 32, over the seed's protocol and over the Open Inference Protocol
+# (--protocol oip), and that the server batched (more than one request per batch on
 # average, both from the server's /metrics as model_bench --metrics reads it and from its
 # "stopped: N requests in M batches" line at SIGTERM).
 # Usage: smoke_test.sh MODEL_SERVER MODEL_BENCH
@@ -26,6 +27,10 @@ print("server side: %.3f ms queued per request, %.3f ms compute per batch, %.1f 
       % (server["queue_ms_per_request"], server["compute_ms_per_batch"], server["requests_per_batch"]))
 sys.exit(0 if server["requests_per_batch"] > 1 else 1)
 PY
+
+"$bench_bin" --target "127.0.0.1:$port" --protocol oip --concurrency 32 --duration 2 \
+  --warmup 0.5 --check --distinct-params --json "$work/oip.json"
+assert_no_errors "$work/oip.json"
 
 kill -TERM "$server_pid"
 wait "$server_pid"

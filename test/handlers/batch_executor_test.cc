@@ -68,6 +68,21 @@ TEST_CASE("a batch runs as one forward pass and each task gets its own rows", "[
   CHECK(*batch.views[2]->outputs() == std::vector<float>{-1, -1, -1});
 }
 
+TEST_CASE("requests with a vector per row share a batch with requests with one vector",
+          "[executor]") {
+  FakeHandler handler;
+  BatchExecutor executor(handler);
+  Batch batch;
+  batch.Add({1, 2}, {1, 0});                 // one vector for both rows
+  batch.Add({3, 4, 5}, {1, 0, 2, 0, 3, 1});  // a vector per row
+  batch.Add({6}, {0, 7});                    // one row: either reading
+  CHECK(executor.Execute(batch.tasks) == 1);
+  CHECK(handler.batch_rows() == std::vector<int64_t>{6});
+  CHECK(*batch.views[0]->outputs() == std::vector<float>{3, 4});
+  CHECK(*batch.views[1]->outputs() == std::vector<float>{5, 12, 22});
+  CHECK(*batch.views[2]->outputs() == std::vector<float>{7});
+}
+
 TEST_CASE("a request that breaks the forward pass fails alone", "[executor]") {
   FakeHandler handler;
   BatchExecutor executor(handler);

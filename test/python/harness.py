@@ -11,11 +11,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def generate_stubs(out_dir):
-    """Generates model_interface and health stubs into out_dir and makes them importable."""
+    """Generates model_interface, health and Open Inference Protocol (grpc_predict_v2) stubs into
+    out_dir and makes them importable."""
     subprocess.run(
         ["protoc", f"--python_out={out_dir}", f"--grpc_out={out_dir}",
          "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
-         "-I", os.path.join(REPO, "protos"), "model_interface.proto", "health.proto"],
+         "-I", os.path.join(REPO, "protos"), "model_interface.proto", "health.proto",
+         "grpc_predict_v2.proto"],
         check=True)
     sys.path.insert(0, out_dir)
 
@@ -26,10 +28,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(binary, *args):
+def start_server(binary, *args, metrics_address="127.0.0.1:0"):
     """Starts model_server with its log captured; returns the process. The metrics endpoint
-    takes a free port, so tests never collide on the default one."""
-    return subprocess.Popen([binary, "--metrics-address", "127.0.0.1:0", *args],
+    takes a free port unless told otherwise, so tests never collide on the default one."""
+    return subprocess.Popen([binary, "--metrics-address", metrics_address, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -61,3 +63,20 @@ def seed_payload(rows, params, names=("x_1", "x_2", "x_3")):
             "tunableParams": {"bias_weight_array": params}},
         "inputs": {name: [row[i] for row in rows] for i, name in enumerate(names)},
     }
+
+
+def scrape(metrics_address):
+    """The server's GET /metrics text."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def sample(text, name, labels=""):
+    """The value of the sample `name{labels}` in Prometheus text (labels as rendered, without
+    braces; "" for none), or None."""
+    prefix = f"{name}{{{labels}}} " if labels else f"{name} "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return None

@@ -1,0 +1,172 @@
+#include "server/batched_call.h"
+
+#include "server/grpc_status.h"
+#include "server/served_model.h"
+
+namespace model_server::server {
+namespace {
+
+// The batcher's view of a call: the decoded request plus the way back to the client.
+class CallTask final : public handlers::InferenceTask {
+ public:
+  CallTask(handlers::InferenceRequest request, BatchedCall* call, metrics::ServerMetrics& metrics)
+      : InferenceTask(std::move(request)),
+        call_(call),
+        metrics_(metrics),
+        enqueued_(std::chrono::steady_clock::now()) {}
+
+  absl::Status Dequeue(batching::TimePoint now) override {
+    metrics_.RecordQueueTime(std::chrono::duration<double>(now - enqueued_).count());
+    return call_->Liveness(now);
+  }
+  void Complete(const float* outputs, int64_t stride) override {
+    call_->Complete(outputs, request().rows, stride);
+    completed_ = true;
+  }
+  void Fail(absl::Status status) override { call_->Fail(status); }
+
+  // The call, once the task has completed; null when it failed instead.
+  BatchedCall* completed_call() const { return completed_ ? call_ : nullptr; }
+
+ private:
+  BatchedCall* const call_;  // alive until it is finished through this task
+  metrics::ServerMetrics& metrics_;
+  const batching::TimePoint enqueued_;
+  bool completed_ = false;
+};
+
+// The client's deadline on the steady clock, or nullopt when it set none.
+std::optional<BatchedCall::TimePoint> SteadyDeadline(const grpc::ServerContext& context) {
+  const auto deadline = context.deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) return std::nullopt;
+  const auto remaining = deadline - std::chrono::system_clock::now();
+  if (remaining > std::chrono::hours(24 * 365)) return std::nullopt;
+  return std::chrono::steady_clock::now() +
+         std::chrono::duration_cast<std::chrono::steady_clock::duration>(remaining);
+}
+
+}  // namespace
+
+BatchedCall::BatchedCall(const CallContext& context, grpc::ServerCompletionQueue* cq,
+                         metrics::Method method)
+    : context_(context), cq_(cq), method_(method) {}
+
+void BatchedCall::Start() {
+  server_context_.AsyncNotifyWhenDone(&done_tag_);
+  RequestCall();
+}
+
+void BatchedCall::Proceed(bool ok) {
+  if (state_ == State::kFinished) {
+    Release();
+    return;
+  }
+  // state_ == kWaitingForRequest: a request arrived, or (ok == false) the server shut down
+  // before one did, in which case gRPC owes no done tag either.
+  if (!ok) {
+    delete this;
+    return;
+  }
+  ListenAgain();
+  arrived_ = std::chrono::steady_clock::now();
+  context_.metrics->AddInFlight(1);
+  deadline_ = SteadyDeadline(server_context_);
+  if (context_.codec_pool == nullptr) {
+    DecodeAndEnqueue();
+    return;
+  }
+  state_ = State::kDecoding;
+  context_.codec_pool->Submit(this);
+}
+
+void BatchedCall::Run() {
+  if (state_ == State::kDecoding) {
+    DecodeAndEnqueue();
+  } else {
+    Reply();
+  }
+}
+
+void BatchedCall::DecodeAndEnqueue() {
+  absl::StatusOr<Routed> routed = Decode();
+  if (!routed.ok()) {
+    Fail(routed.status());
+    return;
+  }
+  std::unique_ptr<handlers::InferenceTask> task =
+      std::make_unique<CallTask>(std::move(routed->request), this, *context_.metrics);
+  state_ = State::kQueued;
+  if (absl::Status queued = routed->model->Enqueue(task); !queued.ok()) Fail(queued);
+}
+
+void BatchedCall::Complete(const float* outputs, int64_t rows, int64_t stride) {
+  KeepOutputs(outputs, rows, stride);
+  state_ = State::kReplying;
+}
+
+void BatchedCall::ReplyAll(const std::vector<std::unique_ptr<handlers::InferenceTask>>& batch,
+                           int64_t model_version, WorkPool* codec_pool) {
+  std::vector<WorkPool::Item*> replies;
+  replies.reserve(batch.size());
+  for (const auto& task : batch) {
+    BatchedCall* call = static_cast<const CallTask&>(*task).completed_call();
+    if (call == nullptr) continue;
+    call->model_version_ = model_version;
+    if (codec_pool == nullptr) {
+      call->Reply();
+    } else {
+      replies.push_back(call);
+    }
+  }
+  if (codec_pool != nullptr) codec_pool->Submit(replies);
+}
+
+void BatchedCall::Reply() {
+  EncodeReply(model_version_);
+  RecordOutcome(grpc::StatusCode::OK);
+  state_ = State::kFinished;
+  SendReply(this);  // armed off the polling thread; Proceed runs on a polling thread
+}
+
+void BatchedCall::Fail(const absl::Status& status) {
+  const grpc::Status grpc_status = ToGrpcStatus(status);
+  RecordOutcome(grpc_status.error_code());
+  state_ = State::kFinished;
+  SendError(grpc_status, this);  // may be armed off the polling thread
+}
+
+void BatchedCall::RecordOutcome(grpc::StatusCode code) {
+  if (outcome_recorded_.exchange(true, std::memory_order_acq_rel)) return;
+  const double latency =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - arrived_).count();
+  context_.metrics->RecordRequest(method_, code, latency);
+  context_.metrics->AddInFlight(-1);
+}
+
+absl::Status BatchedCall::Liveness(TimePoint now) const {
+  if (deadline_ && now >= *deadline_) {
+    return absl::DeadlineExceededError("deadline passed while the request was queued");
+  }
+  if (cancelled_.load(std::memory_order_acquire)) {
+    return absl::CancelledError("client cancelled the request while it was queued");
+  }
+  return absl::OkStatus();
+}
+
+void BatchedCall::DoneTag::Proceed(bool /*ok*/) {
+  if (call_->server_context_.IsCancelled()) {
+    call_->cancelled_.store(true, std::memory_order_release);
+    // The RPC is over for the client now, even if its task is still queued or running. gRPC's
+    // own deadline, read now on the same clock, tells whether that is why.
+    const bool expired = call_->server_context_.deadline() <= std::chrono::system_clock::now();
+    call_->RecordOutcome(expired ? grpc::StatusCode::DEADLINE_EXCEEDED
+                                 : grpc::StatusCode::CANCELLED);
+  }
+  call_->Release();
+}
+
+void BatchedCall::Release() {
+  if (tags_owed_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+}
+
+}  // namespace model_server::server

@@ -1,0 +1,45 @@
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <vector>
+
+#include "protos/grpc_predict_v2.grpc.pb.h"
+#include "server/batched_call.h"
+
+namespace model_server::server {
+
+// One Open Inference Protocol ModelInfer call: tensors in and out (protocol/oip.h), computed by
+// the model the request names, in the same batches as EvaluateModel calls. BatchedCall says
+// which thread runs each step.
+class InferCall final
+    : public BatchedCallOf<inference::ModelInferRequest, inference::ModelInferResponse> {
+ public:
+  // What ModelInfer calls need beyond CallContext; outlives every call.
+  struct Methods {
+    inference::GRPCInferenceService::AsyncService* service = nullptr;
+    const std::vector<std::unique_ptr<ServedModel>>* models = nullptr;
+  };
+
+  // Arms one call waiting for the next request on `cq`.
+  static void Listen(const CallContext& context, const Methods& methods,
+                     grpc::ServerCompletionQueue* cq);
+
+ private:
+  InferCall(const CallContext& context, const Methods& methods, grpc::ServerCompletionQueue* cq);
+
+  void RequestCall() override;
+  void ListenAgain() override;
+  absl::StatusOr<Routed> Decode() override;
+  void KeepOutputs(const float* outputs, int64_t rows, int64_t stride) override;
+  void EncodeReply(int64_t model_version) override;
+
+  const Methods& methods_;
+  const ServedModel* model_ = nullptr;  // set by Decode
+  bool raw_output_ = true;
+  std::vector<float> outputs_;  // [rows_, the model's num_outputs] for the reply
+  int64_t rows_ = 0;
+};
+
+}  // namespace model_server::server
