@@ -9,7 +9,7 @@ namespace {
 // The batcher's view of a call: the decoded request plus the way back to the client.
 class CallTask final : public handlers::InferenceTask {
  public:
-  CallTask(handlers::InferenceRequest request, BatchedCall* call, metrics::ServerMetrics& metrics)
+  CallTask(handlers::InferenceRequest request, BatchedCall* call, metrics::ModelMetrics& metrics)
       : InferenceTask(std::move(request)),
         call_(call),
         metrics_(metrics),
@@ -29,8 +29,8 @@ class CallTask final : public handlers::InferenceTask {
   BatchedCall* completed_call() const { return completed_ ? call_ : nullptr; }
 
  private:
-  BatchedCall* const call_;  // alive until it is finished through this task
-  metrics::ServerMetrics& metrics_;
+  BatchedCall* const call_;         // alive until it is finished through this task
+  metrics::ModelMetrics& metrics_;  // the model's it is queued for
   const batching::TimePoint enqueued_;
   bool completed_ = false;
 };
@@ -94,7 +94,7 @@ void BatchedCall::DecodeAndEnqueue() {
     return;
   }
   std::unique_ptr<handlers::InferenceTask> task =
-      std::make_unique<CallTask>(std::move(routed->request), this, *context_.metrics);
+      std::make_unique<CallTask>(std::move(routed->request), this, routed->model->metrics());
   state_ = State::kQueued;
   if (absl::Status queued = routed->model->Enqueue(task); !queued.ok()) Fail(queued);
 }

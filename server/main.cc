@@ -1,10 +1,12 @@
-// model_server: serves a TorchScript model over the seed's gRPC ModelService with dynamic
-// micro-batching. See README.md for flags and payloads.
+// model_server: serves TorchScript models over the seed's gRPC ModelService and the Open
+// Inference Protocol with dynamic micro-batching. See README.md for flags and payloads.
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -35,9 +37,30 @@ std::string DefaultDevice() {
   return "auto";
 }
 
+// One --model: NAME=PATH, or PATH (named "default"); an empty path is the built-in demo model.
+struct ModelFlag {
+  std::string name = server::kDefaultModelName;
+  std::string path;
+};
+
+// "NAME=PATH" when the text before the first '=' is a model name (letters, digits, '_', '-',
+// '.'), else a path. Write ./a=b.pt for a file named "a=b.pt" in the working directory.
+ModelFlag ParseModelFlag(const std::string& value) {
+  const size_t equals = value.find('=');
+  if (equals != std::string::npos && equals > 0) {
+    const std::string name = value.substr(0, equals);
+    const bool is_name = std::all_of(name.begin(), name.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+    });
+    if (is_name) return {name, value.substr(equals + 1)};
+  }
+  return {server::kDefaultModelName, value};
+}
+
 struct Config {
   server::ServerOptions server;
   handlers::TorchHandlerOptions handler;
+  std::vector<ModelFlag> models;
   int instances = 1;
   std::string export_demo_model;
   std::string log_level;
@@ -50,8 +73,9 @@ Config ParseFlags(int argc, char** argv) {
   const Config defaults;
   // clang-format off
   options.add_options()
-    ("model", "TorchScript model file (env MODEL_LOC); none serves the built-in demo model",
-     cxxopts::value<std::string>()->default_value(EnvOr("MODEL_LOC", "")))
+    ("model", "a TorchScript model to serve, NAME=PATH or PATH (named \"default\"); repeat for "
+     "several models (the first answers ModelService); none: $MODEL_LOC, else the built-in "
+     "demo model", cxxopts::value<std::string>())
     ("address", "host:port to listen on (env PORT_INTERNAL sets the port)",
      cxxopts::value<std::string>()->default_value("0.0.0.0:" + EnvOr("PORT_INTERNAL", "13000")))
     ("device", "cpu, cuda, cuda:N or auto (env PROCESSOR=cpu|gpu)",
@@ -123,7 +147,19 @@ Config ParseFlags(int argc, char** argv) {
     config.server.batching.max_queue_delay =
         std::chrono::microseconds(flags["max-queue-delay-us"].as<int64_t>());
     config.server.batching.max_queue_rows = flags["max-queue-rows"].as<size_t>();
-    config.handler.model_path = flags["model"].as<std::string>();
+    for (const cxxopts::KeyValue& argument : flags.arguments()) {
+      if (argument.key() == "model") config.models.push_back(ParseModelFlag(argument.value()));
+    }
+    if (config.models.empty())
+      config.models.push_back({server::kDefaultModelName, EnvOr("MODEL_LOC", "")});
+    for (size_t i = 0; i < config.models.size(); ++i) {
+      for (size_t j = 0; j < i; ++j) {
+        if (config.models[i].name == config.models[j].name) {
+          throw cxxopts::exceptions::exception("model name \"" + config.models[i].name +
+                                               "\" is given twice");
+        }
+      }
+    }
     config.handler.device = flags["device"].as<std::string>();
     config.handler.torch_threads = flags["torch-threads"].as<int>();
     config.handler.precision = flags["precision"].as<std::string>();
@@ -138,6 +174,29 @@ Config ParseFlags(int argc, char** argv) {
     std::cerr << "model_server: " << error.what() << "\n\n" << options.help() << std::endl;
     std::exit(2);
   }
+}
+
+// `count` instances of the model `handler` describes, each loaded and warmed up.
+absl::StatusOr<std::vector<std::unique_ptr<handlers::LoadedModel>>> LoadInstances(
+    const handlers::TorchHandlerOptions& handler, int count) {
+  std::vector<std::unique_ptr<handlers::LoadedModel>> instances;
+  for (int i = 0; i < count; ++i) {
+    absl::StatusOr<std::unique_ptr<handlers::LoadedModel>> loaded =
+        handlers::LoadedModel::Load(handlers::MakeTorchHandler(handler));
+    if (!loaded.ok()) return loaded.status();
+    instances.push_back(*std::move(loaded));
+  }
+  return instances;
+}
+
+// A log-friendly list of the models: "a=/models/a.pt,b=demo".
+std::string ModelList(const std::vector<ModelFlag>& models) {
+  std::string list;
+  for (const ModelFlag& model : models) {
+    if (!list.empty()) list += ',';
+    list += model.name + "=" + (model.path.empty() ? "demo" : model.path);
+  }
+  return list;
 }
 
 // The write end of a pipe the signal handler writes each SIGINT/SIGTERM to. A handler (rather
@@ -215,15 +274,14 @@ int Main(int argc, char** argv) {
 
   const server::ServerOptions& options = config.server;
   spdlog::info(
-      "config: model={} device={} precision={} instances={} max_batch_rows={} "
+      "config: models={} device={} precision={} instances={} max_batch_rows={} "
       "max_queue_delay_us={} max_queue_rows={} max_rows_per_request={} cq_threads={} "
       "codec_threads={} "
       "torch_threads={} max_message_bytes={} max_concurrent_streams={} grpc_memory_bytes={} "
       "tls={} metrics_address={} drain_timeout_s={}",
-      config.handler.model_path.empty() ? "demo" : config.handler.model_path, config.handler.device,
-      config.handler.precision, config.instances, options.batching.max_batch_rows,
-      options.batching.max_queue_delay.count(), options.batching.max_queue_rows,
-      options.max_rows_per_request,
+      ModelList(config.models), config.handler.device, config.handler.precision, config.instances,
+      options.batching.max_batch_rows, options.batching.max_queue_delay.count(),
+      options.batching.max_queue_rows, options.max_rows_per_request,
       options.cq_threads > 0 ? options.cq_threads : platform::UsableCpus(),
       options.codec_threads > 0    ? options.codec_threads
       : options.codec_threads == 0 ? platform::UsableCpus()
@@ -236,19 +294,22 @@ int Main(int argc, char** argv) {
       options.metrics_address.empty() ? "none" : options.metrics_address,
       std::chrono::duration_cast<std::chrono::seconds>(options.drain_timeout).count());
 
-  std::vector<std::unique_ptr<handlers::LoadedModel>> instances;
-  for (int i = 0; i < config.instances; ++i) {
-    absl::StatusOr<std::unique_ptr<handlers::LoadedModel>> loaded =
-        handlers::LoadedModel::Load(handlers::MakeTorchHandler(config.handler));
-    if (!loaded.ok()) {
-      spdlog::error("cannot start: {}", std::string(loaded.status().message()));
+  std::vector<server::ModelSpec> models;
+  for (const ModelFlag& flag : config.models) {
+    handlers::TorchHandlerOptions handler = config.handler;
+    handler.model_path = flag.path;
+    absl::StatusOr<std::vector<std::unique_ptr<handlers::LoadedModel>>> instances =
+        LoadInstances(handler, config.instances);
+    if (!instances.ok()) {
+      spdlog::error("cannot start: model \"{}\" ({}): {}", flag.name,
+                    flag.path.empty() ? "demo" : flag.path,
+                    std::string(instances.status().message()));
       return 1;
     }
-    instances.push_back(*std::move(loaded));
+    models.push_back({flag.name, *std::move(instances)});
   }
-
   absl::StatusOr<std::unique_ptr<server::ModelServer>> started =
-      server::ModelServer::Start(options, std::move(instances));
+      server::ModelServer::Start(options, std::move(models));
   if (!started.ok()) {
     spdlog::error("cannot start: {}", std::string(started.status().message()));
     return 1;

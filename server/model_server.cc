@@ -61,6 +61,22 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
 
 absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
     const ServerOptions& options, std::vector<std::unique_ptr<handlers::LoadedModel>> instances) {
+  std::vector<ModelSpec> models(1);
+  models[0].instances = std::move(instances);
+  return Start(options, std::move(models));
+}
+
+absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerOptions& options,
+                                                                std::vector<ModelSpec> models) {
+  if (models.empty()) return absl::InvalidArgumentError("no model to serve");
+  for (size_t i = 0; i < models.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (models[i].name == models[j].name) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("model name \"", models[i].name, "\" is given twice"));
+      }
+    }
+  }
   if (options.max_message_bytes <= 0) {
     return absl::InvalidArgumentError("max_message_bytes must be positive");
   }
@@ -74,36 +90,30 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
     return absl::InvalidArgumentError("codec_threads must be -1 (none), 0 (one per CPU) or more");
   }
   std::unique_ptr<ModelServer> server(new ModelServer(options));
-  if (absl::Status built = server->Build(std::move(instances)); !built.ok()) return built;
+  if (absl::Status built = server->Build(std::move(models)); !built.ok()) return built;
   return server;
 }
 
 ModelServer::ModelServer(const ServerOptions& options) : options_(options) {}
 
-absl::Status ModelServer::Build(std::vector<std::unique_ptr<handlers::LoadedModel>> instances) {
+absl::Status ModelServer::Build(std::vector<ModelSpec> models) {
   if (options_.codec_threads >= 0) {
     codec_pool_ = std::make_unique<WorkPool>(options_.codec_threads > 0 ? options_.codec_threads
                                                                         : platform::UsableCpus());
   }
-  absl::StatusOr<std::unique_ptr<metrics::ServerMetrics>> metrics = metrics::ServerMetrics::Start(
-      {.address = options_.metrics_address, .queued_requests = [this]() -> size_t {
-         return models_built_.load(std::memory_order_acquire) ? QueuedRequests() : 0;
-       }});
+  metrics::MetricsOptions metrics_options;
+  metrics_options.address = options_.metrics_address;
+  absl::StatusOr<std::unique_ptr<metrics::ServerMetrics>> metrics =
+      metrics::ServerMetrics::Start(metrics_options);
   if (!metrics.ok()) return metrics.status();
   metrics_ = *std::move(metrics);
-  handlers::InitializeTimes startup;
-  for (const auto& instance : instances) {
-    startup.load_seconds += instance->handler().initialize_times().load_seconds;
-    startup.warmup_seconds += instance->handler().initialize_times().warmup_seconds;
+  for (ModelSpec& spec : models) {
+    absl::StatusOr<std::unique_ptr<ServedModel>> model =
+        ServedModel::Create(std::move(spec.name), std::move(spec.instances), options_.batching,
+                            codec_pool_.get(), metrics_.get());
+    if (!model.ok()) return model.status();
+    models_.push_back(*std::move(model));
   }
-  absl::StatusOr<std::unique_ptr<ServedModel>> model =
-      ServedModel::Create(kDefaultModelName, std::move(instances), options_.batching,
-                          codec_pool_.get(), metrics_.get());
-  if (!model.ok()) return model.status();
-  models_.push_back(*std::move(model));
-  models_built_.store(true, std::memory_order_release);
-  metrics_->SetModelLoadSeconds(startup.load_seconds);
-  metrics_->SetWarmupSeconds(startup.warmup_seconds);
 
   call_context_ = CallContext{
       // A request the queue can never hold is refused as such.

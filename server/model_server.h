@@ -65,20 +65,30 @@ struct ServerOptions {
 // The name of the model a server serves when it is given one without a name.
 inline constexpr char kDefaultModelName[] = "default";
 
+// One model to serve: its name and its loaded instances (one per batch thread, all alike).
+struct ModelSpec {
+  std::string name = kDefaultModelName;
+  std::vector<std::unique_ptr<handlers::LoadedModel>> instances;
+};
+
 // The gRPC front end on completion queues, all on one port: the seed's ModelService
 // (EvaluateModel, HealthCheck), the Open Inference Protocol's GRPCInferenceService and
-// grpc.health.v1.Health. EvaluateModel and ModelInfer calls feed the same dynamic batcher, whose
-// batch threads each run one loaded model instance.
+// grpc.health.v1.Health. Each model has its own dynamic batcher, whose batch threads each run
+// one loaded instance of it; EvaluateModel calls go to the first model, ModelInfer calls to the
+// model they name, and both protocols' calls for one model share its batches.
 class ModelServer {
  public:
-  // Serves `instances` (at least one, all of the same model) as the model "default", each on
-  // its own batch thread; takes ownership and releases them (LoadedModel's Cleanup) once shut
-  // down. Health (and OIP readiness) says SERVING once this returns OK. Errors: INVALID_ARGUMENT
-  // for bad options or instances, UNAVAILABLE when the address cannot be bound (e.g. the port
-  // is in use).
+  // Serves `models` (at least one; distinct names), each instance on its own batch thread;
+  // takes ownership and releases them (LoadedModel's Cleanup) once shut down. Health (and OIP
+  // readiness) says SERVING once this returns OK. Errors: INVALID_ARGUMENT for bad options or
+  // models (no model, a name given twice, a bad name, no instances, instances that differ),
+  // UNAVAILABLE when the address cannot be bound (e.g. the port is in use).
+  static absl::StatusOr<std::unique_ptr<ModelServer>> Start(const ServerOptions& options,
+                                                            std::vector<ModelSpec> models);
+  // The model "default" with these instances.
   static absl::StatusOr<std::unique_ptr<ModelServer>> Start(
       const ServerOptions& options, std::vector<std::unique_ptr<handlers::LoadedModel>> instances);
-  // One instance.
+  // The model "default" with one instance.
   static absl::StatusOr<std::unique_ptr<ModelServer>> Start(
       const ServerOptions& options, std::unique_ptr<handlers::LoadedModel> instance);
 
@@ -97,15 +107,13 @@ class ModelServer {
 
  private:
   explicit ModelServer(const ServerOptions& options);
-  absl::Status Build(std::vector<std::unique_ptr<handlers::LoadedModel>> instances);
+  absl::Status Build(std::vector<ModelSpec> models);
   void SetServing(bool serving);
 
   const ServerOptions options_;
-  std::unique_ptr<metrics::ServerMetrics> metrics_;  // outlives everything that records
-  std::unique_ptr<WorkPool> codec_pool_;             // null without codec threads
-  // Set once models_ is complete (before any call or scrape reads it).
-  std::vector<std::unique_ptr<ServedModel>> models_;
-  std::atomic<bool> models_built_{false};
+  std::unique_ptr<metrics::ServerMetrics> metrics_;   // outlives everything that records
+  std::unique_ptr<WorkPool> codec_pool_;              // null without codec threads
+  std::vector<std::unique_ptr<ServedModel>> models_;  // complete before any call arrives
   ModelService::AsyncService service_;
   inference::GRPCInferenceService::AsyncService oip_service_;
   CallContext call_context_;

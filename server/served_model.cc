@@ -47,13 +47,17 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(
   }
   auto first = std::make_shared<ModelVersion>();
   first->number = 1;
+  handlers::InitializeTimes times;
   for (auto& instance : instances) {
+    times.load_seconds += instance->handler().initialize_times().load_seconds;
+    times.warmup_seconds += instance->handler().initialize_times().warmup_seconds;
     first->executors.push_back(std::make_unique<handlers::BatchExecutor>(instance->handler()));
     first->instances.push_back(std::move(instance));
   }
   const size_t workers = first->instances.size();
+  metrics::ModelMetrics* model_metrics = metrics->AddModel(name);
   std::unique_ptr<ServedModel> model(
-      new ServedModel(std::move(name), std::move(first), codec_pool, metrics));
+      new ServedModel(std::move(name), std::move(first), codec_pool, model_metrics));
   absl::StatusOr<std::unique_ptr<Batcher>> batcher = Batcher::Create(
       batching, workers,
       [served = model.get()](size_t worker,
@@ -62,11 +66,16 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(
       });
   if (!batcher.ok()) return batcher.status();
   model->batcher_ = *std::move(batcher);
+  model_metrics->SetLoadSeconds(times.load_seconds);
+  model_metrics->SetWarmupSeconds(times.warmup_seconds);
+  model_metrics->SetVersion(1);
+  model_metrics->SetSources([served = model.get()] { return served->QueuedRequests(); },
+                            [served = model.get()]() -> size_t { return served->version() > 0; });
   return model;
 }
 
 ServedModel::ServedModel(std::string name, std::shared_ptr<ModelVersion> first,
-                         WorkPool* codec_pool, metrics::ServerMetrics* metrics)
+                         WorkPool* codec_pool, metrics::ModelMetrics* metrics)
     : name_(std::move(name)),
       signature_(first->instances[0]->signature()),
       codec_pool_(codec_pool),
@@ -100,6 +109,7 @@ void ServedModel::RunBatch(size_t worker,
 }
 
 void ServedModel::Shutdown() {
+  metrics_->SetSources(nullptr, nullptr);  // scrapes may outlive this model
   if (batcher_ != nullptr) batcher_->Shutdown();
   std::lock_guard<std::mutex> lock(mu_);
   current_.reset();  // LoadedModel's destructor runs Cleanup

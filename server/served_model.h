@@ -34,9 +34,9 @@ class ServedModel {
  public:
   // Serves `instances` (at least one, all of the same signature) as version 1 of `name`, each on
   // its own batch thread; takes ownership and releases them (LoadedModel's Cleanup) once shut
-  // down. Replies go through `codec_pool` (may be null) and batches are recorded in `metrics`;
-  // both outlive the model. Errors: INVALID_ARGUMENT for a bad name, no instances, instances
-  // that differ, or bad batching options.
+  // down. Replies go through `codec_pool` (may be null); the model's metrics are added to
+  // `metrics` (labelled with its name). Both outlive the model. Errors: INVALID_ARGUMENT for a
+  // bad name, no instances, instances that differ, or bad batching options.
   static absl::StatusOr<std::unique_ptr<ServedModel>> Create(
       std::string name, std::vector<std::unique_ptr<handlers::LoadedModel>> instances,
       const batching::BatchingOptions& batching, WorkPool* codec_pool,
@@ -51,6 +51,8 @@ class ServedModel {
   // The version new batches run on. Any thread.
   int64_t version() const;
 
+  metrics::ModelMetrics& metrics() const { return *metrics_; }
+
   // Queues `task` for a batch (see DynamicBatcher::Enqueue). Any thread.
   absl::Status Enqueue(std::unique_ptr<handlers::InferenceTask>& task) {
     return batcher_->Enqueue(task);
@@ -64,7 +66,7 @@ class ServedModel {
 
  private:
   ServedModel(std::string name, std::shared_ptr<ModelVersion> first, WorkPool* codec_pool,
-              metrics::ServerMetrics* metrics);
+              metrics::ModelMetrics* metrics);
   // Batch thread `worker`: one batch on the current version's instance `worker`.
   void RunBatch(size_t worker, std::vector<std::unique_ptr<handlers::InferenceTask>>& batch);
   std::shared_ptr<const ModelVersion> Current() const;
@@ -72,7 +74,7 @@ class ServedModel {
   const std::string name_;
   const handlers::ModelSignature signature_;
   WorkPool* const codec_pool_;
-  metrics::ServerMetrics* const metrics_;
+  metrics::ModelMetrics* const metrics_;
   mutable std::mutex mu_;
   // The version new batches take; a batch holds its version until it has replied, so a version
   // is released once it is no longer current and its last batch is done. Guarded by mu_.

@@ -1,7 +1,8 @@
 #pragma once
 
 // A model without torch for tests of the executor and the transport:
-//   y_1 = params[0] * (x_1 + x_2 + x_3) + params[1],  y_2 = x_1
+//   y_1 = params[0] * (x_1 + x_2 + x_3) + params[1] + offset,  y_2 = x_1
+// (offset 0 unless given: tests tell models and versions apart by it).
 // A row with x_1 == kPoison makes the forward pass fail, as a model's runtime check would.
 
 #include <atomic>
@@ -62,7 +63,7 @@ class FakeModelControl {
 
 class FakeHandler final : public handlers::ModelHandler {
  public:
-  FakeHandler() {
+  explicit FakeHandler(float offset = 0) : offset_(offset) {
     signature_.input_names = {"x_1", "x_2", "x_3"};
     signature_.output_names = {"y_1", "y_2"};
     signature_.num_inputs = 3;
@@ -92,6 +93,7 @@ class FakeHandler final : public handlers::ModelHandler {
       const float* p = &params_[row * 2];
       if (x[0] == kPoison) return absl::InternalError("model forward failed: poison row");
       outputs_[row * 2] = p[0] * (x[0] + x[1] + x[2]) + p[1];
+      if (offset_ != 0) outputs_[row * 2] += offset_;  // (+0 would turn -0 into 0)
       outputs_[row * 2 + 1] = x[0];
     }
     return outputs_.data();
@@ -107,6 +109,7 @@ class FakeHandler final : public handlers::ModelHandler {
   std::vector<int64_t> batch_rows() { return control_->batch_rows(); }
 
  private:
+  const float offset_;
   handlers::ModelSignature signature_;
   int64_t rows_ = 0;
   std::vector<float> inputs_, params_, outputs_;

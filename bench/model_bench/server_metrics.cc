@@ -9,16 +9,18 @@
 namespace model_server::bench {
 namespace {
 
-// The value of the unlabelled sample `name` in Prometheus text, or 0.
+// The sum of the samples `name` in Prometheus text, whatever their labels (one per model), or
+// 0.
 double Sample(const std::string& text, const std::string& name) {
   std::istringstream lines(text);
+  double total = 0;
   for (std::string line; std::getline(lines, line);) {
     if (line.size() > name.size() && line.compare(0, name.size(), name) == 0 &&
-        line[name.size()] == ' ') {
-      return std::stod(line.substr(name.size() + 1));
+        (line[name.size()] == ' ' || line[name.size()] == '{')) {
+      total += std::stod(line.substr(line.rfind(' ') + 1));
     }
   }
-  return 0;
+  return total;
 }
 
 double Ratio(double numerator, double denominator) {

@@ -185,19 +185,82 @@ void Histogram::Render(const std::string& name, const std::string& labels, std::
   absl::StrAppend(out, "\n", name, "_count", braced, " ", cumulative, "\n");
 }
 
-ServerMetrics::ServerMetrics(std::function<size_t()> queued_requests)
-    : request_latency_{Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds()),
-                       Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds()),
-                       Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds()),
-                       Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds())},
+ModelMetrics::ModelMetrics(std::string name)
+    : name_(std::move(name)),
+      label_(absl::StrCat("model=\"", name_, "\"")),
       queue_time_(LatencyBucketsSeconds()),
       compute_time_(LatencyBucketsSeconds()),
       batch_rows_(PowerOfTwoBuckets(16)),
-      batch_requests_(PowerOfTwoBuckets(12)),
-      queued_requests_(std::move(queued_requests)) {}
+      batch_requests_(PowerOfTwoBuckets(12)) {}
+
+void ModelMetrics::RecordQueueTime(double seconds) { queue_time_.Observe(seconds); }
+
+void ModelMetrics::RecordBatch(size_t requests, size_t rows, size_t forward_passes,
+                               double compute_seconds) {
+  forward_passes_.fetch_add(forward_passes, std::memory_order_relaxed);
+  batch_requests_.Observe(static_cast<double>(requests));
+  batch_rows_.Observe(static_cast<double>(rows));
+  compute_time_.Observe(compute_seconds);
+}
+
+void ModelMetrics::SetLoadSeconds(double seconds) {
+  load_seconds_.store(seconds, std::memory_order_relaxed);
+}
+
+void ModelMetrics::SetWarmupSeconds(double seconds) {
+  warmup_seconds_.store(seconds, std::memory_order_relaxed);
+}
+
+void ModelMetrics::SetVersion(int64_t version) {
+  version_.store(version, std::memory_order_relaxed);
+}
+
+void ModelMetrics::RecordReload(bool ok) {
+  reloads_[ok ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
+}
+
+void ModelMetrics::SetSources(std::function<size_t()> queued_requests,
+                              std::function<size_t()> loaded_versions) {
+  std::lock_guard<std::mutex> lock(sources_mu_);
+  queued_requests_ = std::move(queued_requests);
+  loaded_versions_ = std::move(loaded_versions);
+}
+
+ServerMetrics::ServerMetrics()
+    : request_latency_{Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds()),
+                       Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds()),
+                       Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds()),
+                       Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds())} {}
+
+ModelMetrics* ServerMetrics::AddModel(const std::string& name) {
+  std::lock_guard<std::mutex> lock(models_mu_);
+  models_.push_back(std::unique_ptr<ModelMetrics>(new ModelMetrics(name)));
+  return models_.back().get();
+}
+
+uint64_t ServerMetrics::batches() const {
+  std::lock_guard<std::mutex> lock(models_mu_);
+  uint64_t total = 0;
+  for (const auto& model : models_) total += model->batches();
+  return total;
+}
+
+uint64_t ServerMetrics::batched_requests() const {
+  std::lock_guard<std::mutex> lock(models_mu_);
+  uint64_t total = 0;
+  for (const auto& model : models_) total += model->batched_requests();
+  return total;
+}
+
+uint64_t ServerMetrics::forward_passes() const {
+  std::lock_guard<std::mutex> lock(models_mu_);
+  uint64_t total = 0;
+  for (const auto& model : models_) total += model->forward_passes();
+  return total;
+}
 
 absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const MetricsOptions& options) {
-  std::unique_ptr<ServerMetrics> metrics(new ServerMetrics(options.queued_requests));
+  std::unique_ptr<ServerMetrics> metrics(new ServerMetrics());
   if (!options.address.empty()) {
     absl::Status status = metrics->StartHttp(options.address);
     if (!status.ok()) return status;
@@ -265,16 +328,6 @@ void ServerMetrics::RecordRequest(Method method, int grpc_status_code, double la
   request_latency_[method_index].Observe(latency_seconds);
 }
 
-void ServerMetrics::RecordQueueTime(double seconds) { queue_time_.Observe(seconds); }
-
-void ServerMetrics::RecordBatch(size_t requests, size_t rows, size_t forward_passes,
-                                double compute_seconds) {
-  forward_passes_.fetch_add(forward_passes, std::memory_order_relaxed);
-  batch_requests_.Observe(static_cast<double>(requests));
-  batch_rows_.Observe(static_cast<double>(rows));
-  compute_time_.Observe(compute_seconds);
-}
-
 void ServerMetrics::AddInFlight(int64_t delta) {
   inflight_requests_.fetch_add(delta, std::memory_order_relaxed);
 }
@@ -283,14 +336,6 @@ uint64_t ServerMetrics::requests(Method method, int grpc_status_code) const {
   const size_t method_index = static_cast<size_t>(method);
   if (method_index >= kMethodCount) return 0;
   return requests_[method_index][CodeIndex(grpc_status_code)].load(std::memory_order_relaxed);
-}
-
-void ServerMetrics::SetModelLoadSeconds(double seconds) {
-  model_load_seconds_.store(seconds, std::memory_order_relaxed);
-}
-
-void ServerMetrics::SetWarmupSeconds(double seconds) {
-  model_warmup_seconds_.store(seconds, std::memory_order_relaxed);
 }
 
 std::string ServerMetrics::Render() const {
@@ -319,45 +364,88 @@ std::string ServerMetrics::Render() const {
         absl::StrCat("method=\"", MethodName(static_cast<Method>(method)), "\""), &out);
   }
 
-  AppendHeader("model_server_queue_time_seconds", "histogram",
-               "Per request, time from enqueue in the batcher to the cut of its batch.", &out);
-  queue_time_.Render("model_server_queue_time_seconds", "", &out);
-
-  AppendHeader("model_server_compute_time_seconds", "histogram",
-               "Per batch, time the model took to run it (reruns included).", &out);
-  compute_time_.Render("model_server_compute_time_seconds", "", &out);
-
-  AppendHeader("model_server_forward_passes_total", "counter",
-               "Forward passes run, including reruns of a failed batch request by request.", &out);
-  AppendSample("model_server_forward_passes_total",
-               static_cast<int64_t>(forward_passes_.load(std::memory_order_relaxed)), &out);
-
-  AppendHeader("model_server_batch_rows", "histogram", "Per batch, rows in the batch.", &out);
-  batch_rows_.Render("model_server_batch_rows", "", &out);
-
-  AppendHeader("model_server_batch_requests", "histogram",
-               "Per batch, requests coalesced into the batch.", &out);
-  batch_requests_.Render("model_server_batch_requests", "", &out);
-
-  AppendHeader("model_server_queued_requests", "gauge", "Requests waiting in the batcher queue.",
-               &out);
-  AppendSample("model_server_queued_requests",
-               static_cast<int64_t>(queued_requests_ ? queued_requests_() : 0), &out);
-
   AppendHeader("model_server_inflight_requests", "gauge",
                "EvaluateModel and ModelInfer calls accepted and not yet finished.", &out);
   AppendSample("model_server_inflight_requests", inflight_requests_.load(std::memory_order_relaxed),
                &out);
 
-  AppendHeader("model_server_model_load_seconds", "gauge",
-               "Time it took to load the model at startup (0 until loaded).", &out);
-  AppendSample("model_server_model_load_seconds",
-               model_load_seconds_.load(std::memory_order_relaxed), &out);
-
-  AppendHeader("model_server_model_warmup_seconds", "gauge",
-               "Time the warmup forward passes took at startup (0 until done).", &out);
-  AppendSample("model_server_model_warmup_seconds",
-               model_warmup_seconds_.load(std::memory_order_relaxed), &out);
+  // Each model's families, every model's series under one header.
+  std::lock_guard<std::mutex> lock(models_mu_);
+  const auto each_model = [this](const char* name, const char* type, const char* help,
+                                 std::string* out, const auto& render) {
+    AppendHeader(name, type, help, out);
+    for (const auto& model : models_) render(*model, out);
+  };
+  const auto gauge = [](const char* name, const ModelMetrics& model, auto value, std::string* out) {
+    absl::StrAppend(out, name, "{", model.label_, "} ");
+    AppendValue(value, out);
+    out->push_back('\n');
+  };
+  each_model("model_server_queue_time_seconds", "histogram",
+             "Per request, time from enqueue in the batcher to the cut of its batch.", &out,
+             [](const ModelMetrics& m, std::string* out) {
+               m.queue_time_.Render("model_server_queue_time_seconds", m.label_, out);
+             });
+  each_model("model_server_compute_time_seconds", "histogram",
+             "Per batch, time the model took to run it (reruns included).", &out,
+             [](const ModelMetrics& m, std::string* out) {
+               m.compute_time_.Render("model_server_compute_time_seconds", m.label_, out);
+             });
+  each_model("model_server_forward_passes_total", "counter",
+             "Forward passes run, including reruns of a failed batch request by request.", &out,
+             [&gauge](const ModelMetrics& m, std::string* out) {
+               gauge("model_server_forward_passes_total", m,
+                     static_cast<int64_t>(m.forward_passes()), out);
+             });
+  each_model("model_server_batch_rows", "histogram", "Per batch, rows in the batch.", &out,
+             [](const ModelMetrics& m, std::string* out) {
+               m.batch_rows_.Render("model_server_batch_rows", m.label_, out);
+             });
+  each_model("model_server_batch_requests", "histogram",
+             "Per batch, requests coalesced into the batch.", &out,
+             [](const ModelMetrics& m, std::string* out) {
+               m.batch_requests_.Render("model_server_batch_requests", m.label_, out);
+             });
+  each_model("model_server_queued_requests", "gauge", "Requests waiting in the batcher queue.",
+             &out, [&gauge](const ModelMetrics& m, std::string* out) {
+               std::lock_guard<std::mutex> sources(m.sources_mu_);
+               gauge("model_server_queued_requests", m,
+                     static_cast<int64_t>(m.queued_requests_ ? m.queued_requests_() : 0), out);
+             });
+  each_model("model_server_model_load_seconds", "gauge",
+             "Time it took to load the serving version (0 until loaded).", &out,
+             [&gauge](const ModelMetrics& m, std::string* out) {
+               gauge("model_server_model_load_seconds", m,
+                     m.load_seconds_.load(std::memory_order_relaxed), out);
+             });
+  each_model("model_server_model_warmup_seconds", "gauge",
+             "Time the serving version's warmup forward passes took (0 until done).", &out,
+             [&gauge](const ModelMetrics& m, std::string* out) {
+               gauge("model_server_model_warmup_seconds", m,
+                     m.warmup_seconds_.load(std::memory_order_relaxed), out);
+             });
+  each_model("model_server_model_version", "gauge",
+             "The version new batches run on (1 at startup, +1 per swap).", &out,
+             [&gauge](const ModelMetrics& m, std::string* out) {
+               gauge("model_server_model_version", m, m.version_.load(std::memory_order_relaxed),
+                     out);
+             });
+  each_model("model_server_model_versions_loaded", "gauge",
+             "Versions in memory: 1, or 2 while an old one finishes its last batches.", &out,
+             [&gauge](const ModelMetrics& m, std::string* out) {
+               std::lock_guard<std::mutex> sources(m.sources_mu_);
+               gauge("model_server_model_versions_loaded", m,
+                     static_cast<int64_t>(m.loaded_versions_ ? m.loaded_versions_() : 0), out);
+             });
+  each_model("model_server_model_reloads_total", "counter",
+             "Attempts to load a new version of the model's file: result ok (it serves now) or "
+             "failed (refused; the old version serves on).",
+             &out, [](const ModelMetrics& m, std::string* out) {
+               for (const bool ok : {true, false}) {
+                 absl::StrAppend(out, "model_server_model_reloads_total{", m.label_, ",result=\"",
+                                 ok ? "ok" : "failed", "\"} ", m.reloads(ok), "\n");
+               }
+             });
   return out;
 }
 

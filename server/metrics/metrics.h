@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,8 +23,6 @@ struct MetricsOptions {
   // host:port for HTTP GET /metrics ("[::1]:8002" for IPv6); "" serves no HTTP (Render still
   // works); port 0 picks a free port (see ServerMetrics::port).
   std::string address = "0.0.0.0:8002";
-  // Reads the number of requests waiting in the batcher at scrape time; null reports 0.
-  std::function<size_t()> queued_requests;
 };
 
 // The RPCs whose requests are counted; rendered as the `method` label: the seed's ModelService
@@ -77,9 +76,62 @@ std::vector<double> LatencyBucketsSeconds();
 // 1, 2, 4, ... 2^max_exponent.
 std::vector<double> PowerOfTwoBuckets(int max_exponent);
 
-// The server's Prometheus metrics (model_server_*, see docs/METRICS.md) and, optionally, the
-// HTTP endpoint that serves them. Created once per process by main; the transport records into
-// it from its completion-queue and batcher threads.
+// One served model's metrics, each series labelled model="<name>" (model_server_* families
+// below, see docs/METRICS.md). Made by ServerMetrics::AddModel and owned by it. Record*, Set* and
+// Add* are lock-free (relaxed atomics) and allocate nothing: any thread, on the request path.
+class ModelMetrics {
+ public:
+  ModelMetrics(const ModelMetrics&) = delete;
+  ModelMetrics& operator=(const ModelMetrics&) = delete;
+
+  const std::string& name() const { return name_; }
+
+  // Per request: time from enqueue in the batcher to the cut of the batch that takes it.
+  void RecordQueueTime(double seconds);
+  // Per batch: the requests and rows it carried, the forward passes it took (more than one when
+  // a failed batch was rerun request by request) and how long they took.
+  void RecordBatch(size_t requests, size_t rows, size_t forward_passes, double compute_seconds);
+  // The serving version's load and warm-up times (summed over its instances) and its number.
+  void SetLoadSeconds(double seconds);
+  void SetWarmupSeconds(double seconds);
+  void SetVersion(int64_t version);
+  // One attempt to load a new version: it serves now (ok), or it was refused.
+  void RecordReload(bool ok);
+
+  // What a scrape reads from the model itself: requests waiting in its queue and versions in
+  // memory (more than one while an old version finishes its last batches). Null reports 0.
+  // Thread-safe; a scrape after the call no longer uses the previous functions.
+  void SetSources(std::function<size_t()> queued_requests, std::function<size_t()> loaded_versions);
+
+  // Totals for logs and tests; any thread.
+  uint64_t batches() const { return batch_requests_.count(); }
+  uint64_t batched_requests() const { return static_cast<uint64_t>(batch_requests_.sum()); }
+  uint64_t forward_passes() const { return forward_passes_.load(std::memory_order_relaxed); }
+  uint64_t reloads(bool ok) const { return reloads_[ok ? 1 : 0].load(std::memory_order_relaxed); }
+
+ private:
+  friend class ServerMetrics;
+  explicit ModelMetrics(std::string name);
+
+  const std::string name_;
+  const std::string label_;  // model="<name>"
+  Histogram queue_time_;
+  Histogram compute_time_;
+  Histogram batch_rows_;
+  Histogram batch_requests_;
+  std::atomic<uint64_t> forward_passes_{0};
+  std::atomic<double> load_seconds_{0.0};
+  std::atomic<double> warmup_seconds_{0.0};
+  std::atomic<int64_t> version_{0};
+  std::array<std::atomic<uint64_t>, 2> reloads_{};  // [failed, ok]
+  mutable std::mutex sources_mu_;
+  std::function<size_t()> queued_requests_;  // guarded by sources_mu_
+  std::function<size_t()> loaded_versions_;  // guarded by sources_mu_
+};
+
+// The server's Prometheus metrics (model_server_*, see docs/METRICS.md), those of each model
+// (ModelMetrics) and, optionally, the HTTP endpoint that serves them. Created once per server;
+// the transport records into it from its completion-queue, codec and batch threads.
 class ServerMetrics {
  public:
   // Starts the HTTP endpoint (GET /metrics; its own listener thread plus a small worker pool)
@@ -99,45 +151,36 @@ class ServerMetrics {
   // All Record*/Set*/Add* calls are thread-safe, lock-free (relaxed atomics) and allocate
   // nothing, so they may be called from any thread on the request path.
 
+  // The metrics of the model `name`, rendered from now on; valid as long as this object. Any
+  // thread (takes a lock: not for the request path).
+  ModelMetrics* AddModel(const std::string& name);
+
   // One finished RPC: its final gRPC status code (0..16; others count as UNKNOWN) and the time
   // from arrival to completion.
   void RecordRequest(Method method, int grpc_status_code, double latency_seconds);
-  // Per request: time from enqueue in the batcher to the cut of the batch that takes it.
-  void RecordQueueTime(double seconds);
-  // Per batch: the requests and rows it carried, the forward passes it took (more than one when
-  // a failed batch was rerun request by request) and how long they took.
-  void RecordBatch(size_t requests, size_t rows, size_t forward_passes, double compute_seconds);
   // Gauge of EvaluateModel and ModelInfer calls accepted and not finished: +1 on arrival, -1 on
   // completion.
   void AddInFlight(int64_t delta);
-  void SetModelLoadSeconds(double seconds);
-  void SetWarmupSeconds(double seconds);
 
   // Every metric in the Prometheus text exposition format 0.0.4. Any thread.
   std::string Render() const;
 
-  // Totals for logs and tests; any thread.
+  // Totals for logs and tests, over all models; any thread.
   uint64_t requests(Method method, int grpc_status_code) const;
-  uint64_t batches() const { return batch_requests_.count(); }
-  uint64_t batched_requests() const { return static_cast<uint64_t>(batch_requests_.sum()); }
-  uint64_t forward_passes() const { return forward_passes_.load(std::memory_order_relaxed); }
+  uint64_t batches() const;
+  uint64_t batched_requests() const;
+  uint64_t forward_passes() const;
 
  private:
-  explicit ServerMetrics(std::function<size_t()> queued_requests);
+  ServerMetrics();
   absl::Status StartHttp(const std::string& address);
 
   // requests_total, indexed [method][code].
   std::array<std::array<std::atomic<uint64_t>, kGrpcCodeCount>, kMethodCount> requests_{};
   std::array<Histogram, kMethodCount> request_latency_;
-  Histogram queue_time_;
-  Histogram compute_time_;
-  Histogram batch_rows_;
-  Histogram batch_requests_;
-  std::atomic<uint64_t> forward_passes_{0};
-  const std::function<size_t()> queued_requests_;
   std::atomic<int64_t> inflight_requests_{0};
-  std::atomic<double> model_load_seconds_{0.0};
-  std::atomic<double> model_warmup_seconds_{0.0};
+  mutable std::mutex models_mu_;
+  std::vector<std::unique_ptr<ModelMetrics>> models_;  // guarded by models_mu_; never shrinks
 
   std::unique_ptr<httplib::Server> http_;
   std::thread http_thread_;

@@ -29,6 +29,18 @@ TEST_CASE("server counters are read from Prometheus text", "[server_metrics]") {
   CHECK(ParseServerCounters("").queued == 0);
 }
 
+TEST_CASE("each model's series add up", "[server_metrics]") {
+  const ServerCounters counters = ParseServerCounters(
+      "model_server_batch_requests_bucket{model=\"a\",le=\"1\"} 9\n"
+      "model_server_batch_requests_sum{model=\"a\"} 12\n"
+      "model_server_batch_requests_sum{model=\"b\"} 30\n"
+      "model_server_batch_requests_count{model=\"a\"} 4\n"
+      "model_server_compute_time_seconds_count{model=\"a\"} 4\n"
+      "model_server_compute_time_seconds_count{model=\"b\"} 3\n");
+  CHECK(counters.batched_requests == 42);
+  CHECK(counters.batches == 7);
+}
+
 TEST_CASE("a step's breakdown is the difference of two readings", "[server_metrics]") {
   const ServerCounters before = ParseServerCounters(Text(1, 10, 0.5, 2, 10));
   const ServerCounters after = ParseServerCounters(Text(1.2, 110, 0.7, 12, 110));

@@ -147,13 +147,14 @@ TEST_CASE("request latency buckets are cumulative with sum and count") {
 
 TEST_CASE("a value equal to a bound counts in that bucket (le)") {
   auto metrics = StartWithoutHttp();
-  metrics->RecordQueueTime(0.001);
-  metrics->RecordQueueTime(NAN);  // ignored
+  ModelMetrics* model = metrics->AddModel("m");
+  model->RecordQueueTime(0.001);
+  model->RecordQueueTime(NAN);  // ignored
   auto samples = ParseExposition(metrics->Render());
-  CHECK(Sample(samples, R"(model_server_queue_time_seconds_bucket{le="0.0005"})") == 0);
-  CHECK(Sample(samples, R"(model_server_queue_time_seconds_bucket{le="0.001"})") == 1);
-  CHECK(Sample(samples, "model_server_queue_time_seconds_count") == 1);
-  CHECK(Sample(samples, "model_server_queue_time_seconds_sum") == 0.001);
+  CHECK(Sample(samples, R"(model_server_queue_time_seconds_bucket{model="m",le="0.0005"})") == 0);
+  CHECK(Sample(samples, R"(model_server_queue_time_seconds_bucket{model="m",le="0.001"})") == 1);
+  CHECK(Sample(samples, R"(model_server_queue_time_seconds_count{model="m"})") == 1);
+  CHECK(Sample(samples, R"(model_server_queue_time_seconds_sum{model="m"})") == 0.001);
 }
 
 TEST_CASE("status codes are rendered by name; unknown codes count as UNKNOWN") {
@@ -182,67 +183,105 @@ TEST_CASE("status codes are rendered by name; unknown codes count as UNKNOWN") {
   CHECK(metrics->requests(Method::kHealthCheck, 99) == 2);
 }
 
-TEST_CASE("gauges go up and down; the queue gauge is read from its source at each scrape") {
+TEST_CASE("gauges go up and down; a model's gauges are read from its sources at each scrape") {
+  auto metrics = StartWithoutHttp();
+  ModelMetrics* model = metrics->AddModel("m");
   std::atomic<size_t> queued{0};
-  auto started =
-      ServerMetrics::Start({.address = "", .queued_requests = [&queued] { return queued.load(); }});
-  REQUIRE(started.ok());
-  std::unique_ptr<ServerMetrics> metrics = *std::move(started);
+  std::atomic<size_t> versions{1};
+  model->SetSources([&queued] { return queued.load(); }, [&versions] { return versions.load(); });
   auto samples = ParseExposition(metrics->Render());
-  CHECK(Sample(samples, "model_server_queued_requests") == 0);
-  CHECK(Sample(samples, "model_server_model_load_seconds") == 0);
+  CHECK(Sample(samples, R"(model_server_queued_requests{model="m"})") == 0);
+  CHECK(Sample(samples, R"(model_server_model_load_seconds{model="m"})") == 0);
+  CHECK(Sample(samples, R"(model_server_model_versions_loaded{model="m"})") == 1);
 
   queued = 3;
+  versions = 2;
   metrics->AddInFlight(1);
   metrics->AddInFlight(1);
-  metrics->SetModelLoadSeconds(1.5);
-  metrics->SetWarmupSeconds(0.25);
+  model->SetLoadSeconds(1.5);
+  model->SetWarmupSeconds(0.25);
+  model->SetVersion(4);
   samples = ParseExposition(metrics->Render());
-  CHECK(Sample(samples, "model_server_queued_requests") == 3);
+  CHECK(Sample(samples, R"(model_server_queued_requests{model="m"})") == 3);
   CHECK(Sample(samples, "model_server_inflight_requests") == 2);
-  CHECK(Sample(samples, "model_server_model_load_seconds") == 1.5);
-  CHECK(Sample(samples, "model_server_model_warmup_seconds") == 0.25);
+  CHECK(Sample(samples, R"(model_server_model_load_seconds{model="m"})") == 1.5);
+  CHECK(Sample(samples, R"(model_server_model_warmup_seconds{model="m"})") == 0.25);
+  CHECK(Sample(samples, R"(model_server_model_version{model="m"})") == 4);
+  CHECK(Sample(samples, R"(model_server_model_versions_loaded{model="m"})") == 2);
 
   queued = 0;
   metrics->AddInFlight(-2);
-  metrics->SetModelLoadSeconds(2.0);
+  model->SetLoadSeconds(2.0);
   samples = ParseExposition(metrics->Render());
-  CHECK(Sample(samples, "model_server_queued_requests") == 0);
+  CHECK(Sample(samples, R"(model_server_queued_requests{model="m"})") == 0);
   CHECK(Sample(samples, "model_server_inflight_requests") == 0);
-  CHECK(Sample(samples, "model_server_model_load_seconds") == 2.0);
+  CHECK(Sample(samples, R"(model_server_model_load_seconds{model="m"})") == 2.0);
+
+  // Sources released (the model shut down): the gauges read 0, the sources are not called.
+  model->SetSources(nullptr, nullptr);
+  samples = ParseExposition(metrics->Render());
+  CHECK(Sample(samples, R"(model_server_queued_requests{model="m"})") == 0);
+  CHECK(Sample(samples, R"(model_server_model_versions_loaded{model="m"})") == 0);
+}
+
+TEST_CASE("each model's series carry its label; reloads count by result") {
+  auto metrics = StartWithoutHttp();
+  ModelMetrics* a = metrics->AddModel("a");
+  ModelMetrics* b = metrics->AddModel("b.v2");
+  a->RecordBatch(2, 10, 1, 0.01);
+  b->RecordBatch(3, 30, 1, 0.01);
+  b->RecordBatch(1, 1, 2, 0.01);
+  b->RecordReload(true);
+  b->RecordReload(false);
+  b->RecordReload(false);
+  auto samples = ParseExposition(metrics->Render());
+  CHECK(Sample(samples, R"(model_server_batch_rows_sum{model="a"})") == 10);
+  CHECK(Sample(samples, R"(model_server_batch_rows_sum{model="b.v2"})") == 31);
+  CHECK(Sample(samples, R"(model_server_batch_requests_count{model="b.v2"})") == 2);
+  CHECK(Sample(samples, R"(model_server_forward_passes_total{model="b.v2"})") == 3);
+  CHECK(Sample(samples, R"(model_server_model_reloads_total{model="a",result="ok"})") == 0);
+  CHECK(Sample(samples, R"(model_server_model_reloads_total{model="b.v2",result="ok"})") == 1);
+  CHECK(Sample(samples, R"(model_server_model_reloads_total{model="b.v2",result="failed"})") == 2);
+  // The totals add the models up.
+  CHECK(metrics->batches() == 3);
+  CHECK(metrics->batched_requests() == 6);
+  CHECK(metrics->forward_passes() == 4);
+  CHECK(b->reloads(false) == 2);
 }
 
 TEST_CASE("batch histograms use power-of-two buckets; totals count batches and forward passes") {
   auto metrics = StartWithoutHttp();
-  metrics->RecordBatch(3, 100, 4, 0.01);
-  metrics->RecordBatch(4096, 65536, 1, 0.5);
-  metrics->RecordBatch(5000, 70000, 1, 20);
+  ModelMetrics* model = metrics->AddModel("m");
+  model->RecordBatch(3, 100, 4, 0.01);
+  model->RecordBatch(4096, 65536, 1, 0.5);
+  model->RecordBatch(5000, 70000, 1, 20);
   auto samples = ParseExposition(metrics->Render());
-  CHECK(Sample(samples, "model_server_forward_passes_total") == 6);
+  CHECK(Sample(samples, R"(model_server_forward_passes_total{model="m"})") == 6);
   CHECK(metrics->batches() == 3);
   CHECK(metrics->batched_requests() == 3 + 4096 + 5000);
   CHECK(metrics->forward_passes() == 6);
-  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{le="1"})") == 0);
-  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{le="64"})") == 0);
-  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{le="128"})") == 1);
-  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{le="65536"})") == 2);
-  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{le="+Inf"})") == 3);
-  CHECK(samples.count(R"(model_server_batch_rows_bucket{le="131072"})") == 0);
-  CHECK(Sample(samples, "model_server_batch_rows_sum") == 100 + 65536 + 70000);
-  CHECK(Sample(samples, R"(model_server_batch_requests_bucket{le="2"})") == 0);
-  CHECK(Sample(samples, R"(model_server_batch_requests_bucket{le="4"})") == 1);
-  CHECK(Sample(samples, R"(model_server_batch_requests_bucket{le="4096"})") == 2);
-  CHECK(Sample(samples, R"(model_server_batch_requests_bucket{le="+Inf"})") == 3);
-  CHECK(samples.count(R"(model_server_batch_requests_bucket{le="8192"})") == 0);
-  CHECK(Sample(samples, "model_server_batch_requests_count") == 3);
-  CHECK(Sample(samples, R"(model_server_compute_time_seconds_bucket{le="0.01"})") == 1);
-  CHECK(Sample(samples, R"(model_server_compute_time_seconds_bucket{le="10"})") == 2);
-  CHECK(Sample(samples, R"(model_server_compute_time_seconds_bucket{le="+Inf"})") == 3);
-  CHECK(Sample(samples, "model_server_compute_time_seconds_sum") == Approx(20.51));
+  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{model="m",le="1"})") == 0);
+  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{model="m",le="64"})") == 0);
+  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{model="m",le="128"})") == 1);
+  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{model="m",le="65536"})") == 2);
+  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{model="m",le="+Inf"})") == 3);
+  CHECK(samples.count(R"(model_server_batch_rows_bucket{model="m",le="131072"})") == 0);
+  CHECK(Sample(samples, R"(model_server_batch_rows_sum{model="m"})") == 100 + 65536 + 70000);
+  CHECK(Sample(samples, R"(model_server_batch_requests_bucket{model="m",le="2"})") == 0);
+  CHECK(Sample(samples, R"(model_server_batch_requests_bucket{model="m",le="4"})") == 1);
+  CHECK(Sample(samples, R"(model_server_batch_requests_bucket{model="m",le="4096"})") == 2);
+  CHECK(Sample(samples, R"(model_server_batch_requests_bucket{model="m",le="+Inf"})") == 3);
+  CHECK(samples.count(R"(model_server_batch_requests_bucket{model="m",le="8192"})") == 0);
+  CHECK(Sample(samples, R"(model_server_batch_requests_count{model="m"})") == 3);
+  CHECK(Sample(samples, R"(model_server_compute_time_seconds_bucket{model="m",le="0.01"})") == 1);
+  CHECK(Sample(samples, R"(model_server_compute_time_seconds_bucket{model="m",le="10"})") == 2);
+  CHECK(Sample(samples, R"(model_server_compute_time_seconds_bucket{model="m",le="+Inf"})") == 3);
+  CHECK(Sample(samples, R"(model_server_compute_time_seconds_sum{model="m"})") == Approx(20.51));
 }
 
 TEST_CASE("every family has HELP and TYPE of the right kind") {
   auto metrics = StartWithoutHttp();
+  metrics->AddModel("m");
   const std::string text = metrics->Render();
   ParseExposition(text);
   for (const char* line : {
@@ -257,6 +296,9 @@ TEST_CASE("every family has HELP and TYPE of the right kind") {
            "# TYPE model_server_inflight_requests gauge\n",
            "# TYPE model_server_model_load_seconds gauge\n",
            "# TYPE model_server_model_warmup_seconds gauge\n",
+           "# TYPE model_server_model_version gauge\n",
+           "# TYPE model_server_model_versions_loaded gauge\n",
+           "# TYPE model_server_model_reloads_total counter\n",
        }) {
     INFO(line);
     CHECK(text.find(line) != std::string::npos);
@@ -265,6 +307,7 @@ TEST_CASE("every family has HELP and TYPE of the right kind") {
 
 TEST_CASE("concurrent recording from 8 threads loses nothing") {
   auto metrics = StartWithoutHttp();
+  ModelMetrics* model = metrics->AddModel("m");
   constexpr int kThreads = 8;
   constexpr int kCalls = 10000;
   std::atomic<bool> done{false};
@@ -277,8 +320,8 @@ TEST_CASE("concurrent recording from 8 threads loses nothing") {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kCalls; ++i) {
         metrics->AddInFlight(1);
-        metrics->RecordQueueTime(0.0003);
-        metrics->RecordBatch(2, 8, 1, 0.004);
+        model->RecordQueueTime(0.0003);
+        model->RecordBatch(2, 8, 1, 0.004);
         metrics->RecordRequest(Method::kEvaluateModel, t % 2 == 0 ? 0 : 14, 0.5);
         metrics->AddInFlight(-1);
       }
@@ -305,16 +348,17 @@ TEST_CASE("concurrent recording from 8 threads loses nothing") {
   // 0.5 is exact in binary, so the sum must be exact too.
   CHECK(Sample(samples, R"(model_server_request_latency_seconds_sum{method="EvaluateModel"})") ==
         kTotal * 0.5);
-  CHECK(Sample(samples, R"(model_server_queue_time_seconds_bucket{le="0.00025"})") == 0);
-  CHECK(Sample(samples, R"(model_server_queue_time_seconds_bucket{le="0.0005"})") == kTotal);
-  CHECK(Sample(samples, "model_server_queue_time_seconds_sum") ==
+  CHECK(Sample(samples, R"(model_server_queue_time_seconds_bucket{model="m",le="0.00025"})") == 0);
+  CHECK(Sample(samples, R"(model_server_queue_time_seconds_bucket{model="m",le="0.0005"})") ==
+        kTotal);
+  CHECK(Sample(samples, R"(model_server_queue_time_seconds_sum{model="m"})") ==
         Approx(kTotal * 0.0003).epsilon(1e-9));
-  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{le="8"})") == kTotal);
-  CHECK(Sample(samples, "model_server_batch_rows_sum") == kTotal * 8);
-  CHECK(Sample(samples, R"(model_server_batch_requests_bucket{le="2"})") == kTotal);
-  CHECK(Sample(samples, "model_server_compute_time_seconds_count") == kTotal);
+  CHECK(Sample(samples, R"(model_server_batch_rows_bucket{model="m",le="8"})") == kTotal);
+  CHECK(Sample(samples, R"(model_server_batch_rows_sum{model="m"})") == kTotal * 8);
+  CHECK(Sample(samples, R"(model_server_batch_requests_bucket{model="m",le="2"})") == kTotal);
+  CHECK(Sample(samples, R"(model_server_compute_time_seconds_count{model="m"})") == kTotal);
   CHECK(Sample(samples, "model_server_inflight_requests") == 0);
-  CHECK(Sample(samples, "model_server_forward_passes_total") == kTotal);
+  CHECK(Sample(samples, R"(model_server_forward_passes_total{model="m"})") == kTotal);
 }
 
 TEST_CASE("HTTP serves GET /metrics and 404 elsewhere") {

@@ -155,8 +155,8 @@ class Oip(unittest.TestCase):
         requests must hold both kinds."""
         text = scrape(self.metrics)
         bucket = 'model_server_batch_requests_bucket'
-        before_small = sample(text, bucket, 'le="4"')
-        before_all = sample(text, bucket, 'le="+Inf"')
+        before_small = sample(text, bucket, 'model="default",le="4"')
+        before_all = sample(text, bucket, 'model="default",le="+Inf"')
         x = [[0.1, 0.2, 0.3]] * 3
         seed_request = model_interface_pb2.inRequest(
             inp_dict_bytes=json.dumps(seed_payload(x, PARAMS)).encode())
@@ -186,8 +186,8 @@ class Oip(unittest.TestCase):
                 future.result()
         self.assertEqual(errors, [])
         text = scrape(self.metrics)
-        batches = sample(text, bucket, 'le="+Inf"') - before_all
-        mixed = batches - (sample(text, bucket, 'le="4"') - before_small)
+        batches = sample(text, bucket, 'model="default",le="+Inf"') - before_all
+        mixed = batches - (sample(text, bucket, 'model="default",le="4"') - before_small)
         self.assertGreater(batches, 0)
         # Batches of more than 4 requests: seed and OIP calls computed together.
         self.assertGreater(mixed, 0, text)

@@ -51,11 +51,11 @@ TEST_CASE("metrics count requests by code, batches and queue time", "[server]") 
       text,
       Catch::Contains(
           R"(model_server_requests_total{method="EvaluateModel",code="INVALID_ARGUMENT"} 1)"));
-  CHECK_THAT(text, Catch::Contains("model_server_batch_rows_sum 3"));
-  CHECK_THAT(text, Catch::Contains("model_server_batch_requests_count 2"));
-  CHECK_THAT(text, Catch::Contains("model_server_queue_time_seconds_count 2"));
+  CHECK_THAT(text, Catch::Contains(R"(model_server_batch_rows_sum{model="default"} 3)"));
+  CHECK_THAT(text, Catch::Contains(R"(model_server_batch_requests_count{model="default"} 2)"));
+  CHECK_THAT(text, Catch::Contains(R"(model_server_queue_time_seconds_count{model="default"} 2)"));
   CHECK_THAT(text, Catch::Contains("model_server_inflight_requests 0"));
-  CHECK_THAT(text, Catch::Contains("model_server_queued_requests 0"));
+  CHECK_THAT(text, Catch::Contains(R"(model_server_queued_requests{model="default"} 0)"));
 }
 
 TEST_CASE("both health services say SERVING", "[server]") {

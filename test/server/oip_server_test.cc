@@ -202,8 +202,10 @@ TEST_CASE("ModelInfer and EvaluateModel requests share forward passes", "[oip]")
   CHECK(server.model().batch_rows() == std::vector<int64_t>{1, 12});
   const std::string text = server.server().metrics().Render();
   // The second batch carried all 8 requests: 4 seed (one row each) and 4 OIP (two rows each).
-  CHECK_THAT(text, Catch::Contains(R"(model_server_batch_requests_bucket{le="4"} 1)"));
-  CHECK_THAT(text, Catch::Contains(R"(model_server_batch_requests_bucket{le="8"} 2)"));
+  CHECK_THAT(text,
+             Catch::Contains(R"(model_server_batch_requests_bucket{model="default",le="4"} 1)"));
+  CHECK_THAT(text,
+             Catch::Contains(R"(model_server_batch_requests_bucket{model="default",le="8"} 2)"));
   CHECK_THAT(text,
              Catch::Contains(R"(model_server_requests_total{method="ModelInfer",code="OK"} 4)"));
 }

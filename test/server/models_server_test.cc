@@ -1,0 +1,154 @@
+// Several models in one server, with fake models told apart by their offsets: ModelService
+// serves the first, ModelInfer routes by model_name, each model batches on its own, metrics carry
+// a model label, and bad model lists are refused.
+
+#include <grpcpp/grpcpp.h>
+
+#include <catch2/catch.hpp>
+#include <future>
+#include <string>
+#include <vector>
+
+#include "protocol/oip.h"
+#include "test/server/test_server.h"
+#include "test/wait.h"
+
+namespace model_server::server {
+namespace {
+
+using testing::Load;
+using testing::Payload;
+using testing_support::FakeHandler;
+using testing_support::FakeModelControl;
+using testing_support::WaitFor;
+namespace oip = protocol::oip;
+
+ModelSpec Model(const std::string& name, float offset,
+                std::shared_ptr<FakeModelControl>* control = nullptr) {
+  auto handler = std::make_unique<FakeHandler>(offset);
+  if (control != nullptr) *control = handler->control();
+  ModelSpec spec;
+  spec.name = name;
+  spec.instances.push_back(Load(std::move(handler)));
+  return spec;
+}
+
+class TwoModels {
+ public:
+  TwoModels() {
+    std::vector<ModelSpec> models;
+    models.push_back(Model("a", 100, &a_));
+    models.push_back(Model("b", 200, &b_));
+    ServerOptions options;
+    options.address = "127.0.0.1:0";
+    auto started = ModelServer::Start(options, std::move(models));
+    REQUIRE(started.ok());
+    server_ = *std::move(started);
+    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                       grpc::InsecureChannelCredentials());
+    seed_ = ModelService::NewStub(channel);
+    oip_ = inference::GRPCInferenceService::NewStub(channel);
+  }
+  ~TwoModels() {
+    a_->Hold(false);
+    b_->Hold(false);
+  }
+
+  // y_1 of x_1 = 1 (params 1, 0) from the first model, over ModelService, or the error. Any
+  // thread (no Catch assertion here).
+  std::string Evaluate() {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    inRequest request;
+    request.set_inp_dict_bytes(Payload({1}, {1, 0}));
+    outCalc response;
+    const grpc::Status status = seed_->EvaluateModel(&context, request, &response);
+    return status.ok() ? response.response_bytes() : "error: " + status.error_message();
+  }
+
+  // y of x = (1, 0, 0) from `model`, over the Open Inference Protocol.
+  grpc::Status Infer(const std::string& model, std::vector<float>* y) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    inference::ModelInferResponse response;
+    const grpc::Status status = oip_->ModelInfer(
+        &context, oip::EncodeInferRequest(model, {{"x", {1, 3}, {1, 0, 0}}}, true), &response);
+    if (status.ok()) *y = oip::DecodeOutput(response)->values;
+    return status;
+  }
+
+  ModelServer& server() { return *server_; }
+  FakeModelControl& a() { return *a_; }
+  FakeModelControl& b() { return *b_; }
+
+ private:
+  std::shared_ptr<FakeModelControl> a_, b_;
+  std::unique_ptr<ModelServer> server_;
+  std::unique_ptr<ModelService::Stub> seed_;
+  std::unique_ptr<inference::GRPCInferenceService::Stub> oip_;
+};
+
+TEST_CASE("ModelService serves the first model; ModelInfer routes by model_name", "[models]") {
+  TwoModels server;
+  CHECK(server.Evaluate() == R"({"prediction": {"y_1": [101]}})");
+  std::vector<float> y;
+  REQUIRE(server.Infer("a", &y).ok());
+  CHECK(y == std::vector<float>{101, 1});
+  REQUIRE(server.Infer("b", &y).ok());
+  CHECK(y == std::vector<float>{201, 1});
+  const grpc::Status unknown = server.Infer("default", &y);
+  CHECK(unknown.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(unknown.error_message() == R"(unknown model "default"; this server serves "a", "b")");
+  CHECK(server.a().batch_rows() == std::vector<int64_t>{1, 1});
+  CHECK(server.b().batch_rows() == std::vector<int64_t>{1});
+}
+
+TEST_CASE("each model batches on its own: a held model does not hold the other", "[models]") {
+  TwoModels server;
+  server.a().Hold(true);
+  std::future<std::string> held = std::async(std::launch::async, [&] { return server.Evaluate(); });
+  REQUIRE(server.a().WaitForForwards(1));
+  std::vector<float> y;
+  CHECK(server.Infer("b", &y).ok());  // answered while model a is busy
+  CHECK(y == std::vector<float>{201, 1});
+  server.a().Hold(false);
+  CHECK(held.get() == R"({"prediction": {"y_1": [101]}})");
+}
+
+TEST_CASE("metrics carry each model's series under its label", "[models]") {
+  TwoModels server;
+  server.Evaluate();
+  server.Evaluate();
+  std::vector<float> y;
+  REQUIRE(server.Infer("b", &y).ok());
+  REQUIRE(WaitFor([&] { return server.server().metrics().batches() == 3; }));
+  const std::string text = server.server().metrics().Render();
+  CHECK_THAT(text, Catch::Contains(R"(model_server_batch_requests_count{model="a"} 2)"));
+  CHECK_THAT(text, Catch::Contains(R"(model_server_batch_requests_count{model="b"} 1)"));
+  CHECK_THAT(text, Catch::Contains(R"(model_server_queue_time_seconds_count{model="b"} 1)"));
+  CHECK_THAT(text, Catch::Contains(R"(model_server_forward_passes_total{model="a"} 2)"));
+  CHECK_THAT(text, Catch::Contains(R"(model_server_model_version{model="a"} 1)"));
+  CHECK_THAT(text, Catch::Contains(R"(model_server_queued_requests{model="b"} 0)"));
+  CHECK(server.server().metrics().batched_requests() == 3);
+}
+
+TEST_CASE("model lists that cannot be served are refused", "[models]") {
+  std::vector<ModelSpec> twice;
+  twice.push_back(Model("a", 0));
+  twice.push_back(Model("a", 1));
+  auto started = ModelServer::Start({}, std::move(twice));
+  CHECK(started.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(started.status().message() == R"(model name "a" is given twice)");
+
+  std::vector<ModelSpec> bad_name;
+  bad_name.push_back(Model("a/b", 0));
+  started = ModelServer::Start({}, std::move(bad_name));
+  CHECK(started.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(started.status().message()), Catch::Contains(R"(model name "a/b")"));
+
+  CHECK(ModelServer::Start({}, std::vector<ModelSpec>{}).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace model_server::server
