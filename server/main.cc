@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -111,6 +112,9 @@ Config ParseFlags(int argc, char** argv) {
      cxxopts::value<std::string>()->default_value("0.0.0.0:8002"))
     ("max-message-bytes", "largest request or response message",
      cxxopts::value<int>()->default_value(std::to_string(defaults.server.max_message_bytes)))
+    ("model-poll-seconds", "check the models' files this often and swap in a new version when "
+     "one changes; 0: never (SIGHUP still reloads them)",
+     cxxopts::value<double>()->default_value("0"))
     ("drain-timeout", "seconds accepted calls may take to finish after SIGTERM/SIGINT",
      cxxopts::value<int>()->default_value("30"))
     ("demo-hidden", "hidden layer width of the built-in demo model",
@@ -143,6 +147,11 @@ Config ParseFlags(int argc, char** argv) {
     config.server.tls.key_file = flags["tls-key"].as<std::string>();
     config.server.tls.client_ca_file = flags["tls-client-ca"].as<std::string>();
     config.server.drain_timeout = std::chrono::seconds(flags["drain-timeout"].as<int>());
+    const double poll_seconds = flags["model-poll-seconds"].as<double>();
+    if (!(poll_seconds >= 0))
+      throw cxxopts::exceptions::exception("--model-poll-seconds must be >= 0");
+    config.server.model_poll_interval =
+        std::chrono::milliseconds(std::llround(poll_seconds * 1000));
     config.server.batching.max_batch_rows = flags["max-batch-rows"].as<size_t>();
     config.server.batching.max_queue_delay =
         std::chrono::microseconds(flags["max-queue-delay-us"].as<int64_t>());
@@ -199,9 +208,9 @@ std::string ModelList(const std::vector<ModelFlag>& models) {
   return list;
 }
 
-// The write end of a pipe the signal handler writes each SIGINT/SIGTERM to. A handler (rather
-// than a blocked mask and sigwait) works whichever thread the kernel picks, including threads
-// that libraries such as OpenBLAS start before main.
+// The write end of a pipe the signal handler writes each SIGINT/SIGTERM/SIGHUP to. A handler
+// (rather than a blocked mask and sigwait) works whichever thread the kernel picks, including
+// threads that libraries such as OpenBLAS start before main.
 int signal_pipe_write = -1;
 
 void OnShutdownSignal(int signal_number) {
@@ -209,7 +218,7 @@ void OnShutdownSignal(int signal_number) {
   [[maybe_unused]] const ssize_t written = write(signal_pipe_write, &byte, 1);
 }
 
-// Returns the read end of the pipe that receives SIGINT and SIGTERM.
+// Returns the read end of the pipe that receives SIGINT, SIGTERM and SIGHUP.
 int InstallShutdownSignals() {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) {
@@ -223,6 +232,7 @@ int InstallShutdownSignals() {
   action.sa_flags = SA_RESTART;
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGHUP, &action, nullptr);
   return fds[0];
 }
 
@@ -233,13 +243,25 @@ int NextSignal(int signal_pipe) {
   return byte;
 }
 
-// Serves until SIGINT/SIGTERM, then drains; a second signal exits at once.
+// The next SIGINT or SIGTERM; each SIGHUP before it asks `running` (when given) to swap in new
+// versions of its models' files.
+int NextShutdownSignal(int signal_pipe, server::ModelServer* running) {
+  int signal_number;
+  while ((signal_number = NextSignal(signal_pipe)) == SIGHUP) {
+    if (running == nullptr) continue;
+    spdlog::info("received SIGHUP: reloading the models' files");
+    running->ReloadModels();
+  }
+  return signal_number;
+}
+
+// Serves until SIGINT/SIGTERM, then drains; a second one exits at once. SIGHUP reloads models.
 void ServeUntilSignalled(server::ModelServer& running, int signal_pipe) {
-  const int signal_number = NextSignal(signal_pipe);
+  const int signal_number = NextShutdownSignal(signal_pipe, &running);
   spdlog::info("received {}: draining (health NOT_SERVING, new calls refused)",
                strsignal(signal_number));
   std::thread([signal_pipe] {
-    const int second = NextSignal(signal_pipe);
+    const int second = NextShutdownSignal(signal_pipe, nullptr);  // no swap while draining
     spdlog::warn("received {} again: exiting without draining", strsignal(second));
     std::_Exit(1);
   }).detach();
@@ -278,7 +300,7 @@ int Main(int argc, char** argv) {
       "max_queue_delay_us={} max_queue_rows={} max_rows_per_request={} cq_threads={} "
       "codec_threads={} "
       "torch_threads={} max_message_bytes={} max_concurrent_streams={} grpc_memory_bytes={} "
-      "tls={} metrics_address={} drain_timeout_s={}",
+      "tls={} metrics_address={} drain_timeout_s={} model_poll_s={}",
       ModelList(config.models), config.handler.device, config.handler.precision, config.instances,
       options.batching.max_batch_rows, options.batching.max_queue_delay.count(),
       options.batching.max_queue_rows, options.max_rows_per_request,
@@ -292,7 +314,8 @@ int Main(int argc, char** argv) {
       : options.tls.client_ca_file.empty() ? "on"
                                            : "mutual",
       options.metrics_address.empty() ? "none" : options.metrics_address,
-      std::chrono::duration_cast<std::chrono::seconds>(options.drain_timeout).count());
+      std::chrono::duration_cast<std::chrono::seconds>(options.drain_timeout).count(),
+      options.model_poll_interval.count() / 1000.0);
 
   std::vector<server::ModelSpec> models;
   for (const ModelFlag& flag : config.models) {
@@ -306,7 +329,12 @@ int Main(int argc, char** argv) {
                     std::string(instances.status().message()));
       return 1;
     }
-    models.push_back({flag.name, *std::move(instances)});
+    server::ModelSource source;
+    if (!flag.path.empty()) {  // the demo model has no file to reload
+      source.path = flag.path;
+      source.load = [handler, count = config.instances] { return LoadInstances(handler, count); };
+    }
+    models.push_back({flag.name, *std::move(instances), std::move(source)});
   }
   absl::StatusOr<std::unique_ptr<server::ModelServer>> started =
       server::ModelServer::Start(options, std::move(models));

@@ -86,6 +86,9 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerOpti
   if (options.max_concurrent_streams <= 0) {
     return absl::InvalidArgumentError("max_concurrent_streams must be positive");
   }
+  if (options.model_poll_interval.count() < 0) {
+    return absl::InvalidArgumentError("model_poll_interval must not be negative");
+  }
   if (options.codec_threads < -1) {
     return absl::InvalidArgumentError("codec_threads must be -1 (none), 0 (one per CPU) or more");
   }
@@ -109,8 +112,8 @@ absl::Status ModelServer::Build(std::vector<ModelSpec> models) {
   metrics_ = *std::move(metrics);
   for (ModelSpec& spec : models) {
     absl::StatusOr<std::unique_ptr<ServedModel>> model =
-        ServedModel::Create(std::move(spec.name), std::move(spec.instances), options_.batching,
-                            codec_pool_.get(), metrics_.get());
+        ServedModel::Create(std::move(spec.name), std::move(spec.instances), std::move(spec.source),
+                            options_.batching, codec_pool_.get(), metrics_.get());
     if (!model.ok()) return model.status();
     models_.push_back(*std::move(model));
   }
@@ -172,6 +175,7 @@ absl::Status ModelServer::Build(std::vector<ModelSpec> models) {
     oip_->Listen(cq.get(), kHealthCallsPerQueue);
     pollers_.emplace_back([queue = cq.get()] { PollCompletionQueue(queue); });
   }
+  reloader_ = std::make_unique<ModelReloader>(&models_, options_.model_poll_interval);
   SetServing(true);
   return absl::OkStatus();
 }
@@ -191,6 +195,7 @@ void ModelServer::SetServing(bool serving) {
 
 void ModelServer::Shutdown() {
   std::call_once(shutdown_once_, [this] {
+    reloader_->Stop();  // no swap while draining
     SetServing(false);
     // Refuses new calls at once and waits for accepted ones: the batcher and the pollers keep
     // running meanwhile, so queued requests are computed and answered.

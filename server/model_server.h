@@ -19,6 +19,7 @@
 #include "server/evaluate_call.h"
 #include "server/infer_call.h"
 #include "server/metrics/metrics.h"
+#include "server/model_reloader.h"
 #include "server/oip_service.h"
 #include "server/served_model.h"
 #include "server/unary_call.h"
@@ -60,15 +61,20 @@ struct ServerOptions {
   batching::BatchingOptions batching;
   // How long Shutdown lets accepted calls finish before cancelling them.
   std::chrono::milliseconds drain_timeout{30000};
+  // How often the models' files are checked for a new version to swap in; zero: never (a
+  // ReloadModels call still swaps).
+  std::chrono::milliseconds model_poll_interval{0};
 };
 
 // The name of the model a server serves when it is given one without a name.
 inline constexpr char kDefaultModelName[] = "default";
 
-// One model to serve: its name and its loaded instances (one per batch thread, all alike).
+// One model to serve: its name, its loaded instances (one per batch thread, all alike) and where
+// its new versions come from (nowhere by default).
 struct ModelSpec {
   std::string name = kDefaultModelName;
-  std::vector<std::unique_ptr<handlers::LoadedModel>> instances;
+  Instances instances;
+  ModelSource source;
 };
 
 // The gRPC front end on completion queues, all on one port: the seed's ModelService
@@ -101,6 +107,11 @@ class ModelServer {
   // drain_timeout), then threads stop and the instances are released. Idempotent; any thread.
   void Shutdown();
 
+  // Swaps in a new version of every model that has a file, as soon as the reloader is free
+  // (what SIGHUP does); returns at once. A version that fails is logged and counted, and the old
+  // one serves on. Any thread.
+  void ReloadModels() { reloader_->RequestReload(); }
+
   // Requests waiting in the batchers' queues (not those being computed). Any thread.
   size_t QueuedRequests() const;
   const metrics::ServerMetrics& metrics() const { return *metrics_; }
@@ -114,6 +125,7 @@ class ModelServer {
   std::unique_ptr<metrics::ServerMetrics> metrics_;   // outlives everything that records
   std::unique_ptr<WorkPool> codec_pool_;              // null without codec threads
   std::vector<std::unique_ptr<ServedModel>> models_;  // complete before any call arrives
+  std::unique_ptr<ModelReloader> reloader_;           // after models_: stopped before them
   ModelService::AsyncService service_;
   inference::GRPCInferenceService::AsyncService oip_service_;
   CallContext call_context_;

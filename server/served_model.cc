@@ -1,5 +1,9 @@
 #include "server/served_model.h"
 
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -9,14 +13,26 @@
 namespace model_server::server {
 namespace {
 
-bool SameSignature(const handlers::ModelSignature& a, const handlers::ModelSignature& b) {
-  return a.num_inputs == b.num_inputs && a.num_outputs == b.num_outputs &&
-         a.num_params == b.num_params && a.input_names == b.input_names &&
-         a.output_names == b.output_names && a.default_params == b.default_params;
+// What differs between two signatures, for the error that refuses a swap; empty when nothing.
+std::string SignatureDifference(const handlers::ModelSignature& serving,
+                                const handlers::ModelSignature& next) {
+  std::vector<std::string> differences;
+  const auto widths = [](const handlers::ModelSignature& s) {
+    return absl::StrCat(s.num_inputs, " inputs, ", s.num_params, " params, ", s.num_outputs,
+                        " outputs");
+  };
+  if (serving.num_inputs != next.num_inputs || serving.num_params != next.num_params ||
+      serving.num_outputs != next.num_outputs) {
+    differences.push_back(absl::StrCat(widths(next), " instead of ", widths(serving)));
+  }
+  if (serving.input_names != next.input_names) differences.push_back("other input_var_order");
+  if (serving.output_names != next.output_names) differences.push_back("other output_var_order");
+  if (serving.default_params != next.default_params) differences.push_back("other default_params");
+  return absl::StrJoin(differences, ", ");
 }
 
 // Model names go into metric labels and OIP URLs: letters, digits, '_', '-', '.'.
-bool ValidName(std::string_view name) {
+bool ValidName(const std::string& name) {
   if (name.empty() || name.size() > 128) return false;
   for (const char c : name) {
     const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -26,10 +42,31 @@ bool ValidName(std::string_view name) {
   return true;
 }
 
+handlers::InitializeTimes TotalTimes(const Instances& instances) {
+  handlers::InitializeTimes times;
+  for (const auto& instance : instances) {
+    times.load_seconds += instance->handler().initialize_times().load_seconds;
+    times.warmup_seconds += instance->handler().initialize_times().warmup_seconds;
+  }
+  return times;
+}
+
 }  // namespace
 
+bool ServedModel::FileIdentity::operator==(const FileIdentity& other) const {
+  return device == other.device && inode == other.inode && size == other.size &&
+         modified_ns == other.modified_ns;
+}
+
+ServedModel::FileIdentity ServedModel::Identify(const std::string& path) {
+  struct stat status;
+  if (stat(path.c_str(), &status) != 0) return {};
+  return {status.st_dev, status.st_ino, status.st_size,
+          int64_t{status.st_mtim.tv_sec} * 1000000000 + status.st_mtim.tv_nsec};
+}
+
 absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(
-    std::string name, std::vector<std::unique_ptr<handlers::LoadedModel>> instances,
+    std::string name, Instances instances, ModelSource source,
     const batching::BatchingOptions& batching, WorkPool* codec_pool,
     metrics::ServerMetrics* metrics) {
   if (!ValidName(name)) {
@@ -40,24 +77,17 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(
     return absl::InvalidArgumentError(absl::StrCat("model ", name, " has no instance to serve"));
   }
   for (const auto& instance : instances) {
-    if (!SameSignature(instance->signature(), instances[0]->signature())) {
+    if (!SignatureDifference(instances[0]->signature(), instance->signature()).empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("instances of model ", name, " differ in their signatures"));
     }
   }
-  auto first = std::make_shared<ModelVersion>();
-  first->number = 1;
-  handlers::InitializeTimes times;
-  for (auto& instance : instances) {
-    times.load_seconds += instance->handler().initialize_times().load_seconds;
-    times.warmup_seconds += instance->handler().initialize_times().warmup_seconds;
-    first->executors.push_back(std::make_unique<handlers::BatchExecutor>(instance->handler()));
-    first->instances.push_back(std::move(instance));
-  }
-  const size_t workers = first->instances.size();
+  const handlers::InitializeTimes times = TotalTimes(instances);
+  const size_t workers = instances.size();
   metrics::ModelMetrics* model_metrics = metrics->AddModel(name);
-  std::unique_ptr<ServedModel> model(
-      new ServedModel(std::move(name), std::move(first), codec_pool, model_metrics));
+  std::unique_ptr<ServedModel> model(new ServedModel(name,
+                                                     MakeVersion(name, 1, std::move(instances)),
+                                                     std::move(source), codec_pool, model_metrics));
   absl::StatusOr<std::unique_ptr<Batcher>> batcher = Batcher::Create(
       batching, workers,
       [served = model.get()](size_t worker,
@@ -70,34 +100,120 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(
   model_metrics->SetWarmupSeconds(times.warmup_seconds);
   model_metrics->SetVersion(1);
   model_metrics->SetSources([served = model.get()] { return served->QueuedRequests(); },
-                            [served = model.get()]() -> size_t { return served->version() > 0; });
+                            [served = model.get()] { return served->LoadedVersions(); });
   return model;
 }
 
-ServedModel::ServedModel(std::string name, std::shared_ptr<ModelVersion> first,
+ServedModel::ServedModel(std::string name, std::shared_ptr<ModelVersion> first, ModelSource source,
                          WorkPool* codec_pool, metrics::ModelMetrics* metrics)
     : name_(std::move(name)),
       signature_(first->instances[0]->signature()),
+      source_(std::move(source)),
       codec_pool_(codec_pool),
       metrics_(metrics),
-      current_(std::move(first)) {}
+      current_(std::move(first)),
+      attempted_(source_.path.empty() ? FileIdentity() : Identify(source_.path)) {}
 
 ServedModel::~ServedModel() { Shutdown(); }
 
+std::shared_ptr<ModelVersion> ServedModel::MakeVersion(const std::string& model_name,
+                                                       int64_t number, Instances instances) {
+  auto* version = new ModelVersion;
+  version->number = number;
+  for (auto& instance : instances) {
+    version->executors.push_back(std::make_unique<handlers::BatchExecutor>(instance->handler()));
+    version->instances.push_back(std::move(instance));
+  }
+  return std::shared_ptr<ModelVersion>(version, [name = model_name](ModelVersion* released) {
+    if (released->retired.load()) {
+      spdlog::info("model {}: version {} released after its last batch", name, released->number);
+    }
+    delete released;  // LoadedModel's destructor runs Cleanup
+  });
+}
+
 int64_t ServedModel::version() const {
-  const std::shared_ptr<const ModelVersion> current = Current();
+  const std::shared_ptr<ModelVersion> current = Current();
   return current != nullptr ? current->number : 0;
 }
 
-std::shared_ptr<const ModelVersion> ServedModel::Current() const {
+size_t ServedModel::LoadedVersions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t loaded = current_ != nullptr ? 1 : 0;
+  retired_.erase(std::remove_if(retired_.begin(), retired_.end(),
+                                [](const std::weak_ptr<ModelVersion>& v) { return v.expired(); }),
+                 retired_.end());
+  return loaded + retired_.size();
+}
+
+std::shared_ptr<ModelVersion> ServedModel::Current() const {
   std::lock_guard<std::mutex> lock(mu_);
   return current_;
+}
+
+bool ServedModel::FileChanged() const {
+  if (!reloadable()) return false;
+  const FileIdentity now = Identify(source_.path);
+  std::lock_guard<std::mutex> lock(identity_mu_);
+  return !(now == attempted_);
+}
+
+absl::Status ServedModel::Reload() {
+  if (!reloadable()) {
+    return absl::FailedPreconditionError(absl::StrCat("model ", name_, " has no file to reload"));
+  }
+  std::lock_guard<std::mutex> reloading(reload_mu_);
+  {
+    // Before the load: a file that changes while it loads is loaded again.
+    std::lock_guard<std::mutex> lock(identity_mu_);
+    attempted_ = Identify(source_.path);
+  }
+  const std::shared_ptr<ModelVersion> serving_version = Current();
+  if (serving_version == nullptr) return absl::FailedPreconditionError("the model is shut down");
+  const int64_t serving = serving_version->number;
+  const size_t workers = serving_version->instances.size();
+  const auto refuse = [&](const std::string& why) {
+    metrics_->RecordReload(false);
+    spdlog::error("model {}: new version from {} refused: {}; version {} serves on", name_,
+                  source_.path, why, serving);
+    return absl::FailedPreconditionError(why);
+  };
+  absl::StatusOr<Instances> instances = source_.load();
+  if (!instances.ok()) return refuse(std::string(instances.status().message()));
+  if (instances->size() != workers) {  // the loader's contract, checked
+    return refuse(absl::StrCat("the loader made ", instances->size(), " instances for ", workers,
+                               " batch threads"));
+  }
+  for (const auto& instance : *instances) {
+    const std::string difference = SignatureDifference(signature_, instance->signature());
+    if (!difference.empty()) return refuse(absl::StrCat("its signature differs: ", difference));
+  }
+  const handlers::InitializeTimes times = TotalTimes(*instances);
+  std::shared_ptr<ModelVersion> next = MakeVersion(name_, serving + 1, *std::move(instances));
+  std::shared_ptr<ModelVersion> previous;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    previous = std::move(current_);
+    current_ = next;
+    previous->retired.store(true);
+    retired_.push_back(previous);
+  }
+  metrics_->SetVersion(next->number);
+  metrics_->SetLoadSeconds(times.load_seconds);
+  metrics_->SetWarmupSeconds(times.warmup_seconds);
+  metrics_->RecordReload(true);
+  spdlog::info(
+      "model {}: version {} from {} serves new batches (loaded in {:.0f} ms, warmed up "
+      "in {:.0f} ms); version {} finishes the batches it has",
+      name_, next->number, source_.path, 1e3 * times.load_seconds, 1e3 * times.warmup_seconds,
+      previous->number);
+  return absl::OkStatus();  // `previous` goes here, or with its last batch
 }
 
 void ServedModel::RunBatch(size_t worker,
                            std::vector<std::unique_ptr<handlers::InferenceTask>>& batch) {
   // Held until the batch has replied: a swap releases this version only after that.
-  const std::shared_ptr<const ModelVersion> version = Current();
+  const std::shared_ptr<ModelVersion> version = Current();
   const auto start = std::chrono::steady_clock::now();
   size_t rows = 0;
   for (const auto& task : batch) rows += task->rows();
@@ -112,7 +228,7 @@ void ServedModel::Shutdown() {
   metrics_->SetSources(nullptr, nullptr);  // scrapes may outlive this model
   if (batcher_ != nullptr) batcher_->Shutdown();
   std::lock_guard<std::mutex> lock(mu_);
-  current_.reset();  // LoadedModel's destructor runs Cleanup
+  current_.reset();
 }
 
 absl::StatusOr<ServedModel*> FindModel(const std::vector<std::unique_ptr<ServedModel>>& models,

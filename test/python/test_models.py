@@ -1,7 +1,11 @@
 #!/usr/bin/python3
-"""Several models in one model_server, through the real process: --model NAME=PATH routing
-(ModelService serves the first model, the Open Inference Protocol routes by model_name), the
-unnamed model as "default", a bad model file as a startup error naming it.
+"""Several models in one model_server, and swapping a model's file under load, through the real
+process: --model NAME=PATH routing (ModelService serves the first model, the Open Inference
+Protocol routes by model_name), the unnamed model as "default", a bad model file as a startup
+error naming it, and new versions picked up by polling (--model-poll-seconds) or SIGHUP while
+calls keep coming: no failed call, answers switching from the old version's to the new one's, a
+broken file or one of another signature refused while the old version serves on, memory back to
+one version's after a swap.
 
   /usr/bin/python3 test/python/test_models.py --server build/server/model_server
 """
@@ -12,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 from typing import List
@@ -31,6 +36,7 @@ import grpc_predict_v2_pb2_grpc as oip_grpc  # noqa: E402
 import model_interface_pb2  # noqa: E402
 import model_interface_pb2_grpc  # noqa: E402
 
+BALLAST_FLOATS = 10_000_000  # 40 MB per version: large enough to see in the process's RSS
 X = [[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]]
 
 
@@ -65,6 +71,14 @@ def save(module, name):
 
 def answers(offset, rows=X):
     return [sum(row) + offset for row in rows]
+
+
+def rss_mib(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(field)
 
 
 class Client:
@@ -181,6 +195,162 @@ class SeveralModels(unittest.TestCase):
     def test_a_name_given_twice_is_a_usage_error(self):
         self.assert_refused(["--model", f"a={path('a.pt')}", "--model", f"a={path('b.pt')}"],
                             'model name "a" is given twice', exit_code=2)
+
+
+class Load:
+    """Closed-loop callers over both protocols; every answer is kept with its time."""
+
+    def __init__(self, client, model="default", threads=4):
+        self.client = client
+        self.model = model
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.seen = []  # (caller, kind, version or None, answer), in completion order
+        self.errors = []
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(threads)]
+        for thread in self.threads:
+            thread.start()
+
+    def run(self, index):
+        while not self.stop.is_set():
+            try:
+                if index % 2:
+                    version, y = self.client.infer(self.model)
+                    item = (index, "oip", version, [round(v, 3) for v in y])
+                else:
+                    item = (index, "seed", None, [round(v, 3) for v in self.client.evaluate()])
+            except grpc.RpcError as error:
+                with self.lock:
+                    self.errors.append(f"{error.code()}: {error.details()}")
+                continue
+            with self.lock:
+                self.seen.append(item)
+
+    def wait_for(self, offset, timeout=60):
+        """Waits until both protocols answer with `offset`'s version."""
+        expected = [round(v, 3) for v in answers(offset)]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                recent = self.seen[-8:]  # two rounds of the four callers
+            if len(recent) == 8 and all(answer == expected for _, _, _, answer in recent):
+                return time.monotonic()
+            time.sleep(0.05)
+        raise AssertionError(f"answers never switched to offset {offset}: {self.seen[-4:]}")
+
+    def finish(self):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        return self.seen, self.errors
+
+
+class Swap(unittest.TestCase):
+    def check_history(self, seen, offsets):
+        """Every answer is one of the versions', every version answered, and no caller ever
+        goes back to an older version: a caller's calls are sequential, so once one of them
+        ran on a version, every later one runs on it or a newer one."""
+        expected = {tuple(round(v, 3) for v in answers(offset)): i
+                    for i, offset in enumerate(offsets)}
+        last = {}
+        versions = set()
+        for caller, kind, version, answer in seen:
+            index = expected.get(tuple(answer))
+            self.assertIsNotNone(index, f"an answer from no version: {answer}")
+            if version is not None:
+                self.assertEqual(version, str(index + 1), "model_version is not its answer's")
+            self.assertGreaterEqual(index, last.get(caller, 0), f"caller {caller} went back")
+            last[caller] = index
+            versions.add(index)
+        self.assertEqual(sorted(versions), list(range(len(offsets))))
+
+    def settle(self, server, version):
+        """Waits until `version` serves and is the only version in memory."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            text = scrape(server.metrics)
+            if (sample(text, "model_server_model_version", 'model="default"') == version and
+                    sample(text, "model_server_model_versions_loaded", 'model="default"') == 1):
+                return
+            time.sleep(0.05)
+        self.fail(f"version {version} did not settle")
+
+    def test_three_polled_swaps_under_load_one_broken(self):
+        ballast_mib = BALLAST_FLOATS * 4 / 2**20
+        model = save(Versioned(100.0, BALLAST_FLOATS), "swap.pt")
+        server = Server("--model", model, "--model-poll-seconds", "0.2")
+        pid = server.process.pid
+        load = Load(server.client)
+        try:
+            load.wait_for(100)
+            time.sleep(1)  # allocator arenas warm with the load
+            baseline = rss_mib(pid)
+
+            save(Versioned(200.0, BALLAST_FLOATS), "swap.pt")
+            load.wait_for(200)
+            self.settle(server, 2)
+            after_first = rss_mib(pid)
+            # Both versions were in memory during the swap (the check below can see a model) ...
+            self.assertGreater(rss_mib(pid, "VmHWM"), baseline + 0.8 * ballast_mib)
+            # ... and only one is once the old version's last batch is done.
+            self.assertLess(after_first, baseline + 0.5 * ballast_mib)
+
+            with open(path("swap.pt.tmp"), "wb") as broken:
+                broken.write(b"PK\x03\x04 not a model at all")
+            os.replace(path("swap.pt.tmp"), model)
+            deadline = time.monotonic() + 30
+            while server.metric("model_server_model_reloads_total",
+                                'model="default",result="failed"') != 1:
+                self.assertLess(time.monotonic(), deadline, "the broken file was not tried")
+                time.sleep(0.05)
+            time.sleep(0.5)
+            self.assertEqual(server.client.infer("default"), ("2", answers(200)))
+
+            save(Versioned(300.0, BALLAST_FLOATS), "swap.pt")
+            load.wait_for(300)
+            self.settle(server, 3)
+            after_third = rss_mib(pid)
+            print(f"\nRSS MiB: baseline {baseline:.0f} (one version of {ballast_mib:.0f} MiB "
+                  f"ballast), peak {rss_mib(pid, 'VmHWM'):.0f}, after swap 1 {after_first:.0f}, "
+                  f"after swap 3 {after_third:.0f}", file=sys.stderr)
+            self.assertLess(after_third, baseline + 0.5 * ballast_mib)
+        finally:
+            seen, errors = load.finish()
+            code, log = server.stop()
+        self.assertEqual(errors, [], log[-3000:])
+        self.assertEqual(code, 0)
+        self.check_history(seen, [100, 200, 300])
+        self.assertGreater(len(seen), 100)
+        oip_versions = {version for _, kind, version, _ in seen if kind == "oip"}
+        self.assertEqual(oip_versions, {"1", "2", "3"})
+        self.assertIn("cannot load TorchScript model", log)
+        self.assertEqual(log.count("released"), 2, log[-3000:])  # versions 1 and 2
+
+    def test_sighup_reloads_and_a_new_signature_is_refused(self):
+        model = save(Versioned(100.0), "hup.pt")
+        server = Server("--model", f"m={model}")
+        load = Load(server.client, model="m")
+        try:
+            load.wait_for(100)
+            save(Versioned(500.0, inputs=4), "hup.pt")
+            server.process.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while server.metric("model_server_model_reloads_total",
+                                'model="m",result="failed"') != 1:
+                self.assertLess(time.monotonic(), deadline, "SIGHUP did not try the new file")
+                time.sleep(0.05)
+            self.assertEqual(server.client.infer("m"), ("1", answers(100)))
+            save(Versioned(200.0), "hup.pt")
+            server.process.send_signal(signal.SIGHUP)
+            load.wait_for(200)
+            self.assertEqual(server.client.infer("m")[0], "2")
+        finally:
+            seen, errors = load.finish()
+            code, log = server.stop()
+        self.assertEqual(errors, [])
+        self.assertEqual(code, 0)
+        self.check_history(seen, [100, 200])
+        self.assertIn("signature", log)
 
 
 if __name__ == "__main__":

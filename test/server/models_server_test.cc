@@ -150,5 +150,135 @@ TEST_CASE("model lists that cannot be served are refused", "[models]") {
         absl::StatusCode::kInvalidArgument);
 }
 
+// A model whose signature differs from FakeHandler's: a swap to it is refused.
+class FourInputs final : public handlers::ModelHandler {
+ public:
+  absl::Status Initialize() override { return absl::OkStatus(); }
+  const handlers::ModelSignature& signature() const override { return signature_; }
+  handlers::InitializeTimes initialize_times() const override { return {}; }
+  handlers::BatchBuffers PrepareBatch(int64_t) override { return {}; }
+  absl::StatusOr<const float*> Run() override { return absl::InternalError("never run"); }
+  void Cleanup() override {}
+
+ private:
+  handlers::ModelSignature signature_ = [] {
+    handlers::ModelSignature signature;
+    signature.num_inputs = 4;
+    signature.num_outputs = 2;
+    signature.num_params = 2;
+    signature.default_params = {1, 0};
+    return signature;
+  }();
+};
+
+TEST_CASE(
+    "a swap runs new batches on the new version and releases the old one after its last "
+    "batch; failed swaps leave the serving version",
+    "[swap]") {
+  // Each load makes the next version (two instances, two batch threads); the file is never read.
+  struct Versions {
+    int loads = 0;
+    std::vector<std::shared_ptr<FakeModelControl>> controls;  // [version 1 a, b, version 2 a, ...]
+  };
+  auto versions = std::make_shared<Versions>();
+  const auto make = [versions](float offset) {
+    Instances instances;
+    for (int i = 0; i < 2; ++i) {
+      auto handler = std::make_unique<FakeHandler>(offset);
+      versions->controls.push_back(handler->control());
+      instances.push_back(Load(std::move(handler)));
+    }
+    return instances;
+  };
+  ModelSpec spec;
+  spec.name = "m";
+  spec.instances = make(100);
+  spec.source.path = "/dev/null";
+  spec.source.load = [versions, make]() -> absl::StatusOr<Instances> {
+    switch (++versions->loads) {
+      case 1:
+        return make(200);
+      case 2:
+        return absl::InvalidArgumentError("cannot load TorchScript model: broken");
+      case 3: {
+        Instances other;
+        for (int i = 0; i < 2; ++i) {
+          other.push_back(*handlers::LoadedModel::Load(std::make_unique<FourInputs>()));
+        }
+        return other;
+      }
+      default:
+        return make(300);
+    }
+  };
+  std::vector<ModelSpec> models;
+  models.push_back(std::move(spec));
+  ServerOptions options;
+  options.address = "127.0.0.1:0";
+  auto started = ModelServer::Start(options, std::move(models));
+  REQUIRE(started.ok());
+  ModelServer& server = **started;
+  const auto v1 = versions->controls;  // a held forward must not outlive a failed REQUIRE
+  struct Release {
+    ~Release() {
+      for (const auto& control : held) control->Hold(false);
+    }
+    std::vector<std::shared_ptr<FakeModelControl>> held;
+  } release{v1};
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server.port()),
+                                     grpc::InsecureChannelCredentials());
+  auto oip_stub = inference::GRPCInferenceService::NewStub(channel);
+  // y_1 of x = (1, 0, 0) and the version that computed it, or the error.
+  const auto infer = [&oip_stub]() -> std::pair<std::string, float> {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    inference::ModelInferResponse response;
+    const grpc::Status status = oip_stub->ModelInfer(
+        &context, oip::EncodeInferRequest("m", {{"x", {1, 3}, {1, 0, 0}}}, true), &response);
+    if (!status.ok()) return {"error: " + status.error_message(), 0};
+    return {response.model_version(), oip::DecodeOutput(response)->values[0]};
+  };
+  const auto metric = [&server](const std::string& series) {
+    return server.metrics().Render().find(series + "\n") != std::string::npos;
+  };
+
+  // Version 1 holds a batch on one batch thread while the swap happens.
+  for (const auto& control : v1) control->Hold(true);
+  std::future<std::pair<std::string, float>> held = std::async(std::launch::async, infer);
+  REQUIRE(WaitFor([&] { return v1[0]->batch_rows().size() + v1[1]->batch_rows().size() == 1; }));
+  server.ReloadModels();
+  REQUIRE(WaitFor([&] { return metric(R"(model_server_model_version{model="m"} 2)"); }));
+  // New batches run on version 2, on the other batch thread, while version 1 is still busy.
+  CHECK(infer() == std::pair<std::string, float>{"2", 201});
+  CHECK(metric(R"(model_server_model_versions_loaded{model="m"} 2)"));
+  CHECK_FALSE(v1[0]->cleaned_up());
+  CHECK_FALSE(v1[1]->cleaned_up());
+  for (const auto& control : v1) control->Hold(false);
+  CHECK(held.get() == std::pair<std::string, float>{"1", 101});  // its batch ran on version 1
+  // Version 1 goes once its last batch is done.
+  CHECK(WaitFor([&] { return v1[0]->cleaned_up() && v1[1]->cleaned_up(); }));
+  CHECK(WaitFor([&] { return metric(R"(model_server_model_versions_loaded{model="m"} 1)"); }));
+  CHECK(metric(R"(model_server_model_reloads_total{model="m",result="ok"} 1)"));
+
+  // A version that does not load, then one of another signature: refused, version 2 serves on.
+  server.ReloadModels();
+  REQUIRE(WaitFor(
+      [&] { return metric(R"(model_server_model_reloads_total{model="m",result="failed"} 1)"); }));
+  CHECK(infer() == std::pair<std::string, float>{"2", 201});
+  server.ReloadModels();
+  REQUIRE(WaitFor(
+      [&] { return metric(R"(model_server_model_reloads_total{model="m",result="failed"} 2)"); }));
+  CHECK(infer() == std::pair<std::string, float>{"2", 201});
+  CHECK(metric(R"(model_server_model_version{model="m"} 2)"));
+
+  server.ReloadModels();
+  REQUIRE(WaitFor([&] { return metric(R"(model_server_model_version{model="m"} 3)"); }));
+  CHECK(infer() == std::pair<std::string, float>{"3", 301});
+  const auto v2 = std::vector<std::shared_ptr<FakeModelControl>>(versions->controls.begin() + 2,
+                                                                 versions->controls.begin() + 4);
+  CHECK(WaitFor([&] { return v2[0]->cleaned_up() && v2[1]->cleaned_up(); }));
+  CHECK_FALSE(versions->controls[4]->cleaned_up());  // version 3 serves
+}
+
 }  // namespace
 }  // namespace model_server::server
