@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/metrics/bounded_http.h"
 
 namespace httplib {
 class Server;
@@ -24,6 +25,8 @@ struct MetricsOptions {
   std::string address = "0.0.0.0:8002";
   // Reads the number of requests waiting in the batcher at scrape time; null reports 0.
   std::function<size_t()> queued_requests;
+  // What HTTP clients can hold: threads, queue, the per-connection deadline, request size.
+  HttpLimits http;
 };
 
 // The RPCs whose requests are counted; rendered as the `method` label.
@@ -72,8 +75,8 @@ std::vector<double> PowerOfTwoBuckets(int max_exponent);
 // it from its completion-queue and batcher threads.
 class ServerMetrics {
  public:
-  // Starts the HTTP endpoint (GET /metrics; its own listener thread plus a small worker pool)
-  // when options.address is not empty. Errors: INVALID_ARGUMENT when the address is not
+  // Starts the HTTP endpoint (GET /metrics; its own listener thread plus options.http.threads
+  // workers) when options.address is not empty. Errors: INVALID_ARGUMENT when the address is not
   // host:port, UNAVAILABLE when it can't be bound (in use, or no such local address).
   static absl::StatusOr<std::unique_ptr<ServerMetrics>> Start(const MetricsOptions& options);
 
@@ -113,7 +116,7 @@ class ServerMetrics {
 
  private:
   explicit ServerMetrics(std::function<size_t()> queued_requests);
-  absl::Status StartHttp(const std::string& address);
+  absl::Status StartHttp(const std::string& address, const HttpLimits& limits);
 
   // requests_total, indexed [method][code].
   std::array<std::array<std::atomic<uint64_t>, kGrpcCodeCount>, kMethodCount> requests_{};

@@ -3,10 +3,13 @@
 #include <arpa/inet.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <map>
@@ -19,6 +22,8 @@
 
 namespace model_server::server::metrics {
 namespace {
+
+using namespace std::chrono_literals;
 
 // A small parser for the Prometheus text format 0.0.4: fails the test on any malformed line
 // and returns every sample keyed by its exact series text, e.g. `a_total{code="OK"}`.
@@ -400,6 +405,119 @@ TEST_CASE("starting and at once destroying the endpoint does not hang") {
     auto metrics = ServerMetrics::Start(MetricsOptions{"127.0.0.1:0"});
     REQUIRE(metrics.ok());
   }
+}
+
+// A plain TCP client of the metrics endpoint that sends what a test tells it to.
+class RawClient {
+ public:
+  explicit RawClient(int port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    REQUIRE(connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  }
+  ~RawClient() { close(fd_); }
+  // False once the server has closed the connection (the send fails).
+  bool Send(const std::string& text) {
+    return send(fd_, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size());
+  }
+  // Whether the server closes the connection within `timeout` (reads and drops any answer).
+  bool ClosedWithin(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    char buffer[4096];
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd readable{fd_, POLLIN, 0};
+      if (poll(&readable, 1, static_cast<int>(left.count())) <= 0) continue;
+      if (recv(fd_, buffer, sizeof(buffer), 0) <= 0) return true;  // closed or reset
+    }
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+std::unique_ptr<ServerMetrics> StartWithLimits(const HttpLimits& limits) {
+  MetricsOptions options{"127.0.0.1:0"};
+  options.http = limits;
+  auto started = ServerMetrics::Start(options);
+  REQUIRE(started.ok());
+  return *std::move(started);
+}
+
+TEST_CASE("slow clients hold a worker until the deadline only; scrapes are still answered") {
+  HttpLimits limits;
+  limits.max_threads = 2;
+  limits.deadline = 1000ms;
+  std::unique_ptr<ServerMetrics> metrics = StartWithLimits(limits);
+
+  // Slowloris: as many connections as workers, each sending its request a byte every 100 ms.
+  std::vector<std::unique_ptr<RawClient>> slow;
+  for (size_t i = 0; i < limits.max_threads; ++i) {
+    slow.push_back(std::make_unique<RawClient>(metrics->port()));
+  }
+  struct Trickle {
+    ~Trickle() {
+      stop = true;
+      thread.join();
+    }
+    std::atomic<bool> stop{false};
+    std::thread thread;
+  } trickle;
+  trickle.thread = std::thread([&] {
+    const std::string request = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Padding: ";
+    for (size_t i = 0; !trickle.stop; ++i) {
+      for (auto& client : slow) client->Send(std::string(1, request[i % request.size()]));
+      std::this_thread::sleep_for(100ms);
+    }
+  });
+  std::this_thread::sleep_for(200ms);  // both workers are busy with them now
+
+  const auto start = std::chrono::steady_clock::now();
+  httplib::Client client("127.0.0.1", metrics->port());
+  client.set_read_timeout(10, 0);
+  auto response = client.Get("/metrics");
+  const auto waited = std::chrono::steady_clock::now() - start;
+  REQUIRE(response);
+  CHECK(response->status == 200);
+  // It waited for a worker that the deadline freed, not for the slow clients to finish.
+  CHECK(waited < limits.deadline + 500ms);
+  for (auto& client : slow) CHECK(client->ClosedWithin(1000ms));
+}
+
+TEST_CASE("a connection that finds the queue full is closed at once") {
+  HttpLimits limits;
+  limits.max_threads = 1;
+  limits.queue = 1;
+  limits.deadline = 3000ms;
+  std::unique_ptr<ServerMetrics> metrics = StartWithLimits(limits);
+  RawClient served(metrics->port());  // taken by the worker, sends nothing
+  std::this_thread::sleep_for(100ms);
+  RawClient queued(metrics->port());  // waits for the worker
+  std::this_thread::sleep_for(100ms);
+  RawClient shed(metrics->port());
+  CHECK(shed.ClosedWithin(1000ms));
+  CHECK_FALSE(queued.ClosedWithin(100ms));
+}
+
+TEST_CASE("a request larger than max_request_bytes is cut off before the deadline") {
+  HttpLimits limits;
+  limits.max_request_bytes = 4096;
+  limits.deadline = 5000ms;
+  std::unique_ptr<ServerMetrics> metrics = StartWithLimits(limits);
+  RawClient client(metrics->port());
+  const auto start = std::chrono::steady_clock::now();
+  client.Send("GET /metrics HTTP/1.1\r\nHost: x\r\n");
+  // Endless headers: the server would store every one.
+  for (int i = 0; i < 1000 && client.Send("X-Header: " + std::string(90, 'a') + "\r\n"); ++i) {
+  }
+  CHECK(client.ClosedWithin(2000ms));
+  CHECK(std::chrono::steady_clock::now() - start < 2500ms);
 }
 
 }  // namespace

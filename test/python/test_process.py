@@ -207,14 +207,27 @@ class Tls(unittest.TestCase):
         make_cert("client", "ca")
         make_cert("stranger", "other_ca")
 
-    def serve(self, *extra):
+    def serve(self, *extra, client="client"):
+        """Starts a TLS server, waits until `client` sees it SERVING; returns its address and its
+        log up to "listening on port"."""
         address = f"localhost:{free_port()}"
         server = start_server(ARGS.server, "--address", address, "--tls-cert", path("server.pem"),
                               "--tls-key", path("server.key"), *extra)
         self.addCleanup(server.stdout.close)
         self.addCleanup(lambda: (server.send_signal(signal.SIGTERM), server.wait(timeout=30)))
-        wait_until_serving(grpc.secure_channel(address, self.credentials("client")), server)
-        return address
+        wait_until_serving(grpc.secure_channel(address, self.credentials(client)), server)
+        log = ""
+        while "listening on port" not in log:
+            line = server.stdout.readline()
+            self.assertTrue(line, f"model_server's log ended early:\n{log}")
+            log += line
+        self.address = address
+        return address, log
+
+    def assert_self_check_on(self, log):
+        """The self-check connected over (m)TLS at startup and keeps checking."""
+        self.assertIn(f"self-check: a new connection to {self.address} every", log)
+        self.assertNotIn("self-check off", log)
 
     def credentials(self, client=None):
         if client is None:
@@ -229,16 +242,26 @@ class Tls(unittest.TestCase):
         self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAVAILABLE)
 
     def test_tls_client_works_and_plaintext_fails(self):
-        address = self.serve()
+        address, log = self.serve()
+        self.assert_self_check_on(log)
         self.assertEqual(len(evaluate(address, credentials=self.credentials())), 50)
         self.assert_refused(address)
 
     def test_mtls_requires_a_certificate_from_the_ca(self):
-        address = self.serve("--tls-client-ca", path("ca.pem"))
+        # The self-check presents the server's own certificate, which "ca" signed.
+        address, log = self.serve("--tls-client-ca", path("ca.pem"))
+        self.assert_self_check_on(log)
         self.assertEqual(len(evaluate(address, credentials=self.credentials("client"))), 50)
         self.assert_refused(address, self.credentials())
         self.assert_refused(address, self.credentials("stranger"))
         self.assert_refused(address)
+
+    def test_mtls_whose_ca_refuses_the_server_certificate_turns_the_self_check_off(self):
+        # Clients must come from "other_ca", which did not sign the server's certificate: the
+        # self-check cannot connect, says so once, and the server serves on.
+        address, log = self.serve("--tls-client-ca", path("other_ca.pem"), client="stranger")
+        self.assertIn("self-check off: a new connection to", log)
+        self.assertEqual(len(evaluate(address, credentials=self.credentials("stranger"))), 50)
 
 
 if __name__ == "__main__":
