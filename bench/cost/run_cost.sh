@@ -7,7 +7,8 @@
 #
 # SERVER: ours (default; model_server with the near-free model), demo (model_server with the
 # demo model) or echo (echo_server). CONNECTIONS: HTTP/2 connections model_bench opens
-# (default 1). Env: REQUESTS (2000), CONCURRENCY (16), CQ_THREADS (2), ROWS (50).
+# (default 1). Env: REQUESTS (2000), CONCURRENCY (16), CQ_THREADS (2), ROWS (50), PRELOAD (a
+# library preloaded into the server as well, e.g. an allocator: /usr/lib/x86_64-linux-gnu/libjemalloc.so.2).
 # Writes OUT_DIR/<server>-c<connections>.{txt,json} and the raw per-thread profiles.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -40,7 +41,7 @@ case $server in
 esac
 
 log=$out/$name.log
-LD_PRELOAD=$stub valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no \
+LD_PRELOAD="$stub${PRELOAD:+ $PRELOAD}" valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no \
   --callgrind-out-file="$prefix" "${command[@]}" --address 127.0.0.1:0 >"$log" 2>&1 &
 pid=$!
 trap 'kill -KILL $pid 2>/dev/null || true' EXIT

@@ -168,6 +168,8 @@ class GrowingThreadPool final : public httplib::TaskQueue {
 
 class BoundedHttpServer final : public httplib::Server {
  public:
+  bool WidenListenBacklog() { return ::listen(svr_sock_, limits_.listen_backlog) == 0; }
+
   explicit BoundedHttpServer(const HttpLimits& limits) : limits_(limits) {
     new_task_queue = [threads = limits.max_threads, queue = limits.queue] {
       return new GrowingThreadPool(threads, queue);
@@ -203,6 +205,11 @@ class BoundedHttpServer final : public httplib::Server {
 
 std::unique_ptr<httplib::Server> MakeBoundedHttpServer(const HttpLimits& limits) {
   return std::make_unique<BoundedHttpServer>(limits);
+}
+
+bool WidenListenBacklog(httplib::Server& server) {
+  // Calling listen() again on a listening socket sets its backlog anew.
+  return static_cast<BoundedHttpServer&>(server).WidenListenBacklog();
 }
 
 }  // namespace model_server::server::metrics

@@ -25,11 +25,19 @@ struct HttpLimits {
   // Bytes read from a connection at most (request line, headers and body): a GET is far
   // smaller; this bounds what endless headers can make the server store.
   size_t max_request_bytes = 16 * 1024;
+  // Connections the kernel completes and holds until they are accepted (capped by
+  // net.core.somaxconn). httplib 0.11 listens with 5: a burst of connections overflows that,
+  // and a scraper's connection then waits for SYN retransmits (1 s, 3 s, ...).
+  int listen_backlog = 1024;
 };
 
 // An httplib::Server (cpp-httplib 0.11) that serves under `limits`. httplib's own timeouts are
 // per read or write, so a client sending a byte every few seconds would hold a worker as long as
 // it likes; here one deadline covers the whole exchange. Routes are added by the caller.
 std::unique_ptr<httplib::Server> MakeBoundedHttpServer(const HttpLimits& limits);
+
+// Sets the listen backlog of `server`, made by MakeBoundedHttpServer and bound
+// (bind_to_port), to its limits' listen_backlog. False when listen() fails.
+bool WidenListenBacklog(httplib::Server& server);
 
 }  // namespace model_server::server::metrics

@@ -205,7 +205,7 @@ absl::Status ServerMetrics::StartHttp(const std::string& address, const HttpLimi
   } else if (!http->bind_to_port(host, port)) {
     port = -1;
   }
-  if (port <= 0) {
+  if (port <= 0 || !WidenListenBacklog(*http)) {
     return absl::UnavailableError(
         absl::StrCat("cannot serve metrics on ", address, " (address in use or not local)"));
   }
