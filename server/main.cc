@@ -18,6 +18,7 @@
 #include "handlers/torch/torch_handler.h"
 #include "platform/cpus.h"
 #include "platform/limits.h"
+#include "platform/memory.h"
 #include "server/model_server.h"
 
 namespace model_server {
@@ -47,6 +48,7 @@ constexpr char kSelfCheckFailed = 0;
 
 struct Config {
   server::ServerOptions server;
+  platform::MemoryTrimOptions memory_trim;
   handlers::TorchHandlerOptions handler;
   int instances = 1;
   std::string export_demo_model;
@@ -116,6 +118,8 @@ Config ParseFlags(int argc, char** argv) {
      cxxopts::value<int64_t>()->default_value(Ms(defaults.server.self_check.interval)))
     ("self-check-failures", "failed self-checks in a row after which the server drains and exits 3",
      cxxopts::value<int>()->default_value(std::to_string(defaults.server.self_check.max_failures)))
+    ("memory-trim-interval-ms", "return freed heap memory to the kernel after bursts, looking this often; 0 = never",
+     cxxopts::value<int64_t>()->default_value(Ms(defaults.memory_trim.interval)))
     ("demo-hidden", "hidden layer width of the built-in demo model",
      cxxopts::value<int64_t>()->default_value(std::to_string(defaults.handler.demo_hidden)))
     ("log-level", "trace, debug, info, warn, error or off",
@@ -159,6 +163,7 @@ Config ParseFlags(int argc, char** argv) {
     connections.max_ping_strikes = flags["max-ping-strikes"].as<int>();
     config.server.self_check.interval = ms("self-check-interval-ms");
     config.server.self_check.max_failures = flags["self-check-failures"].as<int>();
+    config.memory_trim.interval = ms("memory-trim-interval-ms");
     config.server.batching.max_batch_rows = flags["max-batch-rows"].as<size_t>();
     config.server.batching.max_queue_delay =
         std::chrono::microseconds(flags["max-queue-delay-us"].as<int64_t>());
@@ -295,7 +300,7 @@ int Main(int argc, char** argv) {
   spdlog::info(
       "connections: max_idle_ms={} max_age_ms={} max_age_grace_ms={} handshake_timeout_ms={} "
       "keepalive_time_ms={} keepalive_timeout_ms={} min_ping_interval_ms={} max_ping_strikes={} "
-      "self_check_interval_ms={} self_check_failures={}",
+      "self_check_interval_ms={} self_check_failures={} memory_trim_interval_ms={}",
       connections.max_idle.count(), connections.max_age.count(), connections.max_age_grace.count(),
       connections.handshake_timeout.count(), connections.keepalive_time.count(),
       connections.keepalive_timeout.count(), connections.min_ping_interval.count(),
@@ -320,6 +325,7 @@ int Main(int argc, char** argv) {
     return 1;
   }
   spdlog::info("listening on port {} ({}); health SERVING", (*started)->port(), options.address);
+  const platform::MemoryTrimmer trimmer(config.memory_trim);
 
   const int exit_code = ServeUntilSignalled(**started, signal_pipe);
   const server::metrics::ServerMetrics& metrics = (*started)->metrics();

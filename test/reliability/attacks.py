@@ -342,6 +342,46 @@ class Slowloris(Attack):
                       "longest_life_s": round(max(lifetimes), 1) if lifetimes else None}
 
 
+class IdleFlood(Attack):
+    """Opens up to `count` HTTP/2 connections (preface and SETTINGS, then nothing) and holds
+    them until the deadline. stats: connections opened; how many the other side had closed."""
+
+    def __init__(self, port, seconds, count):
+        super().__init__(seconds)
+        self.port, self.count = port, count
+
+    def run(self, deadline):
+        socks = []
+        for _ in range(self.count):
+            try:
+                sock = connect(self.port, timeout=2)
+                sock.sendall(PREFACE + frame(SETTINGS, 0, 0))
+                socks.append(sock)
+            except OSError:
+                break
+        self.stats = {"opened": len(socks)}
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.stats["closed_by_server"] = count_closed(socks)
+
+
+def count_closed(socks):
+    """How many of `socks` the other side has closed (EOF or reset); closes them all."""
+    closed = 0
+    for sock in socks:
+        sock.setblocking(False)
+        try:
+            while sock.recv(65536):  # what the server sent (its SETTINGS, a GOAWAY), then EOF
+                pass
+            closed += 1
+        except BlockingIOError:
+            pass  # still open
+        except OSError:
+            closed += 1  # reset
+        sock.close()
+    return closed
+
+
 class ConnectionFlood(Attack):
     """Opens up to `count` TCP connections that send nothing and holds them until the deadline.
     stats: connections opened; how many the server closed while held (the handshake timeout)."""
@@ -361,19 +401,7 @@ class ConnectionFlood(Attack):
         self.stats = {"opened": opened}
         while time.monotonic() < deadline:
             time.sleep(0.1)
-        closed = 0
-        for sock in socks:
-            sock.setblocking(False)
-            try:
-                while sock.recv(65536):  # what the server sent (its SETTINGS, a GOAWAY), then EOF
-                    pass
-                closed += 1
-            except BlockingIOError:
-                pass  # still open
-            except OSError:
-                closed += 1  # reset
-            sock.close()
-        self.stats["closed_by_server"] = closed
+        self.stats["closed_by_server"] = count_closed(socks)
 
 
 def rss_mib(pid):
