@@ -5,10 +5,12 @@ calls/s alongside. Measures, does not assert (test/reliability/attack_test.py as
 only; about 8 minutes.
 
   /usr/bin/python3 test/reliability/attack_table.py --server build/server/model_server \
-      --bench build/bench/model_bench [--seconds 20] [--only NAME,...]
+      --bench build/bench/model_bench [--seconds 20] [--only NAME,...] [--direct-only] \
+      [--after 5] [--preload LIBRARY] [--server-flags "--memory-trim-interval-ms 0"]
 
 Prints one markdown row per attack and path: what the attack did, the server's RSS (idle, peak,
-5 s after), the legitimate calls (OK, failed, p99 against the quiet p99 measured just before).
+--after seconds after), the legitimate calls (OK, failed, p99 against the quiet p99 measured
+just before). --preload runs the server with LD_PRELOAD (e.g. another allocator).
 """
 import argparse
 import os
@@ -34,6 +36,9 @@ def attacks_for(port, seconds):
                           attacks.RapidReset(port, seconds, connections=1)),
         "rapid_reset_4": ("Rapid Reset, 4 connections",
                           attacks.RapidReset(port, seconds, connections=4)),
+        "rapid_reset_late": ("Rapid Reset, 1 connection, each batch of 90 calls reset 2 ms "
+                             "after it was sent whole",
+                             attacks.RapidReset(port, seconds, reset_after=0.002)),
         "stalled_streams": ("4 connections x 64 streams, each announcing 4 MiB, sending all but "
                             "16 KiB, then stalling",
                             attacks.StalledStreams(port, seconds, connections=4, streams=64,
@@ -50,7 +55,8 @@ def attacks_for(port, seconds):
 
 
 def measure(args, name, through_proxy, work):
-    server = Server(args, metrics=False)
+    server = Server(args, *args.server_flags.split(), metrics=False,
+                    env={"LD_PRELOAD": args.preload} if args.preload else None)
     proxy = None
     try:
         proxy = Proxy(args.haproxy, server.port) if through_proxy else None
@@ -64,7 +70,7 @@ def measure(args, name, through_proxy, work):
         stats = attack.start().join()
         result = bench_result(legit, os.path.join(work, "legit.json"))
         peak = sampler.stop()
-        time.sleep(5)
+        time.sleep(args.after)
         after = attacks.rss_mib(server.process.pid)
         alive = server.process.poll() is None
     finally:
@@ -86,17 +92,21 @@ if __name__ == "__main__":
     parser.add_argument("--haproxy", default="/usr/sbin/haproxy")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--only", default="")
+    parser.add_argument("--direct-only", action="store_true")
+    parser.add_argument("--after", type=float, default=5)
+    parser.add_argument("--preload", default="")
+    parser.add_argument("--server-flags", default="")
     ARGS = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the floods need descriptors
     names = ARGS.only.split(",") if ARGS.only else list(attacks_for(0, 0))
     print(f"load before: {open('/proc/loadavg').read().strip()}")
-    print("| attack | path | what the attack did | server RSS MiB idle / peak / 5 s after "
+    print(f"| attack | path | what the attack did | server RSS MiB idle / peak / {ARGS.after:g} s after "
           "| legit calls (100/s) | legit p99 ms (quiet) | server |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as work:
         generate_stubs(work)
         for name in names:
-            for through_proxy in (False, True):
+            for through_proxy in (False,) if ARGS.direct_only else (False, True):
                 measure(ARGS, name, through_proxy, work)
     print(f"load after: {open('/proc/loadavg').read().strip()}")

@@ -60,9 +60,9 @@ def check(description, ok, detail=""):
 
 class Server:
     """model_server on loopback with its log in a file; `nofile` sets (soft, hard) RLIMIT_NOFILE
-    for it."""
+    for it, `env` adds to its environment."""
 
-    def __init__(self, args, *flags, nofile=None, metrics=False):
+    def __init__(self, args, *flags, nofile=None, metrics=False, env=None):
         self.port = free_port()
         self.metrics_port = free_port() if metrics else None
         self.log_file = tempfile.NamedTemporaryFile("w+", prefix="model_server-", suffix=".log")
@@ -70,7 +70,8 @@ class Server:
         self.process = subprocess.Popen(
             [args.server, "--address", f"127.0.0.1:{self.port}", "--metrics-address",
              f"127.0.0.1:{self.metrics_port}" if metrics else "", *flags],
-            stdout=self.log_file, stderr=subprocess.STDOUT, preexec_fn=limits)
+            stdout=self.log_file, stderr=subprocess.STDOUT, preexec_fn=limits,
+            env=dict(os.environ, **(env or {})))
         deadline = time.monotonic() + 60
         while "listening on port" not in self.log():
             if self.process.poll() is not None or time.monotonic() > deadline:
