@@ -135,6 +135,13 @@ blas=$(podman run --rm --entrypoint readlink "$IMAGE" -f /usr/lib/x86_64-linux-g
 [[ "$blas" == *openblas* ]] || fail "libblas.so.3 resolves to $blas, not OpenBLAS"
 healthcheck=$(podman image inspect --format '{{json .Config.Healthcheck}}' "$IMAGE")
 [[ "$healthcheck" == *model_probe* ]] || fail "image has no model_probe HEALTHCHECK"
+# The metrics port the image exposes is the one compose publishes and the k8s pods announce.
+[[ "$(podman image inspect --format '{{json .Config.ExposedPorts}}' "$IMAGE")" == *'"8002/tcp"'* ]] ||
+  fail "image does not EXPOSE the metrics port 8002"
+grep -q ':8002"' docker/compose.yaml || fail "docker/compose.yaml does not publish the metrics port 8002"
+grep -q 'name: metrics, containerPort: 8002' docker/k8s/deployment.yaml &&
+  grep -q 'prometheus.io/port: "8002"' docker/k8s/deployment.yaml ||
+  fail "docker/k8s/deployment.yaml does not declare and annotate the metrics port 8002"
 
 # 2. Start with the seed's env vars on podman's own network, the gRPC port and the metrics port
 #    (8002) published on free host ports as a deployment would; wait for the image's own
