@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test: the sanitizer builds (ASan+UBSan, TSan)
-# of the tests that need no libtorch, a bounded fuzzing run, then the full test suite.
+# of the tests that need no libtorch, a bounded fuzzing run, the full test suite, then the
+# container image (built and tested with podman: docker/test_image.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
@@ -10,4 +11,5 @@ status=0
 scripts/sanitize.sh || status=1
 FUZZ_SECONDS=${FUZZ_SECONDS:-30} scripts/fuzz.sh || status=1
 ctest --test-dir build --output-on-failure --timeout 600 || status=1
+docker/test_image.sh || status=1
 exit $status

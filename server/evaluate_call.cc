@@ -1,5 +1,7 @@
 #include "server/evaluate_call.h"
 
+#include <algorithm>
+
 #include "protocol/seed_json.h"
 #include "server/grpc_status.h"
 #include "server/tsan_annotations.h"
@@ -21,14 +23,19 @@ class CallTask final : public handlers::InferenceTask {
     return call_->Liveness(now);
   }
   void Complete(const float* outputs, int64_t stride) override {
-    call_->Reply(request(), outputs, stride);
+    call_->KeepOutputs(outputs, request().rows, stride);
+    completed_ = true;
   }
   void Fail(absl::Status status) override { call_->Fail(status); }
+
+  // The call, once the task has completed; null when it failed instead.
+  EvaluateCall* completed_call() const { return completed_ ? call_ : nullptr; }
 
  private:
   EvaluateCall* const call_;  // alive until it is finished through this task
   metrics::ServerMetrics& metrics_;
   const batching::TimePoint enqueued_;
+  bool completed_ = false;
 };
 
 // The client's deadline on the steady clock, or nullopt when it set none.
@@ -70,25 +77,74 @@ void EvaluateCall::Proceed(bool ok) {
   arrived_ = std::chrono::steady_clock::now();
   context_.metrics->AddInFlight(1);
   deadline_ = SteadyDeadline(server_context_);
+  if (context_.codec_pool == nullptr) {
+    Decode();
+    return;
+  }
+  state_ = State::kDecoding;
+  context_.codec_pool->Submit(this);
+}
+
+void EvaluateCall::Run() {
+  if (state_ == State::kDecoding) {
+    Decode();
+  } else {
+    Reply();
+  }
+}
+
+void EvaluateCall::Decode() {
   absl::StatusOr<handlers::InferenceRequest> decoded = protocol::DecodeRequest(
       request_.inp_dict_bytes(), *context_.signature, context_.max_rows_per_request);
   if (!decoded.ok()) {
     Fail(decoded.status());
     return;
   }
+  output_names_ = std::move(decoded->output_names);
   std::unique_ptr<handlers::InferenceTask> task =
       std::make_unique<CallTask>(*std::move(decoded), this, *context_.metrics);
   state_ = State::kQueued;
   if (absl::Status queued = context_.batcher->Enqueue(task); !queued.ok()) Fail(queued);
 }
 
-void EvaluateCall::Reply(const handlers::InferenceRequest& request, const float* outputs,
-                         int64_t stride) {
-  protocol::EncodeResponse(request.output_names, outputs, request.rows, stride,
+void EvaluateCall::KeepOutputs(const float* outputs, int64_t rows, int64_t stride) {
+  const size_t columns = output_names_.size();
+  rows_ = rows;
+  outputs_.resize(rows * columns);
+  float* to = outputs_.data();
+  if (static_cast<int64_t>(columns) == stride) {
+    std::copy_n(outputs, rows * stride, to);
+  } else {
+    for (int64_t row = 0; row < rows; ++row, outputs += stride) {
+      for (size_t column = 0; column < columns; ++column) *to++ = outputs[column];
+    }
+  }
+  state_ = State::kReplying;
+}
+
+void EvaluateCall::ReplyAll(const std::vector<std::unique_ptr<handlers::InferenceTask>>& batch,
+                            WorkPool* codec_pool) {
+  std::vector<WorkPool::Item*> replies;
+  replies.reserve(batch.size());
+  for (const auto& task : batch) {
+    EvaluateCall* call = static_cast<const CallTask&>(*task).completed_call();
+    if (call == nullptr) continue;
+    if (codec_pool == nullptr) {
+      call->Reply();
+    } else {
+      replies.push_back(call);
+    }
+  }
+  if (codec_pool != nullptr) codec_pool->Submit(replies);
+}
+
+void EvaluateCall::Reply() {
+  protocol::EncodeResponse(output_names_, outputs_.data(), rows_,
+                           static_cast<int64_t>(output_names_.size()),
                            reply_.mutable_response_bytes());
   RecordOutcome(grpc::StatusCode::OK);
   state_ = State::kFinished;
-  TagHandedOff(this);  // armed on the batch thread; Proceed runs on a polling thread
+  TagHandedOff(this);  // armed off the polling thread; Proceed runs on a polling thread
   responder_.Finish(reply_, grpc::Status::OK, this);
 }
 
@@ -96,7 +152,7 @@ void EvaluateCall::Fail(const absl::Status& status) {
   const grpc::Status grpc_status = ToGrpcStatus(status);
   RecordOutcome(grpc_status.error_code());
   state_ = State::kFinished;
-  TagHandedOff(this);  // armed on the batch thread; Proceed runs on a polling thread
+  TagHandedOff(this);  // may be armed off the polling thread; Proceed runs on a polling thread
   responder_.FinishWithError(grpc_status, this);
 }
 

@@ -5,7 +5,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "batching/dynamic_batcher.h"
 #include "handlers/inference_task.h"
@@ -13,6 +16,7 @@
 #include "protos/model_interface.grpc.pb.h"
 #include "server/completion_queue.h"
 #include "server/metrics/metrics.h"
+#include "server/work_pool.h"
 
 namespace model_server::server {
 
@@ -25,29 +29,42 @@ struct EvaluateContext {
   const handlers::ModelSignature* signature = nullptr;
   int64_t max_rows_per_request = 0;
   metrics::ServerMetrics* metrics = nullptr;
+  // Where calls decode their requests and encode their replies; null: on the completion-queue
+  // thread and the batch thread themselves.
+  WorkPool* codec_pool = nullptr;
 };
 
-// One EvaluateModel call. It decodes its request on the completion-queue thread that received
-// it, queues it for the batcher, and is finished by the batch thread that ran it (or at once,
-// on a bad request or a full queue). It deletes itself once gRPC is done with it.
-class EvaluateCall final : public Tag {
+// One EvaluateModel call. When its request arrives on a completion-queue thread, a codec-pool
+// thread decodes it and queues it for the batcher; the batch thread that runs it copies out its
+// rows of the outputs, and a codec-pool thread encodes the reply and finishes the call (without
+// a pool, the completion-queue thread decodes and the batch thread encodes). A bad request or a
+// full queue is answered at once. The call deletes itself once gRPC is done with it.
+class EvaluateCall final : public Tag, public WorkPool::Item {
  public:
   using TimePoint = std::chrono::steady_clock::time_point;
 
   // Arms one call waiting for the next request on `cq`.
   static void Listen(const EvaluateContext& context, grpc::ServerCompletionQueue* cq);
 
-  void Proceed(bool ok) override;
+  // Replies to every call of a batch that ran (the others have been failed already): on the
+  // codec pool, all submitted at once, else here. Batch thread, after BatchExecutor::Execute.
+  static void ReplyAll(const std::vector<std::unique_ptr<handlers::InferenceTask>>& batch,
+                       WorkPool* codec_pool);
 
-  // Called once, by the batch thread, through the call's task.
-  void Reply(const handlers::InferenceRequest& request, const float* outputs, int64_t stride);
+  void Proceed(bool ok) override;
+  // Codec pool: decodes the request, or encodes the reply, as the call's state says.
+  void Run() override;
+
+  // Called once, by the batch thread, through the call's task: keeps this call's rows of the
+  // batch's outputs (`stride` floats apart, valid only during the call) for its reply.
+  void KeepOutputs(const float* outputs, int64_t rows, int64_t stride);
   void Fail(const absl::Status& status);
 
   // DEADLINE_EXCEEDED or CANCELLED once the call is no longer worth computing. Any thread.
   absl::Status Liveness(TimePoint now) const;
 
  private:
-  enum class State { kWaitingForRequest, kQueued, kFinished };
+  enum class State { kWaitingForRequest, kDecoding, kQueued, kReplying, kFinished };
 
   // Fires when the call ends for any reason, client cancellation included.
   class DoneTag final : public Tag {
@@ -61,6 +78,10 @@ class EvaluateCall final : public Tag {
 
   EvaluateCall(const EvaluateContext& context, grpc::ServerCompletionQueue* cq);
   void Start();
+  // Decodes the request and queues it for the batcher, or fails the call.
+  void Decode();
+  // Encodes the kept outputs and finishes the call with them.
+  void Reply();
   // Counts the call's outcome, once: whichever of the finishing thread (just before Finish) and
   // the done tag (the client cancelled, or its deadline passed) comes first.
   void RecordOutcome(grpc::StatusCode code);
@@ -71,6 +92,9 @@ class EvaluateCall final : public Tag {
   grpc::ServerCompletionQueue* const cq_;
   grpc::ServerContext server_context_;
   inRequest request_;
+  std::vector<std::string> output_names_;  // the reply's columns, from the request
+  std::vector<float> outputs_;             // [rows_, output_names_.size()] for the reply
+  int64_t rows_ = 0;
   outCalc reply_;
   grpc::ServerAsyncResponseWriter<outCalc> responder_;
   DoneTag done_tag_{this};

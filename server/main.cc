@@ -76,6 +76,9 @@ Config ParseFlags(int argc, char** argv) {
      cxxopts::value<size_t>()->default_value(std::to_string(defaults.server.batching.max_queue_rows)))
     ("cq-threads", "completion-queue threads; 0 = CPUs this process may use",
      cxxopts::value<int>()->default_value("0"))
+    ("codec-threads", "threads that decode requests and encode replies; 0 = CPUs this process "
+     "may use; -1 = none (decode on completion-queue threads, encode on batch threads)",
+     cxxopts::value<int>()->default_value(std::to_string(defaults.server.codec_threads)))
     ("instances", "model instances, each with its own batch thread (and CUDA stream)",
      cxxopts::value<int>()->default_value("1"))
     ("precision", "fp32, fp16 or bf16: what the model computes in (the wire stays float32)",
@@ -140,6 +143,7 @@ Config ParseFlags(int argc, char** argv) {
     Config config;
     config.server.address = flags["address"].as<std::string>();
     config.server.cq_threads = flags["cq-threads"].as<int>();
+    config.server.codec_threads = flags["codec-threads"].as<int>();
     config.server.max_message_bytes = flags["max-message-bytes"].as<int>();
     config.server.metrics_address = flags["metrics-address"].as<std::string>();
     config.server.max_rows_per_request = flags["max-rows-per-request"].as<int64_t>();
@@ -282,6 +286,7 @@ int Main(int argc, char** argv) {
   spdlog::info(
       "config: model={} device={} precision={} instances={} max_batch_rows={} "
       "max_queue_delay_us={} max_queue_rows={} max_rows_per_request={} cq_threads={} "
+      "codec_threads={} "
       "torch_threads={} max_message_bytes={} max_concurrent_streams={} grpc_memory_bytes={} "
       "tls={} metrics_address={} drain_timeout_s={}",
       config.handler.model_path.empty() ? "demo" : config.handler.model_path, config.handler.device,
@@ -289,6 +294,9 @@ int Main(int argc, char** argv) {
       options.batching.max_queue_delay.count(), options.batching.max_queue_rows,
       options.max_rows_per_request,
       options.cq_threads > 0 ? options.cq_threads : platform::UsableCpus(),
+      options.codec_threads > 0    ? options.codec_threads
+      : options.codec_threads == 0 ? platform::UsableCpus()
+                                   : 0,
       config.handler.torch_threads, options.max_message_bytes, options.max_concurrent_streams,
       options.grpc_memory_bytes,
       options.tls.cert_file.empty()        ? "off"

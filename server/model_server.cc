@@ -126,6 +126,9 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
     return absl::InvalidArgumentError(
         "the self-check interval must not be negative and its failure count must be positive");
   }
+  if (options.codec_threads < -1) {
+    return absl::InvalidArgumentError("codec_threads must be -1 (none), 0 (one per CPU) or more");
+  }
   std::unique_ptr<ModelServer> server(new ModelServer(options, std::move(instances)));
   if (absl::Status built = server->Build(); !built.ok()) return built;
   return server;
@@ -140,6 +143,10 @@ ModelServer::ModelServer(const ServerOptions& options,
 }
 
 absl::Status ModelServer::Build() {
+  if (options_.codec_threads >= 0) {
+    codec_pool_ = std::make_unique<WorkPool>(options_.codec_threads > 0 ? options_.codec_threads
+                                                                        : platform::UsableCpus());
+  }
   // Batches run only once calls arrive, after metrics_ is set below.
   absl::StatusOr<std::unique_ptr<Batcher>> batcher = Batcher::Create(
       options_.batching, instances_.size(),
@@ -152,6 +159,7 @@ absl::Status ModelServer::Build() {
         metrics_->RecordBatch(
             requests, rows, forward_passes,
             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        EvaluateCall::ReplyAll(batch, codec_pool_.get());
       });
   if (!batcher.ok()) return batcher.status();
   batcher_ = *std::move(batcher);
@@ -176,7 +184,7 @@ absl::Status ModelServer::Build() {
       &service_, batcher_.get(), &instances_[0]->signature(),
       // A request the queue can never hold is refused as such.
       std::min<int64_t>(options_.max_rows_per_request, options_.batching.max_queue_rows),
-      metrics_.get()};
+      metrics_.get(), codec_pool_.get()};
   absl::StatusOr<Credentials> credentials = MakeCredentials(options_.tls);
   if (!credentials.ok()) return credentials.status();
   health_methods_.request = [this](grpc::ServerContext* context, google::protobuf::Empty* request,
@@ -269,8 +277,10 @@ void ModelServer::Shutdown() {
     // running meanwhile, so queued requests are computed and answered.
     server_->Shutdown(std::chrono::system_clock::now() + options_.drain_timeout);
     // Anything still queued after a drain timeout is computed or dropped (its call was
-    // cancelled), and finished before the queues close.
+    // cancelled), and finished before the queues close: the batcher's last replies run on the
+    // codec pool, which stops after them.
     batcher_->Shutdown();
+    if (codec_pool_ != nullptr) codec_pool_->Shutdown();
     for (auto& cq : queues_) cq->Shutdown();
     for (std::thread& poller : pollers_) poller.join();
     executors_.clear();

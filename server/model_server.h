@@ -18,6 +18,7 @@
 #include "server/metrics/metrics.h"
 #include "server/self_check.h"
 #include "server/unary_call.h"
+#include "server/work_pool.h"
 
 namespace model_server::server {
 
@@ -64,6 +65,10 @@ struct ServerOptions {
   std::string address = "0.0.0.0:13000";
   // Completion queues, each polled by its own thread; 0 means one per CPU this process may use.
   int cq_threads = 0;
+  // Threads that decode requests and encode replies, whichever connection or batch they belong
+  // to; 0 means one per CPU this process may use; -1 none: each completion-queue thread decodes
+  // the requests it receives and the batch thread encodes the replies.
+  int codec_threads = 0;
   // Largest request or response message, in bytes; larger ones fail with RESOURCE_EXHAUSTED.
   int max_message_bytes = 4 * 1024 * 1024;
   // Rows one request may carry (at most max_queue_rows); larger requests get INVALID_ARGUMENT.
@@ -131,6 +136,7 @@ class ModelServer {
   std::vector<std::unique_ptr<handlers::LoadedModel>> instances_;
   std::vector<std::unique_ptr<handlers::BatchExecutor>> executors_;  // one per instance
   std::unique_ptr<Batcher> batcher_;
+  std::unique_ptr<WorkPool> codec_pool_;  // null without codec threads
   ModelService::AsyncService service_;
   EvaluateContext evaluate_context_;
   UnaryCall<google::protobuf::Empty, HCReply>::Methods health_methods_;

@@ -32,6 +32,7 @@ struct Config {
   int vars = 3;
   bool distinct_params = false;
   std::string payload_file;
+  std::string grpc_body_path;
   bool check = false;
   bool wait_for_health = true;
   std::string json_path, csv_path, report_path;
@@ -92,6 +93,8 @@ Config ParseFlags(int argc, char** argv) {
     ("sweep-rate", "open-loop steps in requests/s, e.g. 500,1000,2000",
      cxxopts::value<std::string>()->default_value(""))
     ("check", "verify every response decodes and has the expected shape")
+    ("grpc-body", "write the first request as a length-prefixed gRPC message to FILE (a body "
+     "for HTTP/2 tools such as h2load) and exit", cxxopts::value<std::string>()->default_value(""))
     ("metrics", "host:port of the servers' metrics endpoints (comma-separated): print each "
      "step's server-side queue and compute time", cxxopts::value<std::string>()->default_value(""))
     ("no-wait", "do not wait for the server's health to be SERVING first")
@@ -132,6 +135,7 @@ Config ParseFlags(int argc, char** argv) {
     config.vars = flags["vars"].as<int>();
     config.distinct_params = flags.count("distinct-params") > 0;
     config.payload_file = flags["payload"].as<std::string>();
+    config.grpc_body_path = flags["grpc-body"].as<std::string>();
     config.concurrencies = ParseList<int>(flags["sweep-concurrency"].as<std::string>());
     config.rates = ParseList<double>(flags["sweep-rate"].as<std::string>());
     if (config.concurrencies.empty() && config.rates.empty()) {
@@ -255,6 +259,20 @@ int Main(int argc, char** argv) {
   }
   if (config.check) config.load.check = ResponseCheck(config);
   config.load.threads = config.threads;
+  if (!config.grpc_body_path.empty()) {
+    // gRPC's message framing: no compression, then the message's length, big-endian.
+    const std::string& message = config.load.payloads.front();
+    const uint32_t length = static_cast<uint32_t>(message.size());
+    const char prefix[5] = {0, static_cast<char>(length >> 24), static_cast<char>(length >> 16),
+                            static_cast<char>(length >> 8), static_cast<char>(length)};
+    std::ofstream body(config.grpc_body_path, std::ios::binary);
+    body.write(prefix, sizeof(prefix)).write(message.data(), message.size());
+    if (!body) {
+      std::cerr << "model_bench: cannot write " << config.grpc_body_path << std::endl;
+      return 2;
+    }
+    return 0;
+  }
 
   for (const std::string& target : config.targets) {
     for (int i = 0; i < config.connections; ++i) {

@@ -3,9 +3,13 @@
 #include <simdjson.h>
 
 #include <catch2/catch.hpp>
+#include <charconv>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <string>
+
+#include "absl/strings/str_cat.h"
 
 namespace model_server::protocol {
 namespace {
@@ -133,10 +137,150 @@ TEST_CASE("a request over the row limit is refused", "[codec]") {
   CHECK_THAT(std::string(refused.status().message()), Catch::Contains("at most 2 per request"));
 }
 
-TEST_CASE("deeply nested JSON is refused without recursion", "[codec]") {
+TEST_CASE("JSON nested deeper than 32 levels is refused, however deep it goes", "[codec]") {
   const std::string deep =
       "{\"inputs\": " + std::string(100000, '[') + std::string(100000, ']') + "}";
-  RequireRejected(deep, "nested deeper than");
+  RequireRejected(deep, "nested deeper than 32 levels");
+  // The root object is level 1: 31 arrays inside it are the most a request may hold.
+  const std::string nested = [](int arrays) {
+    return "{\"x\": " + std::string(arrays, '[') + std::string(arrays, ']') +
+           R"(, "inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})";
+  }(31);
+  CHECK(DecodeRequest(nested, Signature()).ok());
+  RequireRejected("{\"x\": " + std::string(32, '[') + std::string(32, ']') + "}",
+                  "nested deeper than 32 levels");
+}
+
+TEST_CASE("NaN, Infinity and -Infinity are read as Python's json reads them", "[codec]") {
+  absl::StatusOr<InferenceRequest> decoded = DecodeRequest(
+      R"({"analyticSettings": {"tunableParams": {"bias_weight_array": [NaN, -Infinity]}},
+          "inputs": {"x_1": [Infinity, 1], "x_2": [-Infinity, NaN], "x_3": [0, 2]},
+          "ignored": [NaN, {"a": Infinity}]})",
+      Signature());
+  REQUIRE(decoded.ok());
+  REQUIRE(decoded->inputs.size() == 6);
+  CHECK(decoded->inputs[0] == std::numeric_limits<float>::infinity());
+  CHECK(decoded->inputs[1] == -std::numeric_limits<float>::infinity());
+  CHECK(std::isnan(decoded->inputs[4]));
+  CHECK(std::isnan(decoded->params[0]));
+  CHECK(decoded->params[1] == -std::numeric_limits<float>::infinity());
+  // Other spellings are not JSON, nor Python's.
+  for (const char* bad : {"nan", "-NaN", "inf", "+Infinity", "Infinity1", "NaNa", "infinity"}) {
+    RequireRejected(absl::StrCat(R"({"inputs": {"x_1": [)", bad, R"(], "x_2": [2], "x_3": [3]}})"),
+                    "not valid JSON");
+  }
+}
+
+TEST_CASE("numbers are JSON numbers, in simdjson's ranges, rounded once to double", "[codec]") {
+  auto x_1 = [](const std::string& number) -> absl::StatusOr<float> {
+    absl::StatusOr<InferenceRequest> decoded = DecodeRequest(
+        absl::StrCat(R"({"inputs": {"x_1": [)", number, R"(], "x_2": [0], "x_3": [0]}})"),
+        Signature());
+    if (!decoded.ok()) return decoded.status();
+    return decoded->inputs[0];
+  };
+  for (const char* bad :
+       {"01", "1.", ".5", "1e", "1e+", "-", "--1", "+1", "0x10", "1e400", "-1e400",
+        "18446744073709551616", "-9223372036854775809", "123456789012345678901234567890"}) {
+    INFO(bad);
+    CHECK_FALSE(x_1(bad).ok());
+  }
+  CHECK(*x_1("18446744073709551615") == 18446744073709551615.0f);
+  CHECK(*x_1("-9223372036854775808") == -9223372036854775808.0f);
+  CHECK(*x_1("1E+2") == 100);
+  CHECK(*x_1("1e-400") == 0);
+  CHECK(*x_1("0.1") == 0.1f);
+  // The integer -0 is 0 (an integer first, as simdjson stored it); -0.0 keeps its sign.
+  CHECK_FALSE(std::signbit(*x_1("-0")));
+  CHECK(std::signbit(*x_1("-0.0")));
+  // Parsed as a double, then rounded to float, as the DOM decoder did: this text lies just above
+  // the midpoint between 1 and the next float, so a direct parse to float rounds up, while the
+  // double it parses to is that midpoint, which rounds to even: 1.
+  const std::string just_above_midpoint = "1.00000005960464477550";
+  float direct = 0;
+  std::from_chars(just_above_midpoint.data(),
+                  just_above_midpoint.data() + just_above_midpoint.size(), direct);
+  CHECK(direct == std::nextafter(1.0f, 2.0f));
+  CHECK(*x_1(just_above_midpoint) == 1.0f);
+}
+
+TEST_CASE("every number rounds as the double it denotes does, near float midpoints too",
+          "[codec]") {
+  // Decimal texts of random doubles (shortest, as clients write them), and of doubles a few
+  // ulps either side of the midpoint between two floats, where a shortcut would round wrong.
+  std::mt19937_64 random(7);
+  std::vector<std::string> texts;
+  char buffer[64];
+  for (int i = 0; i < 20000; ++i) {
+    const double value = std::ldexp(std::uniform_real_distribution<double>(0.5, 1)(random),
+                                    std::uniform_int_distribution<int>(-30, 30)(random)) *
+                         (i % 2 == 0 ? 1 : -1);
+    texts.emplace_back(buffer, std::to_chars(buffer, buffer + sizeof(buffer), value).ptr);
+    const float below = static_cast<float>(value);
+    const double midpoint =
+        (static_cast<double>(below) + static_cast<double>(std::nextafter(below, 2 * below))) / 2;
+    double near = midpoint;
+    for (int step = 0; step < (i % 7); ++step) near = std::nextafter(near, i % 3 == 0 ? 0 : 1e30);
+    texts.emplace_back(buffer, std::to_chars(buffer, buffer + sizeof(buffer), near).ptr);
+  }
+  std::string column;
+  for (const std::string& text : texts) absl::StrAppend(&column, column.empty() ? "" : ",", text);
+  ModelSignature signature = Signature();
+  signature.num_inputs = 1;
+  signature.input_names = {"x"};
+  absl::StatusOr<InferenceRequest> decoded =
+      DecodeRequest(absl::StrCat(R"({"inputs": {"x": [)", column, "]}}"), signature);
+  REQUIRE(decoded.ok());
+  REQUIRE(decoded->inputs.size() == texts.size());
+  size_t wrong = 0;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    double exact = 0;
+    std::from_chars(texts[i].data(), texts[i].data() + texts[i].size(), exact);
+    if (decoded->inputs[i] != static_cast<float>(exact)) {
+      UNSCOPED_INFO(texts[i] << " decoded " << decoded->inputs[i]);
+      ++wrong;
+    }
+  }
+  CHECK(wrong == 0);
+}
+
+TEST_CASE("keys and names may be escaped; the first of duplicate keys counts", "[codec]") {
+  absl::StatusOr<InferenceRequest> decoded = DecodeRequest(
+      R"({"inputs": {"x\u005f1": [1], "x_1": [9], "x_2": [2], "x_3": [3]},
+          "analytic\u0053ettings": {"modelParams": {"output_var_order": ["\u00e9\ud83d\ude00"]}},
+          "analyticSettings": {"modelParams": {"output_var_order": ["ignored"]}},
+          "inputs": {"x_1": [7], "x_2": [7], "x_3": [7]}})",
+      Signature());
+  REQUIRE(decoded.ok());
+  CHECK(decoded->inputs == std::vector<float>{1, 2, 3});
+  CHECK(decoded->output_names == std::vector<std::string>{"\xc3\xa9\xf0\x9f\x98\x80"});
+  // Surrogates must pair up; control characters must be escaped.
+  RequireRejected(R"({"inputs": {"\ud800": [1]}})", "not valid JSON");
+  RequireRejected(R"({"inputs": {"\udc00": [1]}})", "not valid JSON");
+  RequireRejected("{\"inputs\": {\"a\tb\": [1]}}", "not valid JSON");
+  RequireRejected(R"({"inputs": {"\x": [1]}})", "not valid JSON");
+}
+
+TEST_CASE("inputs may come before analyticSettings", "[codec]") {
+  absl::StatusOr<InferenceRequest> decoded = DecodeRequest(
+      R"({"inputs": {"a": [1, 4], "b": [2, 5], "c": [3, 6]},
+          "analyticSettings": {"modelParams": {"input_var_order": ["c", "a", "b"]},
+                               "tunableParams": {"bias_weight_array": [7, 8]}}})",
+      Signature());
+  REQUIRE(decoded.ok());
+  CHECK(decoded->inputs == std::vector<float>{3, 1, 2, 6, 4, 5});
+  CHECK(decoded->params == std::vector<float>{7, 8});
+}
+
+TEST_CASE("anything after the object, or a broken value anywhere, is refused", "[codec]") {
+  const std::string ok = R"({"inputs": {"x_1": [1], "x_2": [2], "x_3": [3]})";
+  CHECK(DecodeRequest(ok + "}  \n", Signature()).ok());
+  RequireRejected(ok + "} x", "not valid JSON");
+  RequireRejected(ok + "}\x0b", "not valid JSON");
+  RequireRejected(ok + ", \"other\": [1, 2,]}", "not valid JSON");
+  RequireRejected(ok + ", \"other\": tru}", "not valid JSON");
+  RequireRejected(ok + ", \"other\": {\"a\" 1}}", "not valid JSON");
+  RequireRejected(ok + ",}", "not valid JSON");
 }
 
 TEST_CASE("requests without parameters need model defaults; without names, model names",

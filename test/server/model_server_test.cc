@@ -163,7 +163,11 @@ TEST_CASE("a message over max_message_bytes is refused with RESOURCE_EXHAUSTED",
 }
 
 TEST_CASE("64 concurrent requests with different parameters share forward passes", "[server]") {
-  TestServer server;
+  ServerOptions options;
+  // With the codec pool (the default), and without it (decode and encode where calls arrive and
+  // where batches run).
+  options.codec_threads = GENERATE(0, 2, -1);
+  TestServer server(options);
   server.model().Hold(true);
   std::future<Reply> first = server.EvaluateAsync(Payload({1}, {1, 0}));
   REQUIRE(server.model().WaitForForwards(1));
