@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs docker/compose.yaml with podman-compose against an already built image (docker/test_image.sh
-# builds it): the server starts, model_bench runs for 10 s once it is healthy, and the test
-# asserts that model_bench exited 0 with zero errors; then tears everything down.
+# builds it; the proxy's image is built here when missing): the server starts behind HAProxy,
+# model_bench runs through the proxy for 10 s once the server is healthy, and the test asserts
+# that model_bench exited 0 with zero errors; then tears everything down.
 #
 #   docker/test_compose.sh
 #
@@ -28,6 +29,9 @@ cleanup() {
 trap cleanup EXIT
 
 podman image exists model-server:cpu || { echo "test_compose: build model-server:cpu first" >&2; exit 1; }
+# The proxy's image is small (Debian's haproxy and its configuration): built here when missing.
+podman image exists model-server-proxy ||
+  podman build --network=host --format docker -t model-server-proxy -f haproxy/Dockerfile ..
 # Free host ports for the server, so a server already on 13000 or 8002 does not get in the way.
 free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'; }
 MODEL_SERVER_HOST_PORT=$(free_port)

@@ -3,4 +3,4 @@
 # package lists in scripts/packages/ (the image's Dockerfile installs the build and runtime
 # lists from the same files). Idempotent; safe to run again. Needs root (or sudo).
 set -euo pipefail
-exec "$(dirname "$0")/packages/install.sh" build build-libtorch runtime runtime-libtorch test
+exec "$(dirname "$0")/packages/install.sh" build build-libtorch runtime runtime-libtorch proxy test
