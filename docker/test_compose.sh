@@ -40,10 +40,11 @@ export MODEL_SERVER_HOST_PORT MODEL_SERVER_METRICS_HOST_PORT
 status=0
 timeout 180 podman-compose -p "$PROJECT" -f compose.yaml up --abort-on-container-exit \
   --exit-code-from bench > "$LOG" 2>&1 || status=$?
-grep -v 'systemd connection' "$LOG" | grep -E '^(step|c=[0-9]+ |model_bench:)|listening' || true
+grep -v 'systemd connection' "$LOG" | grep -E '^(step|c=[0-9]+ |r=[0-9.]+/s |model_bench:)|listening' || true
 [[ $status == 0 ]] || { tail -30 "$LOG"; echo "test_compose: FAIL: exit status $status" >&2; exit 1; }
-# model_bench's table: "c=16  <req/s> ... <errors>"; the last field is the error count.
-result=$(grep -E '^c=[0-9]+ ' "$LOG" | tail -1)
+# model_bench's table: "c=16  <req/s> ... <errors>" (closed loop) or "r=2000/s ..." (open
+# loop); the last field is the error count.
+result=$(grep -E '^(c=[0-9]+|r=[0-9.]+/s) ' "$LOG" | tail -1)
 [[ -n "$result" ]] || { echo "test_compose: FAIL: no model_bench result" >&2; exit 1; }
 errors=$(awk '{print $NF}' <<< "$result")
 [[ "$errors" == 0 ]] || { echo "test_compose: FAIL: $errors errors" >&2; exit 1; }

@@ -313,7 +313,7 @@ int Main(int argc, char** argv) {
       connections.handshake_timeout.count(), connections.keepalive_time.count(),
       connections.keepalive_timeout.count(), connections.min_ping_interval.count(),
       connections.max_ping_strikes, options.self_check.interval.count(),
-      options.self_check.max_failures);
+      options.self_check.max_failures, config.memory_trim.interval.count());
 
   std::vector<std::unique_ptr<handlers::LoadedModel>> instances;
   for (int i = 0; i < config.instances; ++i) {

@@ -97,15 +97,19 @@ class Server:
         finally:
             channel.close()
 
-    def stop(self):
-        """SIGTERM (unless it already exited); returns the exit code."""
+    def stop(self, check_log=True):
+        """SIGTERM (unless it already exited); returns the exit code. With check_log, checks
+        that no log line failed to format (spdlog writes "LOG ERROR" instead of the line)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout=60)
+            code = self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            return self.process.wait()
+            code = self.process.wait()
+        if check_log:
+            check("every log line of the server formatted", "LOG ERROR" not in self.log())
+        return code
 
 
 class Proxy:
