@@ -11,15 +11,7 @@ REQUIREMENTS=scripts/torch2-requirements.txt
 stamp="$VENV/.installed-$(sha256sum "$REQUIREMENTS" | cut -c1-16)"
 [ -e "$stamp" ] && exit 0
 
-# Debian's python3 needs python3-venv to make a virtual environment with pip in it.
-if ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "install ok installed"; then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  echo "setup_torch2: installing python3-venv"
-  $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends python3-venv
-fi
-
+scripts/packages/install.sh torch2  # python3-venv: Debian's python3 makes no venv without it
 echo "setup_torch2: installing $(grep '^torch==' "$REQUIREMENTS") into $VENV"
 rm -rf "$VENV"
 /usr/bin/python3 -m venv "$VENV"
