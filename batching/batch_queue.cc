@@ -1,6 +1,6 @@
-#include "batch_queue.h"
+#include "batching/batch_queue.h"
 
-namespace batching {
+namespace model_server::batching {
 
 absl::Status ValidateBatchingOptions(const BatchingOptions& options) {
   if (options.max_batch_rows == 0) {
@@ -14,7 +14,8 @@ absl::Status ValidateBatchingOptions(const BatchingOptions& options) {
   if (options.max_queue_delay.count() < 0) {
     return absl::InvalidArgumentError("max_queue_delay must not be negative");
   }
+  if (options.clock == nullptr) return absl::InvalidArgumentError("clock must be set");
   return absl::OkStatus();
 }
 
-}  // namespace batching
+}  // namespace model_server::batching

@@ -5,16 +5,16 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "batching/batch_task.h"
+#include "batching/clock.h"
 
-namespace batching {
-
-using Clock = std::chrono::steady_clock;
-using TimePoint = Clock::time_point;
+namespace model_server::batching {
 
 struct BatchingOptions {
   // A batch closes once its rows reach this; a single larger task runs as a batch of its own.
@@ -23,6 +23,8 @@ struct BatchingOptions {
   std::chrono::microseconds max_queue_delay{0};
   // Rows the queue holds at most; a task that would go beyond it is rejected.
   size_t max_queue_rows = 65536;
+  // Where the batcher reads time and waits; tests pass a fake clock.
+  Clock* clock = RealClock();
 };
 
 absl::Status ValidateBatchingOptions(const BatchingOptions& options);
@@ -37,13 +39,10 @@ struct Cut {
 
 // The batching policy, without threads or clocks of its own: time is passed in, so tests drive
 // it with any time they like. Not thread-safe; DynamicBatcher guards it with its mutex.
-//
-// Task must provide:
-//   size_t rows() const;                       // rows this task adds to a batch
-//   absl::Status Dequeue(TimePoint now);  // called once as the task leaves the queue;
-//                                         // non-OK drops it instead of running it
 template <typename Task>
 class BatchQueue {
+  static_assert(std::is_base_of_v<BatchTask, Task>, "a batched task is a BatchTask");
+
  public:
   explicit BatchQueue(const BatchingOptions& options) : options_(options) {}
 
@@ -61,7 +60,7 @@ class BatchQueue {
     return absl::OkStatus();
   }
 
-  // The earliest time at which Cut returns a batch; nullopt while the queue is empty.
+  // The earliest time at which Pop returns a batch; nullopt while the queue is empty.
   std::optional<TimePoint> ReadyAt() const {
     if (entries_.empty()) return std::nullopt;
     if (queued_rows_ >= options_.max_batch_rows) return entries_.front().enqueued;
@@ -94,6 +93,7 @@ class BatchQueue {
   }
 
   bool empty() const { return entries_.empty(); }
+  size_t size() const { return entries_.size(); }
   size_t queued_rows() const { return queued_rows_; }
 
  private:
@@ -107,4 +107,4 @@ class BatchQueue {
   size_t queued_rows_ = 0;
 };
 
-}  // namespace batching
+}  // namespace model_server::batching

@@ -8,14 +8,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "batch_queue.h"
+#include "batching/batch_queue.h"
 
-namespace batching {
+namespace model_server::batching {
 
 // Coalesces tasks into batches and hands each closed batch to a callback on a batch thread.
-//
-// Task must provide what BatchQueue needs, plus:
-//   void Fail(absl::Status status);  // completes a task that will not run (dropped, shutdown)
+// Task is a BatchTask (or derives from one).
 template <typename Task>
 class DynamicBatcher {
  public:
@@ -40,10 +38,16 @@ class DynamicBatcher {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) return absl::UnavailableError("server is shutting down");
-      if (absl::Status pushed = queue_.Push(task, Clock::now()); !pushed.ok()) return pushed;
+      if (absl::Status pushed = queue_.Push(task, clock_.Now()); !pushed.ok()) return pushed;
     }
     wake_.notify_one();
     return absl::OkStatus();
+  }
+
+  // Tasks waiting in the queue (not those being run). Any thread.
+  size_t NumEnqueuedTasks() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return queue_.size();
   }
 
   // Runs every task still queued, then joins the batch threads. Idempotent; any thread but a
@@ -61,7 +65,7 @@ class DynamicBatcher {
 
  private:
   DynamicBatcher(const BatchingOptions& options, size_t num_workers, ProcessBatch process)
-      : process_(std::move(process)), queue_(options) {
+      : process_(std::move(process)), clock_(*options.clock), queue_(options) {
     for (size_t worker = 0; worker < num_workers; ++worker) {
       workers_.emplace_back([this, worker] { Loop(worker); });
     }
@@ -70,7 +74,7 @@ class DynamicBatcher {
   void Loop(size_t worker) {
     std::unique_lock<std::mutex> lock(mu_);
     while (true) {
-      Cut<Task> cut = queue_.Pop(Clock::now(), stopping_);
+      Cut<Task> cut = queue_.Pop(clock_.Now(), stopping_);
       if (!cut.batch.empty() || !cut.dropped.empty()) {
         const bool more_queued = !queue_.empty();
         lock.unlock();
@@ -83,7 +87,7 @@ class DynamicBatcher {
       }
       if (stopping_ && queue_.empty()) return;
       if (std::optional<TimePoint> ready_at = queue_.ReadyAt()) {
-        wake_.wait_until(lock, *ready_at);
+        clock_.WaitUntil(lock, wake_, *ready_at);
       } else {
         wake_.wait(lock);
       }
@@ -91,6 +95,7 @@ class DynamicBatcher {
   }
 
   const ProcessBatch process_;
+  Clock& clock_;
   std::mutex mu_;
   std::condition_variable wake_;
   BatchQueue<Task> queue_;  // guarded by mu_
@@ -98,4 +103,4 @@ class DynamicBatcher {
   std::vector<std::thread> workers_;
 };
 
-}  // namespace batching
+}  // namespace model_server::batching

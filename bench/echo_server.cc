@@ -1,10 +1,10 @@
 // echo_server: answers every ModelService.EvaluateModel with the same fixed response, without
-// parsing the request or running a model, on the same async completion-queue design as
-// model_server. Its throughput is what the gRPC transport alone allows on a machine.
+// parsing the request or running a model, on model_server's own completion-queue code
+// (server/completion_queue.h, server/unary_call.h). Its throughput is what our transport allows
+// without JSON and model on a machine.
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <sched.h>
 
 #include <csignal>
 #include <cxxopts.hpp>
@@ -13,58 +13,15 @@
 #include <thread>
 #include <vector>
 
-#include "model_interface.grpc.pb.h"
+#include "platform/cpus.h"
+#include "protos/model_interface.grpc.pb.h"
+#include "server/completion_queue.h"
+#include "server/unary_call.h"
 
+namespace model_server::bench {
 namespace {
 
-// Calls armed per completion queue, as in model_server.
-constexpr int kCallsPerQueue = 16;
-
-class Tag {
- public:
-  virtual ~Tag() = default;
-  virtual void Proceed(bool ok) = 0;
-};
-
-// One EvaluateModel call: wait for a request, answer it at once, delete itself.
-class EchoCall final : public Tag {
- public:
-  static void Listen(ModelService::AsyncService* service, grpc::ServerCompletionQueue* cq,
-                     const outCalc* reply) {
-    auto* call = new EchoCall(service, cq, reply);
-    service->RequestEvaluateModel(&call->context_, &call->request_, &call->responder_, cq, cq,
-                                  call);
-  }
-
-  void Proceed(bool ok) override {
-    if (answered_ || !ok) {  // finished, or the server shut down before a request came
-      delete this;
-      return;
-    }
-    Listen(service_, cq_, reply_);
-    answered_ = true;
-    responder_.Finish(*reply_, grpc::Status::OK, this);
-  }
-
- private:
-  EchoCall(ModelService::AsyncService* service, grpc::ServerCompletionQueue* cq,
-           const outCalc* reply)
-      : service_(service), cq_(cq), reply_(reply), responder_(&context_) {}
-
-  ModelService::AsyncService* const service_;
-  grpc::ServerCompletionQueue* const cq_;
-  const outCalc* const reply_;
-  grpc::ServerContext context_;
-  inRequest request_;
-  grpc::ServerAsyncResponseWriter<outCalc> responder_;
-  bool answered_ = false;
-};
-
-int UsableCpus() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
-  return std::max(1, CPU_COUNT(&set));
-}
+using EchoCall = server::UnaryCall<inRequest, outCalc>;
 
 // {"prediction": {"y_1": [rows values]}}, the size of the demo model's answer.
 std::string FixedResponse(int rows) {
@@ -73,9 +30,7 @@ std::string FixedResponse(int rows) {
   return json + "]}}";
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   cxxopts::Options options("echo_server", "Answers every EvaluateModel with a fixed response");
   // clang-format off
   options.add_options()
@@ -112,7 +67,7 @@ int main(int argc, char** argv) {
                            &port);
   builder.RegisterService(&service);
   const int threads =
-      flags["cq-threads"].as<int>() > 0 ? flags["cq-threads"].as<int>() : UsableCpus();
+      flags["cq-threads"].as<int>() > 0 ? flags["cq-threads"].as<int>() : platform::UsableCpus();
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues;
   for (int i = 0; i < threads; ++i) queues.push_back(builder.AddCompletionQueue());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -121,14 +76,20 @@ int main(int argc, char** argv) {
               << std::endl;
     return 1;
   }
+  const EchoCall::Methods echo{[&service](grpc::ServerContext* context, inRequest* request,
+                                          grpc::ServerAsyncResponseWriter<outCalc>* responder,
+                                          grpc::ServerCompletionQueue* cq, void* tag) {
+                                 service.RequestEvaluateModel(context, request, responder, cq, cq,
+                                                              tag);
+                               },
+                               [&reply](const inRequest&, outCalc* response) {
+                                 *response = reply;
+                                 return grpc::Status::OK;
+                               }};
   std::vector<std::thread> pollers;
   for (auto& cq : queues) {
-    for (int i = 0; i < kCallsPerQueue; ++i) EchoCall::Listen(&service, cq.get(), &reply);
-    pollers.emplace_back([queue = cq.get()] {
-      void* tag;
-      bool ok;
-      while (queue->Next(&tag, &ok)) static_cast<Tag*>(tag)->Proceed(ok);
-    });
+    for (int i = 0; i < server::kCallsArmedPerQueue; ++i) EchoCall::Listen(echo, cq.get());
+    pollers.emplace_back([queue = cq.get()] { server::PollCompletionQueue(queue); });
   }
   std::cout << "echo_server listening on port " << port << " with " << threads << " threads"
             << std::endl;
@@ -140,3 +101,8 @@ int main(int argc, char** argv) {
   for (std::thread& poller : pollers) poller.join();
   return 0;
 }
+
+}  // namespace
+}  // namespace model_server::bench
+
+int main(int argc, char** argv) { return model_server::bench::Main(argc, argv); }

@@ -9,7 +9,9 @@
 #include <sstream>
 #include <vector>
 
-#include "torch_handler.h"
+#include "handlers/torch/torch_handler.h"
+
+namespace handlers = model_server::handlers;
 
 int main(int argc, char** argv) {
   cxxopts::Options options("model_forward_bench",
@@ -53,11 +55,13 @@ int main(int argc, char** argv) {
     handler_options.max_batch_rows = std::max(handler_options.max_batch_rows, rows);
   }
 
-  std::unique_ptr<handlers::ModelHandler> handler = handlers::MakeTorchHandler(handler_options);
-  if (const absl::Status initialized = handler->Initialize(); !initialized.ok()) {
-    std::cerr << "model_forward_bench: " << initialized.message() << std::endl;
+  absl::StatusOr<std::unique_ptr<handlers::LoadedModel>> loaded =
+      handlers::LoadedModel::Load(handlers::MakeTorchHandler(handler_options));
+  if (!loaded.ok()) {
+    std::cerr << "model_forward_bench: " << loaded.status().message() << std::endl;
     return 1;
   }
+  handlers::ModelHandler* handler = &(*loaded)->handler();
   const handlers::ModelSignature& signature = handler->signature();
   std::printf("%10s %12s %14s %12s\n", "batch_rows", "forwards/s", "rows/s", "us/forward");
   for (const int64_t rows : sizes) {
@@ -81,6 +85,5 @@ int main(int argc, char** argv) {
                 forwards / elapsed.count(), forwards * rows / elapsed.count(),
                 elapsed.count() * 1e6 / forwards);
   }
-  handler->Cleanup();
   return 0;
 }

@@ -28,9 +28,11 @@ cleanup() {
 trap cleanup EXIT
 
 podman image exists model-server:cpu || { echo "test_compose: build model-server:cpu first" >&2; exit 1; }
-# A free host port for the server, so a server already on 13000 does not get in the way.
-MODEL_SERVER_HOST_PORT=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
-export MODEL_SERVER_HOST_PORT
+# Free host ports for the server, so a server already on 13000 or 8002 does not get in the way.
+free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'; }
+MODEL_SERVER_HOST_PORT=$(free_port)
+MODEL_SERVER_METRICS_HOST_PORT=$(free_port)
+export MODEL_SERVER_HOST_PORT MODEL_SERVER_METRICS_HOST_PORT
 status=0
 timeout 180 podman-compose -p "$PROJECT" -f compose.yaml up --abort-on-container-exit \
   --exit-code-from bench > "$LOG" 2>&1 || status=$?

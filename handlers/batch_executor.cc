@@ -1,18 +1,16 @@
-#include "batch_executor.h"
+#include "handlers/batch_executor.h"
 
 #include <algorithm>
 #include <cstring>
 
-namespace handlers {
+namespace model_server::handlers {
 
-void BatchExecutor::Execute(std::vector<std::unique_ptr<InferenceTask>>& batch) {
-  stats_.batches.fetch_add(1, std::memory_order_relaxed);
-  stats_.batched_requests.fetch_add(batch.size(), std::memory_order_relaxed);
+size_t BatchExecutor::Execute(std::vector<std::unique_ptr<InferenceTask>>& batch) {
   absl::Status batched = Forward(batch, 0, batch.size());
-  if (batched.ok()) return;
+  if (batched.ok()) return 1;
   if (batch.size() == 1) {
     batch[0]->Fail(std::move(batched));
-    return;
+    return 1;
   }
   // Some request broke the shared forward pass: rerun each alone so only the culprit fails.
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -20,6 +18,7 @@ void BatchExecutor::Execute(std::vector<std::unique_ptr<InferenceTask>>& batch) 
       batch[i]->Fail(std::move(alone));
     }
   }
+  return 1 + batch.size();
 }
 
 absl::Status BatchExecutor::Forward(const std::vector<std::unique_ptr<InferenceTask>>& tasks,
@@ -43,8 +42,6 @@ absl::Status BatchExecutor::Forward(const std::vector<std::unique_ptr<InferenceT
     }
   }
 
-  stats_.forward_passes.fetch_add(1, std::memory_order_relaxed);
-  stats_.forward_rows.fetch_add(total_rows, std::memory_order_relaxed);
   absl::StatusOr<const float*> outputs = handler_.Run();
   if (!outputs.ok()) return outputs.status();
 
@@ -57,4 +54,4 @@ absl::Status BatchExecutor::Forward(const std::vector<std::unique_ptr<InferenceT
   return absl::OkStatus();
 }
 
-}  // namespace handlers
+}  // namespace model_server::handlers

@@ -1,29 +1,13 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
-#include <vector>
+#include <memory>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "handlers/model_types.h"
 
-namespace handlers {
-
-// What a loaded model takes and gives, as the request decoder needs to know it.
-struct ModelSignature {
-  // The model's own input_var_order; used when a request names none. May be empty.
-  std::vector<std::string> input_names;
-  // The model's own output_var_order; used when a request names none. May be empty.
-  std::vector<std::string> output_names;
-  // Columns of the input tensor [rows, num_inputs].
-  int64_t num_inputs = 0;
-  // Columns of the output tensor [rows, num_outputs].
-  int64_t num_outputs = 0;
-  // Length of the tunable parameter vector; 0 when forward takes the input tensor only.
-  int64_t num_params = 0;
-  // Used for requests without tunableParams; empty when such requests must be refused.
-  std::vector<float> default_params;
-};
+namespace model_server::handlers {
 
 // How long Initialize took, for operators.
 struct InitializeTimes {
@@ -37,9 +21,9 @@ struct BatchBuffers {
   float* params = nullptr;  // [rows, num_params], row-major; null when num_params == 0
 };
 
-// One model kind, with the seed's three constructs: Initialize, Run, Cleanup.
-// Initialize and Cleanup are called once each, from the main thread; PrepareBatch and Run only
-// from the one batch thread that owns this instance, never concurrently.
+// One model kind, with the seed's three constructs: Initialize, Run, Cleanup. LoadedModel calls
+// Initialize and Cleanup; PrepareBatch and Run are called only from the one batch thread that
+// owns this instance, never concurrently.
 class ModelHandler {
  public:
   virtual ~ModelHandler() = default;
@@ -64,4 +48,24 @@ class ModelHandler {
   virtual void Cleanup() = 0;
 };
 
-}  // namespace handlers
+// A handler between Initialize and Cleanup: Load initializes it and the destructor cleans it up,
+// so one object owns the handler's life.
+class LoadedModel {
+ public:
+  // Initializes `handler`; its error (see ModelHandler::Initialize) if that fails.
+  static absl::StatusOr<std::unique_ptr<LoadedModel>> Load(std::unique_ptr<ModelHandler> handler);
+
+  ~LoadedModel() { handler_->Cleanup(); }
+  LoadedModel(const LoadedModel&) = delete;
+  LoadedModel& operator=(const LoadedModel&) = delete;
+
+  ModelHandler& handler() { return *handler_; }
+  const ModelSignature& signature() const { return handler_->signature(); }
+
+ private:
+  explicit LoadedModel(std::unique_ptr<ModelHandler> handler) : handler_(std::move(handler)) {}
+
+  const std::unique_ptr<ModelHandler> handler_;
+};
+
+}  // namespace model_server::handlers

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the tests that need no libtorch (batching_tests, handlers_tests, server_tests) under
-# ASan+UBSan (build-asan) and TSan (build-tsan), and runs them through ctest. The sanitizers see
-# only our code: MODEL_SERVER_WITH_TORCH=OFF keeps libtorch out of these builds entirely.
+# Builds the tests that need no libtorch (batching_tests, handlers_tests, protocol_tests,
+# server_tests) under ASan+UBSan (build-asan) and TSan (build-tsan), and runs them through ctest.
+# The sanitizers see only our code: MODEL_SERVER_WITH_TORCH=OFF keeps libtorch out of these
+# builds entirely.
 #
 #   scripts/sanitize.sh            # both builds
 #   scripts/sanitize.sh asan       # one of them: asan | tsan
@@ -17,7 +18,7 @@ if [ -z "${CXX:-}" ]; then
   if command -v clang++ >/dev/null; then CXX=clang++; else CXX=g++; fi
 fi
 JOBS=${JOBS:-$(nproc)}
-TARGETS=(batching_tests handlers_tests server_tests)
+TARGETS=(batching_tests handlers_tests protocol_tests server_tests)
 KINDS=("$@")
 ((${#KINDS[@]} > 0)) || KINDS=(asan tsan)
 

@@ -4,9 +4,9 @@
 
 #include "absl/status/status.h"
 
-namespace server {
+namespace model_server::server {
 
 // The one place an internal status becomes what the client sees.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-}  // namespace server
+}  // namespace model_server::server

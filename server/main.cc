@@ -15,9 +15,11 @@
 #include <string>
 #include <thread>
 
-#include "model_server.h"
-#include "torch_handler.h"
+#include "handlers/torch/torch_handler.h"
+#include "platform/cpus.h"
+#include "server/model_server.h"
 
+namespace model_server {
 namespace {
 
 std::string EnvOr(const char* name, const std::string& fallback) {
@@ -62,6 +64,9 @@ Config ParseFlags(int argc, char** argv) {
      cxxopts::value<size_t>()->default_value(std::to_string(defaults.server.batching.max_queue_rows)))
     ("cq-threads", "completion-queue threads; 0 = CPUs this process may use",
      cxxopts::value<int>()->default_value("0"))
+    ("codec-threads", "threads that decode requests and encode replies; 0 = CPUs this process "
+     "may use; -1 = none (decode on completion-queue threads, encode on batch threads)",
+     cxxopts::value<int>()->default_value(std::to_string(defaults.server.codec_threads)))
     ("instances", "model instances, each with its own batch thread (and CUDA stream)",
      cxxopts::value<int>()->default_value("1"))
     ("precision", "fp32, fp16 or bf16: what the model computes in (the wire stays float32)",
@@ -104,6 +109,7 @@ Config ParseFlags(int argc, char** argv) {
     Config config;
     config.server.address = flags["address"].as<std::string>();
     config.server.cq_threads = flags["cq-threads"].as<int>();
+    config.server.codec_threads = flags["codec-threads"].as<int>();
     config.server.max_message_bytes = flags["max-message-bytes"].as<int>();
     config.server.metrics_address = flags["metrics-address"].as<std::string>();
     config.server.max_rows_per_request = flags["max-rows-per-request"].as<int64_t>();
@@ -169,7 +175,7 @@ int NextSignal(int signal_pipe) {
 }
 
 // Serves until SIGINT/SIGTERM, then drains; a second signal exits at once.
-void ServeUntilSignalled(server::ModelServer& model_server, int signal_pipe) {
+void ServeUntilSignalled(server::ModelServer& running, int signal_pipe) {
   const int signal_number = NextSignal(signal_pipe);
   spdlog::info("received {}: draining (health NOT_SERVING, new calls refused)",
                strsignal(signal_number));
@@ -178,12 +184,10 @@ void ServeUntilSignalled(server::ModelServer& model_server, int signal_pipe) {
     spdlog::warn("received {} again: exiting without draining", strsignal(second));
     std::_Exit(1);
   }).detach();
-  model_server.Shutdown();
+  running.Shutdown();
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   const Config config = ParseFlags(argc, argv);
   const std::optional<spdlog::level::level_enum> level = [&]() {
     const spdlog::level::level_enum parsed = spdlog::level::from_str(config.log_level);
@@ -213,13 +217,17 @@ int main(int argc, char** argv) {
   spdlog::info(
       "config: model={} device={} precision={} instances={} max_batch_rows={} "
       "max_queue_delay_us={} max_queue_rows={} max_rows_per_request={} cq_threads={} "
+      "codec_threads={} "
       "torch_threads={} max_message_bytes={} max_concurrent_streams={} grpc_memory_bytes={} "
       "tls={} metrics_address={} drain_timeout_s={}",
       config.handler.model_path.empty() ? "demo" : config.handler.model_path, config.handler.device,
       config.handler.precision, config.instances, options.batching.max_batch_rows,
       options.batching.max_queue_delay.count(), options.batching.max_queue_rows,
       options.max_rows_per_request,
-      options.cq_threads > 0 ? options.cq_threads : server::UsableCpus(),
+      options.cq_threads > 0 ? options.cq_threads : platform::UsableCpus(),
+      options.codec_threads > 0    ? options.codec_threads
+      : options.codec_threads == 0 ? platform::UsableCpus()
+                                   : 0,
       config.handler.torch_threads, options.max_message_bytes, options.max_concurrent_streams,
       options.grpc_memory_bytes,
       options.tls.cert_file.empty()        ? "off"
@@ -228,27 +236,33 @@ int main(int argc, char** argv) {
       options.metrics_address.empty() ? "none" : options.metrics_address,
       std::chrono::duration_cast<std::chrono::seconds>(options.drain_timeout).count());
 
-  std::vector<std::unique_ptr<handlers::ModelHandler>> instances;
+  std::vector<std::unique_ptr<handlers::LoadedModel>> instances;
   for (int i = 0; i < config.instances; ++i) {
-    instances.push_back(handlers::MakeTorchHandler(config.handler));
-    if (const absl::Status initialized = instances.back()->Initialize(); !initialized.ok()) {
-      spdlog::error("cannot start: {}", std::string(initialized.message()));
+    absl::StatusOr<std::unique_ptr<handlers::LoadedModel>> loaded =
+        handlers::LoadedModel::Load(handlers::MakeTorchHandler(config.handler));
+    if (!loaded.ok()) {
+      spdlog::error("cannot start: {}", std::string(loaded.status().message()));
       return 1;
     }
+    instances.push_back(*std::move(loaded));
   }
 
-  absl::StatusOr<std::unique_ptr<server::ModelServer>> model_server =
+  absl::StatusOr<std::unique_ptr<server::ModelServer>> started =
       server::ModelServer::Start(options, std::move(instances));
-  if (!model_server.ok()) {
-    spdlog::error("cannot start: {}", std::string(model_server.status().message()));
+  if (!started.ok()) {
+    spdlog::error("cannot start: {}", std::string(started.status().message()));
     return 1;
   }
-  spdlog::info("listening on port {} ({}); health SERVING", (*model_server)->port(),
-               options.address);
+  spdlog::info("listening on port {} ({}); health SERVING", (*started)->port(), options.address);
 
-  ServeUntilSignalled(**model_server, signal_pipe);
-  const handlers::ExecutorStats& stats = (*model_server)->stats();
-  spdlog::info("stopped: {} requests in {} batches, {} forward passes", stats.batched_requests,
-               stats.batches, stats.forward_passes);
+  ServeUntilSignalled(**started, signal_pipe);
+  const server::metrics::ServerMetrics& metrics = (*started)->metrics();
+  spdlog::info("stopped: {} requests in {} batches, {} forward passes", metrics.batched_requests(),
+               metrics.batches(), metrics.forward_passes());
   return 0;
 }
+
+}  // namespace
+}  // namespace model_server
+
+int main(int argc, char** argv) { return model_server::Main(argc, argv); }

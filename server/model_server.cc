@@ -1,21 +1,18 @@
-#include "model_server.h"
+#include "server/model_server.h"
 
 #include <grpcpp/health_check_service_interface.h>
-#include <sched.h>
 #include <spdlog/spdlog.h>
 
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "tsan_annotations.h"
+#include "platform/cpus.h"
 
-namespace server {
+namespace model_server::server {
 namespace {
 
-// Calls armed per completion queue and method, so bursts of arrivals need not wait for a
-// replacement call to be armed.
-constexpr int kEvaluateCallsPerQueue = 16;
+// Health checks are rare: a couple of armed calls per queue suffice.
 constexpr int kHealthCallsPerQueue = 2;
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
@@ -53,28 +50,22 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(const T
   return grpc::SslServerCredentials(ssl);
 }
 
-}  // namespace
-
-int UsableCpus() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
-  return std::max(1, CPU_COUNT(&set));
-}
-
 bool SameShape(const handlers::ModelSignature& a, const handlers::ModelSignature& b) {
   return a.num_inputs == b.num_inputs && a.num_outputs == b.num_outputs &&
          a.num_params == b.num_params;
 }
 
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
-    const ServerOptions& options, std::unique_ptr<handlers::ModelHandler> instance) {
-  std::vector<std::unique_ptr<handlers::ModelHandler>> instances;
+    const ServerOptions& options, std::unique_ptr<handlers::LoadedModel> instance) {
+  std::vector<std::unique_ptr<handlers::LoadedModel>> instances;
   instances.push_back(std::move(instance));
   return Start(options, std::move(instances));
 }
 
 absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
-    const ServerOptions& options, std::vector<std::unique_ptr<handlers::ModelHandler>> instances) {
+    const ServerOptions& options, std::vector<std::unique_ptr<handlers::LoadedModel>> instances) {
   if (instances.empty()) return absl::InvalidArgumentError("no model instance to serve");
   for (const auto& instance : instances) {
     if (!SameShape(instance->signature(), instances[0]->signature())) {
@@ -90,32 +81,28 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
   if (options.max_concurrent_streams <= 0) {
     return absl::InvalidArgumentError("max_concurrent_streams must be positive");
   }
+  if (options.codec_threads < -1) {
+    return absl::InvalidArgumentError("codec_threads must be -1 (none), 0 (one per CPU) or more");
+  }
   std::unique_ptr<ModelServer> server(new ModelServer(options, std::move(instances)));
   if (absl::Status built = server->Build(); !built.ok()) return built;
   return server;
 }
 
 ModelServer::ModelServer(const ServerOptions& options,
-                         std::vector<std::unique_ptr<handlers::ModelHandler>> instances)
+                         std::vector<std::unique_ptr<handlers::LoadedModel>> instances)
     : options_(options), instances_(std::move(instances)) {
   for (auto& instance : instances_) {
-    executors_.push_back(std::make_unique<handlers::BatchExecutor>(*instance, stats_));
+    executors_.push_back(std::make_unique<handlers::BatchExecutor>(instance->handler()));
   }
 }
 
 absl::Status ModelServer::Build() {
-  absl::StatusOr<std::unique_ptr<metrics::ServerMetrics>> metrics =
-      metrics::ServerMetrics::Start({.address = options_.metrics_address});
-  if (!metrics.ok()) return metrics.status();
-  metrics_ = *std::move(metrics);
-  handlers::InitializeTimes startup;
-  for (const auto& instance : instances_) {
-    startup.load_seconds += instance->initialize_times().load_seconds;
-    startup.warmup_seconds += instance->initialize_times().warmup_seconds;
+  if (options_.codec_threads >= 0) {
+    codec_pool_ = std::make_unique<WorkPool>(options_.codec_threads > 0 ? options_.codec_threads
+                                                                        : platform::UsableCpus());
   }
-  metrics_->SetModelLoadSeconds(startup.load_seconds);
-  metrics_->SetWarmupSeconds(startup.warmup_seconds);
-
+  // Batches run only once calls arrive, after metrics_ is set below.
   absl::StatusOr<std::unique_ptr<Batcher>> batcher = Batcher::Create(
       options_.batching, instances_.size(),
       [this](size_t worker, std::vector<std::unique_ptr<handlers::InferenceTask>>& batch) {
@@ -123,18 +110,32 @@ absl::Status ModelServer::Build() {
         const size_t requests = batch.size();
         size_t rows = 0;
         for (const auto& task : batch) rows += task->rows();
-        executors_[worker]->Execute(batch);
+        const size_t forward_passes = executors_[worker]->Execute(batch);
         metrics_->RecordBatch(
-            requests, rows,
+            requests, rows, forward_passes,
             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        EvaluateCall::ReplyAll(batch, codec_pool_.get());
       });
   if (!batcher.ok()) return batcher.status();
   batcher_ = *std::move(batcher);
+
+  absl::StatusOr<std::unique_ptr<metrics::ServerMetrics>> metrics = metrics::ServerMetrics::Start(
+      {.address = options_.metrics_address,
+       .queued_requests = [batcher = batcher_.get()] { return batcher->NumEnqueuedTasks(); }});
+  if (!metrics.ok()) return metrics.status();
+  metrics_ = *std::move(metrics);
+  handlers::InitializeTimes startup;
+  for (const auto& instance : instances_) {
+    startup.load_seconds += instance->handler().initialize_times().load_seconds;
+    startup.warmup_seconds += instance->handler().initialize_times().warmup_seconds;
+  }
+  metrics_->SetModelLoadSeconds(startup.load_seconds);
+  metrics_->SetWarmupSeconds(startup.warmup_seconds);
   evaluate_context_ = EvaluateContext{
       &service_, batcher_.get(), &instances_[0]->signature(),
       // A request the queue can never hold is refused as such.
       std::min<int64_t>(options_.max_rows_per_request, options_.batching.max_queue_rows),
-      metrics_.get()};
+      metrics_.get(), codec_pool_.get()};
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       MakeCredentials(options_.tls);
   if (!credentials.ok()) return credentials.status();
@@ -161,37 +162,27 @@ absl::Status ModelServer::Build() {
   quota.Resize(options_.grpc_memory_bytes);
   builder.SetResourceQuota(quota);
   builder.RegisterService(&service_);
-  const int num_queues = options_.cq_threads > 0 ? options_.cq_threads : UsableCpus();
+  const int num_queues = options_.cq_threads > 0 ? options_.cq_threads : platform::UsableCpus();
   for (int i = 0; i < num_queues; ++i) queues_.push_back(builder.AddCompletionQueue());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr) {
     for (auto& cq : queues_) {
       cq->Shutdown();
-      PollQueue(cq.get());
+      PollCompletionQueue(cq.get());
     }
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options_.address, " (address in use or invalid)"));
   }
 
   for (auto& cq : queues_) {
-    for (int i = 0; i < kEvaluateCallsPerQueue; ++i)
-      EvaluateCall::Listen(evaluate_context_, cq.get());
+    for (int i = 0; i < kCallsArmedPerQueue; ++i) EvaluateCall::Listen(evaluate_context_, cq.get());
     for (int i = 0; i < kHealthCallsPerQueue; ++i) {
       UnaryCall<google::protobuf::Empty, HCReply>::Listen(health_methods_, cq.get());
     }
-    pollers_.emplace_back([this, queue = cq.get()] { PollQueue(queue); });
+    pollers_.emplace_back([queue = cq.get()] { PollCompletionQueue(queue); });
   }
   SetServing(true);
   return absl::OkStatus();
-}
-
-void ModelServer::PollQueue(grpc::ServerCompletionQueue* cq) {
-  void* tag;
-  bool ok;
-  while (cq->Next(&tag, &ok)) {
-    TagReceived(tag);
-    static_cast<Tag*>(tag)->Proceed(ok);
-  }
 }
 
 void ModelServer::SetServing(bool serving) {
@@ -208,11 +199,14 @@ void ModelServer::Shutdown() {
     // running meanwhile, so queued requests are computed and answered.
     server_->Shutdown(std::chrono::system_clock::now() + options_.drain_timeout);
     // Anything still queued after a drain timeout is computed or dropped (its call was
-    // cancelled), and finished before the queues close.
+    // cancelled), and finished before the queues close: the batcher's last replies run on the
+    // codec pool, which stops after them.
     batcher_->Shutdown();
+    if (codec_pool_ != nullptr) codec_pool_->Shutdown();
     for (auto& cq : queues_) cq->Shutdown();
     for (std::thread& poller : pollers_) poller.join();
-    for (auto& instance : instances_) instance->Cleanup();
+    executors_.clear();
+    instances_.clear();  // LoadedModel's destructor runs Cleanup
   });
 }
 
@@ -220,4 +214,4 @@ ModelServer::~ModelServer() {
   if (server_ != nullptr) Shutdown();
 }
 
-}  // namespace server
+}  // namespace model_server::server

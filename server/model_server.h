@@ -11,13 +11,15 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "batch_executor.h"
-#include "batch_queue.h"
-#include "call_data.h"
-#include "metrics.h"
-#include "model_handler.h"
+#include "batching/batch_queue.h"
+#include "handlers/batch_executor.h"
+#include "handlers/model_handler.h"
+#include "server/evaluate_call.h"
+#include "server/metrics/metrics.h"
+#include "server/unary_call.h"
+#include "server/work_pool.h"
 
-namespace server {
+namespace model_server::server {
 
 struct TlsOptions {
   // PEM certificate chain to serve TLS with; empty serves plaintext.
@@ -33,6 +35,10 @@ struct ServerOptions {
   std::string address = "0.0.0.0:13000";
   // Completion queues, each polled by its own thread; 0 means one per CPU this process may use.
   int cq_threads = 0;
+  // Threads that decode requests and encode replies, whichever connection or batch they belong
+  // to; 0 means one per CPU this process may use; -1 none: each completion-queue thread decodes
+  // the requests it receives and the batch thread encodes the replies.
+  int codec_threads = 0;
   // Largest request or response message, in bytes; larger ones fail with RESOURCE_EXHAUSTED.
   int max_message_bytes = 4 * 1024 * 1024;
   // Rows one request may carry (at most max_queue_rows); larger requests get INVALID_ARGUMENT.
@@ -52,19 +58,19 @@ struct ServerOptions {
 };
 
 // The gRPC front end: ModelService (EvaluateModel, HealthCheck) and grpc.health.v1.Health on
-// completion queues, feeding one dynamic batcher whose batch threads each run one initialized
-// model instance.
+// completion queues, feeding one dynamic batcher whose batch threads each run one loaded model
+// instance.
 class ModelServer {
  public:
-  // Serves `instances` (at least one, all initialized, all of the same model), each on its own
-  // batch thread; takes ownership. Health says SERVING once this returns OK. Errors:
-  // INVALID_ARGUMENT for bad options or instances, UNAVAILABLE when the address cannot be bound
-  // (e.g. the port is in use).
+  // Serves `instances` (at least one, all of the same model), each on its own batch thread;
+  // takes ownership and releases them (LoadedModel's Cleanup) once shut down. Health says
+  // SERVING once this returns OK. Errors: INVALID_ARGUMENT for bad options or instances,
+  // UNAVAILABLE when the address cannot be bound (e.g. the port is in use).
   static absl::StatusOr<std::unique_ptr<ModelServer>> Start(
-      const ServerOptions& options, std::vector<std::unique_ptr<handlers::ModelHandler>> instances);
+      const ServerOptions& options, std::vector<std::unique_ptr<handlers::LoadedModel>> instances);
   // One instance.
   static absl::StatusOr<std::unique_ptr<ModelServer>> Start(
-      const ServerOptions& options, std::unique_ptr<handlers::ModelHandler> instance);
+      const ServerOptions& options, std::unique_ptr<handlers::LoadedModel> instance);
 
   ~ModelServer();
 
@@ -72,25 +78,25 @@ class ModelServer {
   int port() const { return port_; }
 
   // Health turns NOT_SERVING, new calls are refused, accepted calls finish (up to
-  // drain_timeout), then threads stop and the handler is cleaned up. Idempotent; any thread.
+  // drain_timeout), then threads stop and the instances are released. Idempotent; any thread.
   void Shutdown();
 
-  const handlers::ExecutorStats& stats() const { return stats_; }
+  // Requests waiting in the batcher's queue (not those being computed). Any thread.
+  size_t QueuedRequests() const { return batcher_->NumEnqueuedTasks(); }
   const metrics::ServerMetrics& metrics() const { return *metrics_; }
 
  private:
   ModelServer(const ServerOptions& options,
-              std::vector<std::unique_ptr<handlers::ModelHandler>> instances);
+              std::vector<std::unique_ptr<handlers::LoadedModel>> instances);
   absl::Status Build();
   void SetServing(bool serving);
-  void PollQueue(grpc::ServerCompletionQueue* cq);
 
   const ServerOptions options_;
   std::unique_ptr<metrics::ServerMetrics> metrics_;  // outlives everything that records
-  std::vector<std::unique_ptr<handlers::ModelHandler>> instances_;
-  handlers::ExecutorStats stats_;
+  std::vector<std::unique_ptr<handlers::LoadedModel>> instances_;
   std::vector<std::unique_ptr<handlers::BatchExecutor>> executors_;  // one per instance
   std::unique_ptr<Batcher> batcher_;
+  std::unique_ptr<WorkPool> codec_pool_;  // null without codec threads
   ModelService::AsyncService service_;
   EvaluateContext evaluate_context_;
   UnaryCall<google::protobuf::Empty, HCReply>::Methods health_methods_;
@@ -102,7 +108,4 @@ class ModelServer {
   std::once_flag shutdown_once_;
 };
 
-// CPUs this process may run on (its affinity mask), at least 1.
-int UsableCpus();
-
-}  // namespace server
+}  // namespace model_server::server

@@ -17,7 +17,7 @@ extern "C" void __tsan_acquire(void* addr);
 extern "C" void __tsan_release(void* addr);
 #endif
 
-namespace server {
+namespace model_server::server {
 
 // Call on the arming thread just before an async operation that may complete on another thread.
 inline void TagHandedOff([[maybe_unused]] void* tag) {
@@ -33,4 +33,4 @@ inline void TagReceived([[maybe_unused]] void* tag) {
 #endif
 }
 
-}  // namespace server
+}  // namespace model_server::server

@@ -4,15 +4,61 @@
 //   y_1 = params[0] * (x_1 + x_2 + x_3) + params[1],  y_2 = x_1
 // A row with x_1 == kPoison makes the forward pass fail, as a model's runtime check would.
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <vector>
 
-#include "model_handler.h"
+#include "handlers/model_handler.h"
 
-namespace testing_support {
+namespace model_server::testing_support {
 
 inline constexpr float kPoison = 666.0f;
+
+// What a test steers and observes of a FakeHandler. Shared with the handler, so it stays valid
+// after the handler's owner (a LoadedModel, a server) has destroyed the handler.
+class FakeModelControl {
+ public:
+  // Holds every forward pass until released, so tests can pile up requests.
+  void Hold(bool hold) {
+    std::lock_guard<std::mutex> lock(mu_);
+    hold_ = hold;
+    changed_.notify_all();
+  }
+  void FailEveryCall() { fail_every_call_ = true; }
+  // Waits until `count` forward passes have started.
+  bool WaitForForwards(size_t count) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return changed_.wait_for(lock, std::chrono::seconds(10),
+                             [&] { return batch_rows_.size() >= count; });
+  }
+  // Rows of each forward pass so far.
+  std::vector<int64_t> batch_rows() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return batch_rows_;
+  }
+  bool cleaned_up() const { return cleaned_up_; }
+
+ private:
+  friend class FakeHandler;
+
+  // Records a forward pass of `rows` rows and waits while held.
+  void StartForward(int64_t rows) {
+    std::unique_lock<std::mutex> lock(mu_);
+    batch_rows_.push_back(rows);
+    changed_.notify_all();
+    changed_.wait(lock, [this] { return !hold_; });
+  }
+
+  std::mutex mu_;
+  std::condition_variable changed_;
+  bool hold_ = false;                // guarded by mu_
+  std::vector<int64_t> batch_rows_;  // guarded by mu_
+  std::atomic<bool> fail_every_call_{false};
+  std::atomic<bool> cleaned_up_{false};
+};
 
 class FakeHandler final : public handlers::ModelHandler {
  public:
@@ -37,11 +83,9 @@ class FakeHandler final : public handlers::ModelHandler {
   }
 
   absl::StatusOr<const float*> Run() override {
-    std::unique_lock<std::mutex> lock(mu_);
-    batch_rows_.push_back(rows_);
-    changed_.notify_all();
-    changed_.wait(lock, [this] { return !hold_; });
-    if (fail_every_call_) return absl::InternalError("model forward failed: always broken");
+    control_->StartForward(rows_);
+    if (control_->fail_every_call_)
+      return absl::InternalError("model forward failed: always broken");
     outputs_.resize(rows_ * 2);
     for (int64_t row = 0; row < rows_; ++row) {
       const float* x = &inputs_[row * 3];
@@ -53,38 +97,20 @@ class FakeHandler final : public handlers::ModelHandler {
     return outputs_.data();
   }
 
-  void Cleanup() override { cleaned_up_ = true; }
+  void Cleanup() override { control_->cleaned_up_ = true; }
 
-  // Holds every forward pass until released, so tests can pile up requests.
-  void Hold(bool hold) {
-    std::lock_guard<std::mutex> lock(mu_);
-    hold_ = hold;
-    changed_.notify_all();
-  }
-  void FailEveryCall() { fail_every_call_ = true; }
-  // Waits until `count` forward passes have started.
-  bool WaitForForwards(size_t count) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return changed_.wait_for(lock, std::chrono::seconds(10),
-                             [&] { return batch_rows_.size() >= count; });
-  }
-  // Rows of each forward pass so far.
-  std::vector<int64_t> batch_rows() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return batch_rows_;
-  }
-  bool cleaned_up() const { return cleaned_up_; }
+  const std::shared_ptr<FakeModelControl>& control() const { return control_; }
+  // Shorthands for the control's.
+  void Hold(bool hold) { control_->Hold(hold); }
+  void FailEveryCall() { control_->FailEveryCall(); }
+  bool WaitForForwards(size_t count) { return control_->WaitForForwards(count); }
+  std::vector<int64_t> batch_rows() { return control_->batch_rows(); }
 
  private:
   handlers::ModelSignature signature_;
   int64_t rows_ = 0;
   std::vector<float> inputs_, params_, outputs_;
-  std::mutex mu_;
-  std::condition_variable changed_;
-  bool hold_ = false;
-  std::vector<int64_t> batch_rows_;
-  std::atomic<bool> fail_every_call_{false};
-  std::atomic<bool> cleaned_up_{false};
+  const std::shared_ptr<FakeModelControl> control_ = std::make_shared<FakeModelControl>();
 };
 
-}  // namespace testing_support
+}  // namespace model_server::testing_support

@@ -3,8 +3,9 @@
     python3 bench/cost/thread_cost.py PREFIX REQUESTS [--json OUT]
 
 PREFIX is the --callgrind-out-file given to valgrind; callgrind wrote PREFIX-01, PREFIX-02, ...
-(one per thread). Each thread gets a role from the functions it ran (ROLES): one of our
-completion-queue threads, a batch thread, gRPC's executor, one of gRPC's own pollers, or other. Prints one row per thread that ran
+(one per thread). Each thread gets a role from the functions it ran (ROLES): a batch thread, a
+codec-pool thread, one of our completion-queue threads, gRPC's executor, one of gRPC's own
+pollers, or other. Prints one row per thread that ran
 instrumented code, then the busiest thread and the total.
 """
 import argparse
@@ -16,7 +17,8 @@ import sys
 # (role, pattern of a function only that kind of thread runs), first match wins.
 ROLES = [
     ("batch", re.compile(r"DynamicBatcher<.*>::Loop")),
-    ("cq", re.compile(r"EvaluateCall::Proceed|EchoCall::Proceed|PollQueue")),
+    ("codec", re.compile(r"WorkPool::Loop")),
+    ("cq", re.compile(r"EvaluateCall::Proceed|PollCompletionQueue")),
     ("grpc-executor", re.compile(r"grpc_core::Executor::ThreadMain")),
     # gRPC's own pollers (the sync health service's threads, the backup poller): network work
     # that is not matched to one of our calls.

@@ -1,9 +1,9 @@
-#include "latency_histogram.h"
+#include "bench/model_bench/latency_histogram.h"
 
 #include <algorithm>
 #include <cmath>
 
-namespace model_bench {
+namespace model_server::bench {
 namespace {
 
 const double kLogGrowth = std::log(1.02);
@@ -51,4 +51,4 @@ int64_t LatencyHistogram::Quantile(double q) const {
   return max_;
 }
 
-}  // namespace model_bench
+}  // namespace model_server::bench

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace model_bench {
+namespace model_server::bench {
 
 // Latencies in nanoseconds, in buckets whose bounds grow by 2 % each, so any quantile comes back
 // within 1 % of the exact sample at that rank (the bucket's geometric middle is at most a
@@ -32,4 +32,4 @@ class LatencyHistogram {
   int64_t max_ = 0;
 };
 
-}  // namespace model_bench
+}  // namespace model_server::bench

@@ -1,4 +1,4 @@
-#include "load_generator.h"
+#include "bench/model_bench/load_generator.h"
 
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/impl/codegen/proto_utils.h>
@@ -7,9 +7,10 @@
 #include <random>
 #include <thread>
 
-#include "model_interface.pb.h"
+#include "absl/status/status.h"
+#include "protos/model_interface.pb.h"
 
-namespace model_bench {
+namespace model_server::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -144,7 +145,8 @@ class Worker {
     last_completion_ = now;
     shared_.completed.fetch_add(1, std::memory_order_relaxed);
     if (!call->status.ok()) {
-      ++result_.errors[StatusCodeName(call->status.error_code())];
+      ++result_.errors[absl::StatusCodeToString(
+          static_cast<absl::StatusCode>(call->status.error_code()))];
     } else if (options_.check && !CheckReply(&call->reply)) {
       ++result_.errors["BAD_RESPONSE"];
     } else {
@@ -228,26 +230,4 @@ LoadResult RunLoad(const LoadOptions& options, const ProgressCallback& progress)
   return total;
 }
 
-std::string StatusCodeName(grpc::StatusCode code) {
-  static const char* const kNames[] = {"OK",
-                                       "CANCELLED",
-                                       "UNKNOWN",
-                                       "INVALID_ARGUMENT",
-                                       "DEADLINE_EXCEEDED",
-                                       "NOT_FOUND",
-                                       "ALREADY_EXISTS",
-                                       "PERMISSION_DENIED",
-                                       "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION",
-                                       "ABORTED",
-                                       "OUT_OF_RANGE",
-                                       "UNIMPLEMENTED",
-                                       "INTERNAL",
-                                       "UNAVAILABLE",
-                                       "DATA_LOSS",
-                                       "UNAUTHENTICATED"};
-  const int index = static_cast<int>(code);
-  return index >= 0 && index < 17 ? kNames[index] : "CODE_" + std::to_string(index);
-}
-
-}  // namespace model_bench
+}  // namespace model_server::bench

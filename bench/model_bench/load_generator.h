@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "latency_histogram.h"
+#include "bench/model_bench/latency_histogram.h"
 
-namespace model_bench {
+namespace model_server::bench {
 
 // One step of load: a closed loop (`concurrency` calls always in flight) or an open loop
 // (`rate` arrivals per second, latency measured from each call's intended send time so that a
@@ -64,7 +64,4 @@ using ProgressCallback = std::function<void(double fraction, int64_t completed)>
 // Runs one step and blocks until every call it sent has finished.
 LoadResult RunLoad(const LoadOptions& options, const ProgressCallback& progress);
 
-// "OK", "UNAVAILABLE", ...
-std::string StatusCodeName(grpc::StatusCode code);
-
-}  // namespace model_bench
+}  // namespace model_server::bench

@@ -1,7 +1,6 @@
 // model_bench: a load generator for the seed's ModelService (closed or open loop, sweeps,
 // latency percentiles, JSON/CSV/HTML reports). Run with --help for the flags.
 
-#include <sched.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -12,12 +11,14 @@
 #include <iostream>
 #include <sstream>
 
-#include "load_generator.h"
-#include "model_client.h"
-#include "model_interface.pb.h"
-#include "report.h"
+#include "bench/model_bench/load_generator.h"
+#include "bench/model_bench/report.h"
+#include "clients/cpp/model_client.h"
+#include "platform/cpus.h"
+#include "protocol/seed_json.h"
+#include "protos/model_interface.pb.h"
 
-namespace model_bench {
+namespace model_server::bench {
 namespace {
 
 struct Config {
@@ -31,18 +32,13 @@ struct Config {
   int vars = 3;
   bool distinct_params = false;
   std::string payload_file;
+  std::string grpc_body_path;
   bool check = false;
   bool wait_for_health = true;
   std::string json_path, csv_path, report_path;
   std::vector<std::string> metrics_addresses;  // servers' GET /metrics endpoints
   Settings settings;
 };
-
-int UsableCpus() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
-  return std::max(1, CPU_COUNT(&set));
-}
 
 template <typename T>
 std::vector<T> ParseList(const std::string& text) {
@@ -97,6 +93,8 @@ Config ParseFlags(int argc, char** argv) {
     ("sweep-rate", "open-loop steps in requests/s, e.g. 500,1000,2000",
      cxxopts::value<std::string>()->default_value(""))
     ("check", "verify every response decodes and has the expected shape")
+    ("grpc-body", "write the first request as a length-prefixed gRPC message to FILE (a body "
+     "for HTTP/2 tools such as h2load) and exit", cxxopts::value<std::string>()->default_value(""))
     ("metrics", "host:port of the servers' metrics endpoints (comma-separated): print each "
      "step's server-side queue and compute time", cxxopts::value<std::string>()->default_value(""))
     ("no-wait", "do not wait for the server's health to be SERVING first")
@@ -121,7 +119,8 @@ Config ParseFlags(int argc, char** argv) {
       if (!target.empty()) config.targets.push_back(target);
     }
     config.connections = flags["connections"].as<int>();
-    config.threads = flags["threads"].as<int>() > 0 ? flags["threads"].as<int>() : UsableCpus();
+    config.threads =
+        flags["threads"].as<int>() > 0 ? flags["threads"].as<int>() : platform::UsableCpus();
     const std::string arrivals = flags["arrivals"].as<std::string>();
     if (arrivals != "poisson" && arrivals != "constant") {
       throw cxxopts::exceptions::exception("--arrivals must be poisson or constant");
@@ -136,6 +135,7 @@ Config ParseFlags(int argc, char** argv) {
     config.vars = flags["vars"].as<int>();
     config.distinct_params = flags.count("distinct-params") > 0;
     config.payload_file = flags["payload"].as<std::string>();
+    config.grpc_body_path = flags["grpc-body"].as<std::string>();
     config.concurrencies = ParseList<int>(flags["sweep-concurrency"].as<std::string>());
     config.rates = ParseList<double>(flags["sweep-rate"].as<std::string>());
     if (config.concurrencies.empty() && config.rates.empty()) {
@@ -175,7 +175,7 @@ std::vector<std::string> BuiltInPayloads(const Config& config) {
   const int count = config.distinct_params ? 257 : 1;
   std::vector<std::string> payloads;
   for (int p = 0; p < count; ++p) {
-    model_client::Columns inputs;
+    protocol::Columns inputs;
     for (int v = 0; v < config.vars; ++v) {
       std::vector<double> values;
       for (int r = 0; r < config.rows; ++r) values.push_back(std::sin(0.37 * r + 1.3 * v + p));
@@ -184,7 +184,7 @@ std::vector<std::string> BuiltInPayloads(const Config& config) {
     std::vector<double> params = {0.1, 0.2, 0.3, 0.4, 0.5};
     for (size_t i = 0; i < params.size() && config.distinct_params; ++i) params[i] += 0.001 * p;
     inRequest request;
-    request.set_inp_dict_bytes(model_client::BuildRequestJson(inputs, params, {"y_1"}));
+    request.set_inp_dict_bytes(protocol::EncodeRequest(inputs, params, {"y_1"}));
     payloads.push_back(request.SerializeAsString());
   }
   return payloads;
@@ -195,7 +195,7 @@ std::vector<std::string> BuiltInPayloads(const Config& config) {
 std::function<absl::Status(const std::string&)> ResponseCheck(const Config& config) {
   const size_t rows = config.payload_file.empty() ? config.rows : 0;
   return [rows](const std::string& bytes) -> absl::Status {
-    absl::StatusOr<model_client::Columns> columns = model_client::ParseResponseJson(bytes);
+    absl::StatusOr<protocol::Columns> columns = protocol::DecodeResponse(bytes);
     if (!columns.ok()) return columns.status();
     if (rows == 0) return absl::OkStatus();
     if (columns->size() != 1 || columns->front().first != "y_1" ||
@@ -255,20 +255,34 @@ int Main(int argc, char** argv) {
     inRequest request;
     request.set_inp_dict_bytes(bytes.str());
     config.load.payloads.push_back(request.SerializeAsString());
-    rows_per_request = model_client::RequestRows(bytes.str()).value_or(0);
+    rows_per_request = protocol::RequestRows(bytes.str()).value_or(0);
   }
   if (config.check) config.load.check = ResponseCheck(config);
   config.load.threads = config.threads;
+  if (!config.grpc_body_path.empty()) {
+    // gRPC's message framing: no compression, then the message's length, big-endian.
+    const std::string& message = config.load.payloads.front();
+    const uint32_t length = static_cast<uint32_t>(message.size());
+    const char prefix[5] = {0, static_cast<char>(length >> 24), static_cast<char>(length >> 16),
+                            static_cast<char>(length >> 8), static_cast<char>(length)};
+    std::ofstream body(config.grpc_body_path, std::ios::binary);
+    body.write(prefix, sizeof(prefix)).write(message.data(), message.size());
+    if (!body) {
+      std::cerr << "model_bench: cannot write " << config.grpc_body_path << std::endl;
+      return 2;
+    }
+    return 0;
+  }
 
   for (const std::string& target : config.targets) {
     for (int i = 0; i < config.connections; ++i) {
-      model_client::ChannelOptions channel_options;
+      client::ChannelOptions channel_options;
       channel_options.seed_retry_policy = false;  // count failures instead of retrying them
       channel_options.connection_index = i;
-      config.load.channels.push_back(model_client::MakeChannel(target, channel_options));
+      config.load.channels.push_back(client::MakeChannel(target, channel_options));
     }
     if (config.wait_for_health) {
-      const absl::Status serving = model_client::WaitForServing(model_client::MakeChannel(target));
+      const absl::Status serving = client::WaitForServing(client::MakeChannel(target));
       if (!serving.ok()) {
         std::cerr << "model_bench: " << target << " is not serving: " << serving << std::endl;
         return 1;
@@ -321,6 +335,6 @@ int Main(int argc, char** argv) {
 }
 
 }  // namespace
-}  // namespace model_bench
+}  // namespace model_server::bench
 
-int main(int argc, char** argv) { return model_bench::Main(argc, argv); }
+int main(int argc, char** argv) { return model_server::bench::Main(argc, argv); }

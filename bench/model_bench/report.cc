@@ -1,4 +1,4 @@
-#include "report.h"
+#include "bench/model_bench/report.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,7 +6,7 @@
 #include <fstream>
 #include <sstream>
 
-namespace model_bench {
+namespace model_server::bench {
 namespace {
 
 struct Quantile {
@@ -268,4 +268,4 @@ absl::Status WriteHtml(const Settings& settings, const std::vector<Step>& steps,
   return WriteFile(path, html.str());
 }
 
-}  // namespace model_bench
+}  // namespace model_server::bench

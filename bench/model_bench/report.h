@@ -7,10 +7,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "load_generator.h"
-#include "server_metrics.h"
+#include "bench/model_bench/load_generator.h"
+#include "bench/model_bench/server_metrics.h"
 
-namespace model_bench {
+namespace model_server::bench {
 
 // One measured step of a run (a sweep has several).
 struct Step {
@@ -39,4 +39,4 @@ absl::Status WriteCsv(const std::vector<Step>& steps, const std::string& path);
 absl::Status WriteHtml(const Settings& settings, const std::vector<Step>& steps,
                        const std::string& path);
 
-}  // namespace model_bench
+}  // namespace model_server::bench

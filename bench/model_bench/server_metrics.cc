@@ -1,4 +1,4 @@
-#include "server_metrics.h"
+#include "bench/model_bench/server_metrics.h"
 
 #include <httplib.h>
 
@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace model_bench {
+namespace model_server::bench {
 namespace {
 
 // The value of the unlabelled sample `name` in Prometheus text, or 0.
@@ -72,4 +72,4 @@ ServerBreakdown Between(const ServerCounters& before, const ServerCounters& afte
   return breakdown;
 }
 
-}  // namespace model_bench
+}  // namespace model_server::bench

@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace model_bench {
+namespace model_server::bench {
 
 // Cumulative counters of one or more servers (summed).
 struct ServerCounters {
@@ -36,4 +36,4 @@ absl::StatusOr<ServerCounters> ScrapeServers(const std::vector<std::string>& add
 
 ServerBreakdown Between(const ServerCounters& before, const ServerCounters& after);
 
-}  // namespace model_bench
+}  // namespace model_server::bench

@@ -12,7 +12,7 @@
 #include <iostream>
 #include <string>
 
-#include "health.grpc.pb.h"
+#include "protos/health.grpc.pb.h"
 
 namespace {
 

@@ -1,10 +1,10 @@
-#include "demo_model.h"
+#include "handlers/torch/demo_model.h"
 
 #include <cmath>
 
-#include "torch_handler.h"
+#include "handlers/torch/torch_handler.h"
 
-namespace handlers {
+namespace model_server::handlers {
 namespace {
 
 // Deterministic weights of scale 1/sqrt(fan_in), the same on every libtorch version.
@@ -53,4 +53,4 @@ absl::Status ExportDemoModel(const std::string& path, int64_t hidden) {
   return absl::OkStatus();
 }
 
-}  // namespace handlers
+}  // namespace model_server::handlers

@@ -4,10 +4,10 @@
 
 #include <cstdint>
 
-namespace handlers {
+namespace model_server::handlers {
 
 // The built-in demo model (see ExportDemoModel). Its weights are a fixed function of their
 // position, so every build serves the same model.
 torch::jit::Module MakeDemoModel(int64_t hidden);
 
-}  // namespace handlers
+}  // namespace model_server::handlers

@@ -1,4 +1,4 @@
-#include "torch_handler.h"
+#include "handlers/torch/torch_handler.h"
 
 #include <ATen/Parallel.h>
 #include <c10/core/Stream.h>
@@ -17,9 +17,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "demo_model.h"
+#include "handlers/torch/demo_model.h"
 
-namespace handlers {
+namespace model_server::handlers {
 namespace {
 
 double SecondsBetween(std::chrono::steady_clock::time_point from,
@@ -383,4 +383,4 @@ std::unique_ptr<ModelHandler> MakeTorchHandler(const TorchHandlerOptions& option
   return std::make_unique<TorchHandler>(options);
 }
 
-}  // namespace handlers
+}  // namespace model_server::handlers

@@ -8,9 +8,9 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "model_handler.h"
+#include "handlers/model_handler.h"
 
-namespace handlers {
+namespace model_server::handlers {
 
 struct TorchHandlerOptions {
   // TorchScript file to load; empty serves the built-in demo model.
@@ -40,4 +40,4 @@ std::unique_ptr<ModelHandler> MakeTorchHandler(const TorchHandlerOptions& option
 // (index 0 = bias, 1..4 = weights), giving y_1.
 absl::Status ExportDemoModel(const std::string& path, int64_t hidden);
 
-}  // namespace handlers
+}  // namespace model_server::handlers

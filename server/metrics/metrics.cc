@@ -1,4 +1,4 @@
-#include "metrics.h"
+#include "server/metrics/metrics.h"
 
 #include <httplib.h>
 #include <sys/socket.h>
@@ -10,15 +10,23 @@
 #include <limits>
 #include <utility>
 
+#include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 
-namespace server::metrics {
+namespace model_server::server::metrics {
 namespace {
 
-// grpc::StatusCode::UNKNOWN, where codes outside 0..16 are counted.
-constexpr int kUnknownCode = 2;
+// Where a gRPC status code is counted: its own slot, or UNKNOWN's (2) for codes outside 0..16.
+int CodeIndex(int grpc_status_code) {
+  return grpc_status_code >= 0 && grpc_status_code < kGrpcCodeCount ? grpc_status_code : 2;
+}
+
+// "OK", "CANCELLED", ...: gRPC and absl share the code numbers and their names.
+std::string CodeName(int grpc_status_code) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(CodeIndex(grpc_status_code)));
+}
 
 constexpr const char* kContentType = "text/plain; version=0.0.4";
 // Scrapes are rare (seconds apart) and cheap, so a couple of workers is plenty; httplib's
@@ -113,31 +121,6 @@ absl::Status ParseAddress(const std::string& address, std::string* host, int* po
 
 }  // namespace
 
-const char* GrpcCodeName(int grpc_status_code) {
-  // grpc::StatusCode order (the numbering is part of the gRPC wire protocol).
-  static constexpr const char* kNames[kGrpcCodeCount] = {
-      "OK",                   // 0
-      "CANCELLED",            // 1
-      "UNKNOWN",              // 2
-      "INVALID_ARGUMENT",     // 3
-      "DEADLINE_EXCEEDED",    // 4
-      "NOT_FOUND",            // 5
-      "ALREADY_EXISTS",       // 6
-      "PERMISSION_DENIED",    // 7
-      "RESOURCE_EXHAUSTED",   // 8
-      "FAILED_PRECONDITION",  // 9
-      "ABORTED",              // 10
-      "OUT_OF_RANGE",         // 11
-      "UNIMPLEMENTED",        // 12
-      "INTERNAL",             // 13
-      "UNAVAILABLE",          // 14
-      "DATA_LOSS",            // 15
-      "UNAUTHENTICATED",      // 16
-  };
-  if (grpc_status_code < 0 || grpc_status_code >= kGrpcCodeCount) return kNames[kUnknownCode];
-  return kNames[grpc_status_code];
-}
-
 std::vector<double> LatencyBucketsSeconds() {
   return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
           0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
@@ -166,6 +149,14 @@ void Histogram::Observe(double value) {
   AddDouble(&sum_, value);
 }
 
+uint64_t Histogram::count() const {
+  uint64_t total = 0;
+  for (size_t i = 0; i <= upper_bounds_.size(); ++i) {
+    total += counts_[i].load(std::memory_order_relaxed);
+  }
+  return total;
+}
+
 void Histogram::Render(const std::string& name, const std::string& labels, std::string* out) const {
   const std::string separator = labels.empty() ? "" : ",";
   uint64_t cumulative = 0;
@@ -182,15 +173,16 @@ void Histogram::Render(const std::string& name, const std::string& labels, std::
   absl::StrAppend(out, "\n", name, "_count", braced, " ", cumulative, "\n");
 }
 
-ServerMetrics::ServerMetrics()
+ServerMetrics::ServerMetrics(std::function<size_t()> queued_requests)
     : request_latency_{Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds())},
       queue_time_(LatencyBucketsSeconds()),
       compute_time_(LatencyBucketsSeconds()),
       batch_rows_(PowerOfTwoBuckets(16)),
-      batch_requests_(PowerOfTwoBuckets(12)) {}
+      batch_requests_(PowerOfTwoBuckets(12)),
+      queued_requests_(std::move(queued_requests)) {}
 
 absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const MetricsOptions& options) {
-  std::unique_ptr<ServerMetrics> metrics(new ServerMetrics());
+  std::unique_ptr<ServerMetrics> metrics(new ServerMetrics(options.queued_requests));
   if (!options.address.empty()) {
     absl::Status status = metrics->StartHttp(options.address);
     if (!status.ok()) return status;
@@ -254,26 +246,28 @@ ServerMetrics::~ServerMetrics() {
 void ServerMetrics::RecordRequest(Method method, int grpc_status_code, double latency_seconds) {
   size_t method_index = static_cast<size_t>(method);
   if (method_index >= kMethodCount) return;
-  const int code =
-      grpc_status_code >= 0 && grpc_status_code < kGrpcCodeCount ? grpc_status_code : kUnknownCode;
-  requests_[method_index][code].fetch_add(1, std::memory_order_relaxed);
+  requests_[method_index][CodeIndex(grpc_status_code)].fetch_add(1, std::memory_order_relaxed);
   request_latency_[method_index].Observe(latency_seconds);
 }
 
 void ServerMetrics::RecordQueueTime(double seconds) { queue_time_.Observe(seconds); }
 
-void ServerMetrics::RecordBatch(size_t requests, size_t rows, double compute_seconds) {
+void ServerMetrics::RecordBatch(size_t requests, size_t rows, size_t forward_passes,
+                                double compute_seconds) {
+  forward_passes_.fetch_add(forward_passes, std::memory_order_relaxed);
   batch_requests_.Observe(static_cast<double>(requests));
   batch_rows_.Observe(static_cast<double>(rows));
   compute_time_.Observe(compute_seconds);
 }
 
-void ServerMetrics::AddQueuedRequests(int64_t delta) {
-  queued_requests_.fetch_add(delta, std::memory_order_relaxed);
-}
-
 void ServerMetrics::AddInFlight(int64_t delta) {
   inflight_requests_.fetch_add(delta, std::memory_order_relaxed);
+}
+
+uint64_t ServerMetrics::requests(Method method, int grpc_status_code) const {
+  const size_t method_index = static_cast<size_t>(method);
+  if (method_index >= kMethodCount) return 0;
+  return requests_[method_index][CodeIndex(grpc_status_code)].load(std::memory_order_relaxed);
 }
 
 void ServerMetrics::SetModelLoadSeconds(double seconds) {
@@ -297,8 +291,8 @@ std::string ServerMetrics::Render() const {
       // once they happen.
       if (count == 0 && code != 0) continue;
       absl::StrAppend(&out, "model_server_requests_total{method=\"",
-                      MethodName(static_cast<Method>(method)), "\",code=\"", GrpcCodeName(code),
-                      "\"} ", count, "\n");
+                      MethodName(static_cast<Method>(method)), "\",code=\"", CodeName(code), "\"} ",
+                      count, "\n");
     }
   }
 
@@ -315,21 +309,25 @@ std::string ServerMetrics::Render() const {
   queue_time_.Render("model_server_queue_time_seconds", "", &out);
 
   AppendHeader("model_server_compute_time_seconds", "histogram",
-               "Per forward pass, time the model took to run the batch.", &out);
+               "Per batch, time the model took to run it (reruns included).", &out);
   compute_time_.Render("model_server_compute_time_seconds", "", &out);
 
-  AppendHeader("model_server_batch_rows", "histogram", "Per forward pass, rows in the batch.",
-               &out);
+  AppendHeader("model_server_forward_passes_total", "counter",
+               "Forward passes run, including reruns of a failed batch request by request.", &out);
+  AppendSample("model_server_forward_passes_total",
+               static_cast<int64_t>(forward_passes_.load(std::memory_order_relaxed)), &out);
+
+  AppendHeader("model_server_batch_rows", "histogram", "Per batch, rows in the batch.", &out);
   batch_rows_.Render("model_server_batch_rows", "", &out);
 
   AppendHeader("model_server_batch_requests", "histogram",
-               "Per forward pass, requests coalesced into the batch.", &out);
+               "Per batch, requests coalesced into the batch.", &out);
   batch_requests_.Render("model_server_batch_requests", "", &out);
 
   AppendHeader("model_server_queued_requests", "gauge", "Requests waiting in the batcher queue.",
                &out);
-  AppendSample("model_server_queued_requests", queued_requests_.load(std::memory_order_relaxed),
-               &out);
+  AppendSample("model_server_queued_requests",
+               static_cast<int64_t>(queued_requests_ ? queued_requests_() : 0), &out);
 
   AppendHeader("model_server_inflight_requests", "gauge",
                "EvaluateModel calls accepted and not yet finished.", &out);
@@ -348,4 +346,4 @@ std::string ServerMetrics::Render() const {
   return out;
 }
 
-}  // namespace server::metrics
+}  // namespace model_server::server::metrics

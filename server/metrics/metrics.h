@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -15,21 +16,22 @@ namespace httplib {
 class Server;
 }  // namespace httplib
 
-namespace server::metrics {
+namespace model_server::server::metrics {
 
 struct MetricsOptions {
   // host:port for HTTP GET /metrics ("[::1]:8002" for IPv6); "" serves no HTTP (Render still
   // works); port 0 picks a free port (see ServerMetrics::port).
   std::string address = "0.0.0.0:8002";
+  // Reads the number of requests waiting in the batcher at scrape time; null reports 0.
+  std::function<size_t()> queued_requests;
 };
 
 // The RPCs whose requests are counted; rendered as the `method` label.
 enum class Method { kEvaluateModel, kHealthCheck };
 inline constexpr size_t kMethodCount = 2;
 
-// gRPC status code names ("OK", "CANCELLED", ... "UNAUTHENTICATED") for codes 0..16; any other
-// value is "UNKNOWN", as gRPC itself treats codes it does not know.
-const char* GrpcCodeName(int grpc_status_code);
+// gRPC status codes are 0..16; any other value counts as UNKNOWN, as gRPC itself treats codes
+// it does not know.
 inline constexpr int kGrpcCodeCount = 17;
 
 // A Prometheus histogram with fixed upper bounds. Observe is lock-free (relaxed atomics) and
@@ -49,6 +51,9 @@ class Histogram {
   void Render(const std::string& name, const std::string& labels, std::string* out) const;
 
   const std::vector<double>& upper_bounds() const { return upper_bounds_; }
+  // Observations so far, and their sum.
+  uint64_t count() const;
+  double sum() const { return sum_.load(std::memory_order_relaxed); }
 
  private:
   const std::vector<double> upper_bounds_;
@@ -89,10 +94,9 @@ class ServerMetrics {
   void RecordRequest(Method method, int grpc_status_code, double latency_seconds);
   // Per request: time from enqueue in the batcher to the cut of the batch that takes it.
   void RecordQueueTime(double seconds);
-  // Per forward pass: the requests and rows it carried and how long it took.
-  void RecordBatch(size_t requests, size_t rows, double compute_seconds);
-  // Gauge of requests waiting in the batcher queue: +n when accepted, -n when cut or dropped.
-  void AddQueuedRequests(int64_t delta);
+  // Per batch: the requests and rows it carried, the forward passes it took (more than one when
+  // a failed batch was rerun request by request) and how long they took.
+  void RecordBatch(size_t requests, size_t rows, size_t forward_passes, double compute_seconds);
   // Gauge of EvaluateModel calls accepted and not finished: +1 on arrival, -1 on completion.
   void AddInFlight(int64_t delta);
   void SetModelLoadSeconds(double seconds);
@@ -101,8 +105,14 @@ class ServerMetrics {
   // Every metric in the Prometheus text exposition format 0.0.4. Any thread.
   std::string Render() const;
 
+  // Totals for logs and tests; any thread.
+  uint64_t requests(Method method, int grpc_status_code) const;
+  uint64_t batches() const { return batch_requests_.count(); }
+  uint64_t batched_requests() const { return static_cast<uint64_t>(batch_requests_.sum()); }
+  uint64_t forward_passes() const { return forward_passes_.load(std::memory_order_relaxed); }
+
  private:
-  ServerMetrics();
+  explicit ServerMetrics(std::function<size_t()> queued_requests);
   absl::Status StartHttp(const std::string& address);
 
   // requests_total, indexed [method][code].
@@ -112,7 +122,8 @@ class ServerMetrics {
   Histogram compute_time_;
   Histogram batch_rows_;
   Histogram batch_requests_;
-  std::atomic<int64_t> queued_requests_{0};
+  std::atomic<uint64_t> forward_passes_{0};
+  const std::function<size_t()> queued_requests_;
   std::atomic<int64_t> inflight_requests_{0};
   std::atomic<double> model_load_seconds_{0.0};
   std::atomic<double> model_warmup_seconds_{0.0};
@@ -122,4 +133,4 @@ class ServerMetrics {
   int port_ = 0;
 };
 
-}  // namespace server::metrics
+}  // namespace model_server::server::metrics

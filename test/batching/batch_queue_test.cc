@@ -1,22 +1,23 @@
-#include "batch_queue.h"
+#include "batching/batch_queue.h"
 
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <memory>
 #include <vector>
 
-namespace batching {
+namespace model_server::batching {
 namespace {
 
 using std::chrono::microseconds;
 
-struct FakeTask {
+struct FakeTask final : BatchTask {
   size_t rows_ = 0;
   int id = 0;
   absl::Status liveness = absl::OkStatus();
 
-  size_t rows() const { return rows_; }
-  absl::Status Dequeue(TimePoint) { return liveness; }
+  size_t rows() const override { return rows_; }
+  absl::Status Dequeue(TimePoint) override { return liveness; }
+  void Fail(absl::Status) override {}
 };
 
 std::unique_ptr<FakeTask> MakeTask(size_t rows, int id) {
@@ -127,7 +128,8 @@ TEST_CASE("batching options are validated", "[batch_queue]") {
   CHECK_FALSE(ValidateBatchingOptions({.max_batch_rows = 0}).ok());
   CHECK_FALSE(ValidateBatchingOptions({.max_batch_rows = 100, .max_queue_rows = 10}).ok());
   CHECK_FALSE(ValidateBatchingOptions({.max_queue_delay = microseconds(-1)}).ok());
+  CHECK_FALSE(ValidateBatchingOptions({.clock = nullptr}).ok());
 }
 
 }  // namespace
-}  // namespace batching
+}  // namespace model_server::batching

@@ -1,4 +1,4 @@
-#include "dynamic_batcher.h"
+#include "batching/dynamic_batcher.h"
 
 #include <atomic>
 #include <catch2/catch.hpp>
@@ -8,32 +8,39 @@
 #include <mutex>
 #include <vector>
 
-namespace batching {
+#include "test/batching/fake_clock.h"
+#include "test/wait.h"
+
+namespace model_server::batching {
 namespace {
 
 using namespace std::chrono_literals;
 
-struct FakeTask {
+struct FakeTask final : BatchTask {
   size_t rows_ = 1;
   int id = 0;
   std::atomic<bool> cancelled{false};
   std::promise<absl::Status>* done = nullptr;
 
-  size_t rows() const { return rows_; }
-  absl::Status Dequeue(TimePoint) {
+  size_t rows() const override { return rows_; }
+  absl::Status Dequeue(TimePoint) override {
     return cancelled ? absl::CancelledError("client cancelled") : absl::OkStatus();
   }
-  void Fail(absl::Status status) { done->set_value(std::move(status)); }
+  void Fail(absl::Status status) override { done->set_value(std::move(status)); }
 };
 
-// Runs batches and records their task ids; can hold the batch thread until released.
+// Runs batches and records their task ids (and, with a clock, when each ran); can hold the
+// batch thread until released.
 class Recorder {
  public:
+  explicit Recorder(Clock* clock = nullptr) : clock_(clock) {}
+
   void Process(std::vector<std::unique_ptr<FakeTask>>& batch) {
     std::unique_lock<std::mutex> lock(mu_);
     std::vector<int> ids;
     for (auto& task : batch) ids.push_back(task->id);
     batches_.push_back(ids);
+    if (clock_ != nullptr) times_.push_back(clock_->Now());
     changed_.notify_all();
     changed_.wait(lock, [this] { return !hold_; });
     lock.unlock();
@@ -52,12 +59,18 @@ class Recorder {
     std::lock_guard<std::mutex> lock(mu_);
     return batches_;
   }
+  std::vector<TimePoint> times() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return times_;
+  }
 
  private:
+  Clock* const clock_;
   std::mutex mu_;
   std::condition_variable changed_;
   bool hold_ = false;
   std::vector<std::vector<int>> batches_;
+  std::vector<TimePoint> times_;
 };
 
 std::unique_ptr<DynamicBatcher<FakeTask>> MakeBatcher(Recorder& recorder,
@@ -110,6 +123,45 @@ TEST_CASE("the delay cut waits for the oldest request's delay on the real clock"
   CHECK(recorder.batches() == std::vector<std::vector<int>>{{0, 1}});
 }
 
+TEST_CASE("the delay cut runs when the clock reaches the oldest request's delay, not before",
+          "[dynamic_batcher]") {
+  FakeClock clock;
+  Recorder recorder(&clock);
+  auto batcher =
+      MakeBatcher(recorder, {.max_batch_rows = 100, .max_queue_delay = 100ms, .clock = &clock});
+  std::vector<std::promise<absl::Status>> done(2);
+  REQUIRE(Enqueue(*batcher, 0, done[0]).ok());
+  REQUIRE(testing_support::WaitFor([&] { return clock.waits() >= 1; }));  // waits for the delay
+  REQUIRE(Enqueue(*batcher, 1, done[1]).ok());
+  // A request joining the queue does not end the oldest one's wait: the thread waits again.
+  REQUIRE(testing_support::WaitFor([&] { return clock.waits() >= 2; }));
+  const size_t waits = clock.waits();
+  clock.Advance(99ms);
+  REQUIRE(testing_support::WaitFor([&] { return clock.waits() > waits; }));  // woke, waits again
+  CHECK(recorder.batches().empty());
+  clock.Advance(1ms);
+  CHECK(done[0].get_future().get().ok());
+  CHECK(done[1].get_future().get().ok());
+  CHECK(recorder.batches() == std::vector<std::vector<int>>{{0, 1}});
+  CHECK(recorder.times() == std::vector<TimePoint>{TimePoint{} + 100ms});
+}
+
+TEST_CASE("the batcher reports the tasks waiting in its queue", "[dynamic_batcher]") {
+  Recorder recorder;
+  auto batcher = MakeBatcher(recorder);
+  std::vector<std::promise<absl::Status>> done(4);
+  CHECK(batcher->NumEnqueuedTasks() == 0);
+  recorder.Hold(true);
+  REQUIRE(Enqueue(*batcher, 0, done[0]).ok());
+  recorder.WaitForBatches(1);  // task 0 runs (held): it has left the queue
+  CHECK(batcher->NumEnqueuedTasks() == 0);
+  for (int id = 1; id < 4; ++id) REQUIRE(Enqueue(*batcher, id, done[id]).ok());
+  CHECK(batcher->NumEnqueuedTasks() == 3);
+  recorder.Hold(false);
+  for (auto& promise : done) CHECK(promise.get_future().get().ok());
+  CHECK(batcher->NumEnqueuedTasks() == 0);
+}
+
 TEST_CASE("cancelled requests are failed, not run", "[dynamic_batcher]") {
   Recorder recorder;
   auto batcher = MakeBatcher(recorder);
@@ -159,4 +211,4 @@ TEST_CASE("bad options are refused by the factory", "[dynamic_batcher]") {
 }
 
 }  // namespace
-}  // namespace batching
+}  // namespace model_server::batching

@@ -5,18 +5,12 @@
 set -euo pipefail
 echo_bin=$1 bench_bin=$2
 here=$(dirname "$0")
-work=$(mktemp -d)
-echo_pid=
-cleanup() {
-  if [[ -n $echo_pid ]]; then kill -KILL "$echo_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-source "$here/lib.sh"
+source "$here/../lib.sh"
+with_scratch_dir
 
 "$echo_bin" --address 127.0.0.1:0 --cq-threads 1 >"$work/echo.log" 2>&1 &
-echo_pid=$!
-port=$(wait_for_port "$work/echo.log" 'listening on port ([0-9]+)' "$echo_pid")
+server_pid=$!
+port=$(wait_for_port "$work/echo.log" 'listening on port ([0-9]+)' "$server_pid")
 
 "$bench_bin" --target "127.0.0.1:$port" --connections 2 --sweep-concurrency 1,8 --duration 1 \
   --warmup 0.2 --check --json "$work/sweep.json" --report "$work/report.html"

@@ -1,11 +1,12 @@
-#include "latency_histogram.h"
+#include "bench/model_bench/latency_histogram.h"
 
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <random>
 
-using model_bench::LatencyHistogram;
+namespace model_server::bench {
+namespace {
 
 TEST_CASE("Quantiles are within 1% of the exact samples") {
   std::mt19937_64 random(42);
@@ -47,3 +48,6 @@ TEST_CASE("An empty histogram reports zeros") {
   CHECK(empty.max() == 0);
   CHECK(empty.min() == 0);
 }
+
+}  // namespace
+}  // namespace model_server::bench

@@ -1,16 +1,17 @@
-#include "report.h"
+#include "bench/model_bench/report.h"
+
+#include <simdjson.h>
 
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <sstream>
 #include <string>
 
-#include "simdjson.h"
-
+namespace model_server::bench {
 namespace {
 
-model_bench::Step MakeStep(int concurrency, int64_t latency_ns, int64_t ok) {
-  model_bench::Step step;
+Step MakeStep(int concurrency, int64_t latency_ns, int64_t ok) {
+  Step step;
   step.concurrency = concurrency;
   step.rows_per_request = 50;
   for (int64_t i = 0; i < ok; ++i) step.result.latency.Record(latency_ns);
@@ -26,13 +27,11 @@ std::string ReadFile(const std::string& path) {
   return contents.str();
 }
 
-}  // namespace
-
 TEST_CASE("The JSON report holds every step's throughput, latency and errors") {
-  std::vector<model_bench::Step> steps = {MakeStep(1, 1000000, 1000), MakeStep(64, 4000000, 8000)};
+  std::vector<Step> steps = {MakeStep(1, 1000000, 1000), MakeStep(64, 4000000, 8000)};
   steps[1].result.errors["UNAVAILABLE"] = 3;
   const std::string path = "report_test.json";
-  REQUIRE(model_bench::WriteJson({{"target", "x:1"}}, steps, path).ok());
+  REQUIRE(WriteJson({{"target", "x:1"}}, steps, path).ok());
 
   simdjson::dom::parser parser;
   simdjson::dom::element root = parser.load(path);
@@ -47,7 +46,7 @@ TEST_CASE("The JSON report holds every step's throughput, latency and errors") {
 
 TEST_CASE("The CSV report has a header and one line per step") {
   const std::string path = "report_test.csv";
-  REQUIRE(model_bench::WriteCsv({MakeStep(1, 1000000, 10), MakeStep(8, 2000000, 40)}, path).ok());
+  REQUIRE(WriteCsv({MakeStep(1, 1000000, 10), MakeStep(8, 2000000, 40)}, path).ok());
   std::istringstream lines(ReadFile(path));
   std::string header, first, second, extra;
   std::getline(lines, header);
@@ -61,9 +60,9 @@ TEST_CASE("The CSV report has a header and one line per step") {
 
 TEST_CASE("The HTML report is self-contained and plots both percentiles") {
   const std::string path = "report_test.html";
-  REQUIRE(model_bench::WriteHtml({{"target", "<host>"}},
-                                 {MakeStep(1, 1000000, 10), MakeStep(8, 2000000, 40)}, path)
-              .ok());
+  REQUIRE(
+      WriteHtml({{"target", "<host>"}}, {MakeStep(1, 1000000, 10), MakeStep(8, 2000000, 40)}, path)
+          .ok());
   const std::string html = ReadFile(path);
   CHECK(html.find("<svg") != std::string::npos);
   CHECK(html.find("c=8") != std::string::npos);
@@ -81,6 +80,9 @@ TEST_CASE("The HTML report is self-contained and plots both percentiles") {
 }
 
 TEST_CASE("A report to an unwritable path fails with a status") {
-  const absl::Status written = model_bench::WriteCsv({}, "/nonexistent-dir/x.csv");
+  const absl::Status written = WriteCsv({}, "/nonexistent-dir/x.csv");
   CHECK(written.code() == absl::StatusCode::kUnavailable);
 }
+
+}  // namespace
+}  // namespace model_server::bench

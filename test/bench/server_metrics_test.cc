@@ -1,8 +1,8 @@
-#include "server_metrics.h"
+#include "bench/model_bench/server_metrics.h"
 
 #include <catch2/catch.hpp>
 
-namespace model_bench {
+namespace model_server::bench {
 namespace {
 
 std::string Text(double queue_sum, double queue_count, double compute_sum, double batches,
@@ -45,4 +45,4 @@ TEST_CASE("an address without a metrics endpoint is an error", "[server_metrics]
 }
 
 }  // namespace
-}  // namespace model_bench
+}  // namespace model_server::bench

@@ -6,14 +6,8 @@
 # Usage: smoke_test.sh MODEL_SERVER MODEL_BENCH
 set -euo pipefail
 server_bin=$1 bench_bin=$2
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [[ -n $server_pid ]]; then kill -KILL "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib.sh"
+with_scratch_dir
 
 "$server_bin" --address 127.0.0.1:0 --metrics-address 127.0.0.1:0 --torch-threads 1 \
   >"$work/server.log" 2>&1 &

@@ -20,14 +20,18 @@
 #include <string_view>
 #include <vector>
 
-#include "batch_executor.h"
-#include "batch_queue.h"
-#include "fake_handler.h"
-#include "fuzz_check.h"
-#include "payload_codec.h"
+#include "batching/batch_queue.h"
+#include "handlers/batch_executor.h"
+#include "protocol/seed_json.h"
+#include "test/fake_handler.h"
+#include "test/fuzz/fuzz_check.h"
 
 namespace {
 
+namespace batching = model_server::batching;
+namespace handlers = model_server::handlers;
+namespace protocol = model_server::protocol;
+namespace testing_support = model_server::testing_support;
 using handlers::InferenceRequest;
 using handlers::InferenceTask;
 
@@ -47,7 +51,7 @@ class FuzzTask final : public InferenceTask {
   FuzzTask(InferenceRequest request, Outcome& outcome)
       : InferenceTask(std::move(request)), outcome_(outcome) {}
 
-  absl::Status Dequeue(TimePoint) override { return absl::OkStatus(); }
+  absl::Status Dequeue(batching::TimePoint) override { return absl::OkStatus(); }
 
   void Complete(const float* outputs, int64_t stride) override {
     ++outcome_.completions;
@@ -62,7 +66,7 @@ class FuzzTask final : public InferenceTask {
       FUZZ_CHECK(SameFloat(outputs[row * stride + 1], x[0]));
     }
     // The transport encodes straight from these rows; ASan checks the reads stay in bounds.
-    handlers::EncodeResponse(req.output_names, outputs, req.rows, stride, &response_);
+    protocol::EncodeResponse(req.output_names, outputs, req.rows, stride, &response_);
   }
 
   void Fail(absl::Status status) override {
@@ -110,8 +114,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   testing_support::FakeHandler handler;
   FUZZ_CHECK(handler.Initialize().ok());
-  handlers::ExecutorStats stats;
-  handlers::BatchExecutor executor(handler, stats);
+  handlers::BatchExecutor executor(handler);
   batching::BatchQueue<InferenceTask> queue(options);
   const batching::TimePoint now{};
 
@@ -121,7 +124,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size_t queued_rows = 0;
   for (size_t i = 0; i < lines.size(); ++i) {
     absl::StatusOr<InferenceRequest> request =
-        handlers::DecodeRequest(lines[i], handler.signature());
+        protocol::DecodeRequest(lines[i], handler.signature());
     if (!request.ok()) continue;
     FUZZ_CHECK(request->rows >= 1);
     FUZZ_CHECK(request->inputs.size() == static_cast<size_t>(request->rows * 3));
@@ -138,6 +141,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   // Cut and run batches until the queue is empty; record what each forward pass should see.
   std::vector<int64_t> expected_forward_rows;
+  size_t forward_passes = 0;
   while (!queue.empty()) {
     batching::Cut<InferenceTask> cut = queue.Pop(now, /*flush=*/false);
     FUZZ_CHECK(cut.dropped.empty());
@@ -156,7 +160,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         expected_forward_rows.push_back(task->request().rows);
       }
     }
-    executor.Execute(cut.batch);
+    forward_passes += executor.Execute(cut.batch);
   }
 
   for (size_t i = 0; i < lines.size(); ++i) {
@@ -171,6 +175,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   FUZZ_CHECK(handler.batch_rows() == expected_forward_rows);
-  FUZZ_CHECK(stats.forward_passes.load() == expected_forward_rows.size());
+  FUZZ_CHECK(forward_passes == expected_forward_rows.size());
   return 0;
 }

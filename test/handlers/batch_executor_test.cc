@@ -1,11 +1,11 @@
-#include "batch_executor.h"
+#include "handlers/batch_executor.h"
 
 #include <catch2/catch.hpp>
 #include <optional>
 
-#include "../fake_handler.h"
+#include "test/fake_handler.h"
 
-namespace handlers {
+namespace model_server::handlers {
 namespace {
 
 using testing_support::FakeHandler;
@@ -17,7 +17,7 @@ class RecordingTask final : public InferenceTask {
   RecordingTask(std::vector<float> x_1, std::vector<float> params)
       : InferenceTask(MakeRequest(x_1, std::move(params))) {}
 
-  absl::Status Dequeue(TimePoint) override { return absl::OkStatus(); }
+  absl::Status Dequeue(batching::TimePoint) override { return absl::OkStatus(); }
   void Complete(const float* outputs, int64_t stride) override {
     outputs_.emplace();
     for (int64_t row = 0; row < request().rows; ++row) outputs_->push_back(outputs[row * stride]);
@@ -55,33 +55,27 @@ struct Batch {
 
 TEST_CASE("a batch runs as one forward pass and each task gets its own rows", "[executor]") {
   FakeHandler handler;
-  ExecutorStats stats;
-  BatchExecutor executor(handler, stats);
+  BatchExecutor executor(handler);
   Batch batch;
   batch.Add({1, 2}, {1, 0});
   batch.Add({3}, {2, 10});
   batch.Add({4, 5, 6}, {0, -1});
-  executor.Execute(batch.tasks);
+  CHECK(executor.Execute(batch.tasks) == 1);  // forward passes
   CHECK(handler.batch_rows() == std::vector<int64_t>{6});
   REQUIRE(batch.views[0]->outputs().has_value());
   CHECK(*batch.views[0]->outputs() == std::vector<float>{3, 4});
   CHECK(*batch.views[1]->outputs() == std::vector<float>{20});
   CHECK(*batch.views[2]->outputs() == std::vector<float>{-1, -1, -1});
-  CHECK(stats.batches == 1);
-  CHECK(stats.batched_requests == 3);
-  CHECK(stats.forward_passes == 1);
-  CHECK(stats.forward_rows == 6);
 }
 
 TEST_CASE("a request that breaks the forward pass fails alone", "[executor]") {
   FakeHandler handler;
-  ExecutorStats stats;
-  BatchExecutor executor(handler, stats);
+  BatchExecutor executor(handler);
   Batch batch;
   batch.Add({1}, {1, 0});
   batch.Add({2, kPoison}, {1, 0});
   batch.Add({3}, {1, 1});
-  executor.Execute(batch.tasks);
+  CHECK(executor.Execute(batch.tasks) == 4);
   // One batched forward, then one per request.
   CHECK(handler.batch_rows() == std::vector<int64_t>{4, 1, 2, 1});
   CHECK(*batch.views[0]->outputs() == std::vector<float>{3});
@@ -94,19 +88,18 @@ TEST_CASE("a request that breaks the forward pass fails alone", "[executor]") {
 TEST_CASE("a model that fails every call fails every request with its error", "[executor]") {
   FakeHandler handler;
   handler.FailEveryCall();
-  ExecutorStats stats;
-  BatchExecutor executor(handler, stats);
+  BatchExecutor executor(handler);
   Batch batch;
   batch.Add({1}, {1, 0});
   batch.Add({2}, {1, 0});
-  executor.Execute(batch.tasks);
+  const size_t forward_passes = executor.Execute(batch.tasks);
   for (RecordingTask* task : batch.views) {
     CHECK_FALSE(task->outputs().has_value());
     CHECK_THAT(std::string(task->error().message()), Catch::Contains("always broken"));
   }
   // One batched forward, then one per request.
-  CHECK(stats.forward_passes == 3);
+  CHECK(forward_passes == 3);
 }
 
 }  // namespace
-}  // namespace handlers
+}  // namespace model_server::handlers

@@ -1,4 +1,4 @@
-#include "metrics.h"
+#include "server/metrics/metrics.h"
 
 #include <arpa/inet.h>
 #include <httplib.h>
@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-namespace server::metrics {
+namespace model_server::server::metrics {
 namespace {
 
 // A small parser for the Prometheus text format 0.0.4: fails the test on any malformed line
@@ -176,24 +176,23 @@ TEST_CASE("status codes are rendered by name; unknown codes count as UNKNOWN") {
   CHECK(text.find("DATA_LOSS") == std::string::npos);
   CHECK(Sample(samples, R"(model_server_request_latency_seconds_count{method="HealthCheck"})") ==
         3);
-
-  CHECK(std::string(GrpcCodeName(0)) == "OK");
-  CHECK(std::string(GrpcCodeName(1)) == "CANCELLED");
-  CHECK(std::string(GrpcCodeName(4)) == "DEADLINE_EXCEEDED");
-  CHECK(std::string(GrpcCodeName(9)) == "FAILED_PRECONDITION");
-  CHECK(std::string(GrpcCodeName(14)) == "UNAVAILABLE");
-  CHECK(std::string(GrpcCodeName(15)) == "DATA_LOSS");
-  CHECK(std::string(GrpcCodeName(17)) == "UNKNOWN");
+  // The typed totals agree with the exposition.
+  CHECK(metrics->requests(Method::kEvaluateModel, 8) == 2);
+  CHECK(metrics->requests(Method::kHealthCheck, 2) == 2);
+  CHECK(metrics->requests(Method::kHealthCheck, 99) == 2);
 }
 
-TEST_CASE("gauges go up and down") {
-  auto metrics = StartWithoutHttp();
+TEST_CASE("gauges go up and down; the queue gauge is read from its source at each scrape") {
+  std::atomic<size_t> queued{0};
+  auto started =
+      ServerMetrics::Start({.address = "", .queued_requests = [&queued] { return queued.load(); }});
+  REQUIRE(started.ok());
+  std::unique_ptr<ServerMetrics> metrics = *std::move(started);
   auto samples = ParseExposition(metrics->Render());
   CHECK(Sample(samples, "model_server_queued_requests") == 0);
   CHECK(Sample(samples, "model_server_model_load_seconds") == 0);
 
-  metrics->AddQueuedRequests(5);
-  metrics->AddQueuedRequests(-2);
+  queued = 3;
   metrics->AddInFlight(1);
   metrics->AddInFlight(1);
   metrics->SetModelLoadSeconds(1.5);
@@ -204,7 +203,7 @@ TEST_CASE("gauges go up and down") {
   CHECK(Sample(samples, "model_server_model_load_seconds") == 1.5);
   CHECK(Sample(samples, "model_server_model_warmup_seconds") == 0.25);
 
-  metrics->AddQueuedRequests(-3);
+  queued = 0;
   metrics->AddInFlight(-2);
   metrics->SetModelLoadSeconds(2.0);
   samples = ParseExposition(metrics->Render());
@@ -213,12 +212,16 @@ TEST_CASE("gauges go up and down") {
   CHECK(Sample(samples, "model_server_model_load_seconds") == 2.0);
 }
 
-TEST_CASE("batch histograms use power-of-two buckets") {
+TEST_CASE("batch histograms use power-of-two buckets; totals count batches and forward passes") {
   auto metrics = StartWithoutHttp();
-  metrics->RecordBatch(3, 100, 0.01);
-  metrics->RecordBatch(4096, 65536, 0.5);
-  metrics->RecordBatch(5000, 70000, 20);
+  metrics->RecordBatch(3, 100, 4, 0.01);
+  metrics->RecordBatch(4096, 65536, 1, 0.5);
+  metrics->RecordBatch(5000, 70000, 1, 20);
   auto samples = ParseExposition(metrics->Render());
+  CHECK(Sample(samples, "model_server_forward_passes_total") == 6);
+  CHECK(metrics->batches() == 3);
+  CHECK(metrics->batched_requests() == 3 + 4096 + 5000);
+  CHECK(metrics->forward_passes() == 6);
   CHECK(Sample(samples, R"(model_server_batch_rows_bucket{le="1"})") == 0);
   CHECK(Sample(samples, R"(model_server_batch_rows_bucket{le="64"})") == 0);
   CHECK(Sample(samples, R"(model_server_batch_rows_bucket{le="128"})") == 1);
@@ -249,6 +252,7 @@ TEST_CASE("every family has HELP and TYPE of the right kind") {
            "# TYPE model_server_compute_time_seconds histogram\n",
            "# TYPE model_server_batch_rows histogram\n",
            "# TYPE model_server_batch_requests histogram\n",
+           "# TYPE model_server_forward_passes_total counter\n",
            "# TYPE model_server_queued_requests gauge\n",
            "# TYPE model_server_inflight_requests gauge\n",
            "# TYPE model_server_model_load_seconds gauge\n",
@@ -273,9 +277,8 @@ TEST_CASE("concurrent recording from 8 threads loses nothing") {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kCalls; ++i) {
         metrics->AddInFlight(1);
-        metrics->AddQueuedRequests(1);
         metrics->RecordQueueTime(0.0003);
-        metrics->RecordBatch(2, 8, 0.004);
+        metrics->RecordBatch(2, 8, 1, 0.004);
         metrics->RecordRequest(Method::kEvaluateModel, t % 2 == 0 ? 0 : 14, 0.5);
         metrics->AddInFlight(-1);
       }
@@ -311,7 +314,7 @@ TEST_CASE("concurrent recording from 8 threads loses nothing") {
   CHECK(Sample(samples, R"(model_server_batch_requests_bucket{le="2"})") == kTotal);
   CHECK(Sample(samples, "model_server_compute_time_seconds_count") == kTotal);
   CHECK(Sample(samples, "model_server_inflight_requests") == 0);
-  CHECK(Sample(samples, "model_server_queued_requests") == kTotal);
+  CHECK(Sample(samples, "model_server_forward_passes_total") == kTotal);
 }
 
 TEST_CASE("HTTP serves GET /metrics and 404 elsewhere") {
@@ -400,4 +403,4 @@ TEST_CASE("starting and at once destroying the endpoint does not hang") {
 }
 
 }  // namespace
-}  // namespace server::metrics
+}  // namespace model_server::server::metrics

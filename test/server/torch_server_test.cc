@@ -12,15 +12,15 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "demo_model.h"
-#include "health.grpc.pb.h"
-#include "model_interface.grpc.pb.h"
-#include "model_server.h"
-#include "simdjson.h"
-#include "torch_handler.h"
+#include "handlers/torch/demo_model.h"
+#include "handlers/torch/torch_handler.h"
+#include "protocol/seed_json.h"
+#include "protos/health.grpc.pb.h"
+#include "protos/model_interface.grpc.pb.h"
+#include "server/model_server.h"
+#include "test/wait.h"
 
-namespace server {
+namespace model_server::server {
 namespace {
 
 constexpr int kRows = 50;
@@ -31,39 +31,25 @@ struct Case {
 };
 
 std::string Payload(const Case& c) {
-  std::vector<std::string> columns;
+  protocol::Columns columns;
   for (int column = 0; column < 3; ++column) {
-    std::vector<float> values;
+    std::vector<double> values;
     for (int row = 0; row < kRows; ++row) values.push_back(c.x[row * 3 + column]);
-    columns.push_back(absl::StrCat("\"x_", column + 1, "\": [", absl::StrJoin(values, ", "), "]"));
+    columns.emplace_back(absl::StrCat("x_", column + 1), std::move(values));
   }
-  // Integers and floats mixed in the parameters, as clients send them.
-  return absl::StrCat(
-      R"({"analyticSettings": {"modelParams": {"input_var_order": ["x_1", "x_2", "x_3"], )",
-      R"("output_var_order": ["y_1"], "bias_weight_map": {"final": {"weights": [1, 2, 3, 4], )",
-      R"("bias": [0]}}}, "tunableParams": {"bias_weight_array": [)", absl::StrJoin(c.params, ", "),
-      "]}}, \"inputs\": {", absl::StrJoin(columns, ", "), "}}");
-}
-
-std::vector<double> Prediction(const std::string& body) {
-  simdjson::dom::parser parser;
-  simdjson::dom::element root = parser.parse(body);
-  std::vector<double> values;
-  for (simdjson::dom::element value : root["prediction"]["y_1"].get_array()) {
-    values.push_back(value.get_double());
-  }
-  return values;
+  return protocol::EncodeRequest(columns, std::vector<double>(c.params.begin(), c.params.end()),
+                                 {"y_1"});
 }
 
 TEST_CASE("64 concurrent requests with different tunables match the model run in-process",
           "[torch][server]") {
   handlers::TorchHandlerOptions handler_options;
   handler_options.device = "cpu";
-  auto handler = handlers::MakeTorchHandler(handler_options);
-  REQUIRE(handler->Initialize().ok());
+  auto loaded = handlers::LoadedModel::Load(handlers::MakeTorchHandler(handler_options));
+  REQUIRE(loaded.ok());
   ServerOptions options;
   options.address = "127.0.0.1:0";
-  auto started = ModelServer::Start(options, std::move(handler));
+  auto started = ModelServer::Start(options, *std::move(loaded));
   REQUIRE(started.ok());
   std::unique_ptr<ModelServer> model_server = *std::move(started);
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", model_server->port()),
@@ -108,15 +94,18 @@ TEST_CASE("64 concurrent requests with different tunables match the model run in
     const torch::Tensor x = torch::tensor(cases[i].x).reshape({kRows, 3});
     const torch::Tensor p = torch::tensor(cases[i].params).reshape({1, 5}).expand({kRows, 5});
     const torch::Tensor expected = reference.forward({x, p}).toTensor().reshape({kRows});
-    const std::vector<double> served = Prediction(body);
+    const absl::StatusOr<protocol::Columns> prediction = protocol::DecodeResponse(body);
+    REQUIRE(prediction.ok());
+    const std::vector<double>& served = prediction->at(0).second;
     REQUIRE(served.size() == static_cast<size_t>(kRows));
     for (int row = 0; row < kRows; ++row) {
       CHECK(served[row] == Approx(expected[row].item<float>()).margin(1e-5));
     }
   }
-  CHECK(model_server->stats().batched_requests == 64);
+  // Batches are recorded once their calls are answered.
+  CHECK(testing_support::WaitFor([&] { return model_server->metrics().batched_requests() == 64; }));
   model_server->Shutdown();
 }
 
 }  // namespace
-}  // namespace server
+}  // namespace model_server::server

@@ -1,4 +1,4 @@
-#include "torch_handler.h"
+#include "handlers/torch/torch_handler.h"
 
 // torch (through glog) defines CHECK; include it first and give the name to Catch.
 #include <torch/cuda.h>
@@ -9,9 +9,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "demo_model.h"
+#include "handlers/torch/demo_model.h"
 
-namespace handlers {
+namespace model_server::handlers {
 namespace {
 
 // A fresh file path under the system's temporary folder, removed at the end of the test.
@@ -258,4 +258,4 @@ TEST_CASE("devices are resolved or refused", "[torch]") {
 }
 
 }  // namespace
-}  // namespace handlers
+}  // namespace model_server::handlers

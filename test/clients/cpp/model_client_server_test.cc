@@ -6,38 +6,35 @@
 
 #include <catch2/catch.hpp>
 
-#include "model_client.h"
-#include "simdjson.h"
+#include "clients/cpp/model_client.h"
 
+namespace model_server::client {
 namespace {
 
 class ScalingService final : public ModelService::Service {
   grpc::Status EvaluateModel(grpc::ServerContext*, const inRequest* request,
                              outCalc* reply) override {
-    simdjson::dom::parser parser;
-    simdjson::dom::element root;
-    if (parser.parse(request->inp_dict_bytes()).get(root) != simdjson::SUCCESS) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "not JSON");
+    handlers::ModelSignature signature;
+    signature.num_inputs = 2;
+    signature.num_outputs = 1;
+    signature.num_params = 5;
+    absl::StatusOr<handlers::InferenceRequest> decoded =
+        protocol::DecodeRequest(request->inp_dict_bytes(), signature);
+    if (!decoded.ok()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          std::string(decoded.status().message()));
     }
-    simdjson::dom::array x;
-    double scale;
-    if (root["inputs"]["x_1"].get(x) != simdjson::SUCCESS ||
-        root["analyticSettings"]["tunableParams"]["bias_weight_array"].at(0).get(scale) !=
-            simdjson::SUCCESS) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no x_1 or parameters");
+    std::vector<float> y(decoded->rows);
+    for (int64_t row = 0; row < decoded->rows; ++row) {
+      y[row] = decoded->inputs[row * 2] * decoded->params[0];
     }
-    std::string json = "{\"prediction\": {\"y_1\": [";
-    for (size_t i = 0; i < x.size(); ++i) {
-      json += (i > 0 ? ", " : "") + std::to_string(double(x.at(i)) * scale);
-    }
-    reply->set_response_bytes(json + "]}}");
+    protocol::EncodeResponse(decoded->output_names, y.data(), decoded->rows, 1,
+                             reply->mutable_response_bytes());
     return grpc::Status::OK;
   }
 };
 
-}  // namespace
-
-TEST_CASE("ModelClient evaluates through a real gRPC server") {
+TEST_CASE("ModelClient evaluates through a real gRPC server", "[client]") {
   ScalingService service;
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
@@ -48,11 +45,11 @@ TEST_CASE("ModelClient evaluates through a real gRPC server") {
   REQUIRE(server != nullptr);
   const std::string target = "127.0.0.1:" + std::to_string(port);
 
-  std::shared_ptr<grpc::Channel> channel = model_client::MakeChannel(target);
-  REQUIRE(model_client::WaitForServing(channel).ok());
-  model_client::ModelClient client(channel);
+  std::shared_ptr<grpc::Channel> channel = MakeChannel(target);
+  REQUIRE(WaitForServing(channel).ok());
+  ModelClient client(channel);
 
-  const absl::StatusOr<model_client::Columns> outputs =
+  const absl::StatusOr<Columns> outputs =
       client.Evaluate({{"x_1", {1, 2, 3}}, {"x_2", {0, 0, 0}}}, {2, 0, 0, 0, 0}, {"y_1"});
   REQUIRE(outputs.ok());
   REQUIRE(outputs->size() == 1);
@@ -60,8 +57,11 @@ TEST_CASE("ModelClient evaluates through a real gRPC server") {
   CHECK(outputs->front().second == std::vector<double>{2, 4, 6});
 
   // The server's INVALID_ARGUMENT comes back as absl's, not retried.
-  const absl::StatusOr<model_client::Columns> refused = client.Evaluate({{"x_9", {1}}}, {1}, {});
+  const absl::StatusOr<Columns> refused = client.Evaluate({{"x_9", {1}}}, {1}, {});
   CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
 
   server->Shutdown();
 }
+
+}  // namespace
+}  // namespace model_server::client

@@ -1,8 +1,9 @@
 #pragma once
 
-// A small client for the seed's ModelService: channels with the seed's retry semantics, and
-// Evaluate helpers that build and read the seed's JSON payloads. Depends on the protos, gRPC and
-// simdjson only.
+// The C++ client for the seed's ModelService: channels with the seed's retry semantics, a wait
+// for the server's health, and Evaluate, which sends the seed's JSON (protocol/seed_json.h) and
+// reads the answer. Installed with `cmake --install`; find_package(model_client) gives the
+// target model_server::model_client (see clients/cpp/README.md).
 
 #include <grpcpp/grpcpp.h>
 
@@ -15,12 +16,12 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "model_interface.grpc.pb.h"
+#include "protocol/seed_json.h"
+#include "protos/model_interface.grpc.pb.h"
 
-namespace model_client {
+namespace model_server::client {
 
-// Named columns of numbers, in order: the request's "inputs" or the response's "prediction".
-using Columns = std::vector<std::pair<std::string, std::vector<double>>>;
+using protocol::Columns;
 
 // The seed's client retry policy as a gRPC service config: every ModelService method and
 // grpc.health.v1.Health waits for the channel to be ready and retries UNAVAILABLE up to
@@ -40,20 +41,6 @@ struct ChannelOptions {
 // An insecure channel to `target` (host:port). Never fails; connection errors show on calls.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target,
                                            const ChannelOptions& options = {});
-
-// The seed's request JSON: {"analyticSettings": {"modelParams": {"input_var_order": [input
-// names], "output_var_order": output_names}, "tunableParams": {"bias_weight_array": params}},
-// "inputs": {name: [values], ...}}. An empty `params` omits tunableParams.
-std::string BuildRequestJson(const Columns& inputs, const std::vector<double>& params,
-                             const std::vector<std::string>& output_names);
-
-// Reads {"prediction": {name: [numbers], ...}}. INVALID_ARGUMENT when the bytes are not JSON of
-// that shape or the columns differ in length.
-absl::StatusOr<Columns> ParseResponseJson(std::string_view bytes);
-
-// Rows of a request JSON: the length of its first "inputs" column. INVALID_ARGUMENT when the
-// bytes are not a request of the seed's shape.
-absl::StatusOr<size_t> RequestRows(std::string_view request_json);
 
 // Waits until grpc.health.v1.Health reports SERVING for the server's overall health (""),
 // trying 5 times with the seed's backoff (1 s, 2 s, 4 s, 8 s between attempts). Returns the
@@ -80,4 +67,4 @@ class ModelClient {
 // The absl equivalent of a gRPC status.
 absl::Status ToAbslStatus(const grpc::Status& status);
 
-}  // namespace model_client
+}  // namespace model_server::client

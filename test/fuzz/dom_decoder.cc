@@ -1,15 +1,23 @@
-#include "payload_codec.h"
+// Today's request decoder before the server-cost work (issue 11): simdjson's DOM, strict JSON.
+// Kept as the oracle of the differential fuzzer (decode_fuzzer): protocol::DecodeRequest must
+// accept what this accepts, with the same floats, and refuse what this refuses with the same
+// error class — NaN and Infinity aside, which only the new decoder accepts.
 
-#include <charconv>
-#include <cmath>
-#include <cstdio>
+#include "test/fuzz/dom_decoder.h"
+
+#include <simdjson.h>
+
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "simdjson.h"
+#include "protocol/seed_json.h"
 
-namespace handlers {
+namespace model_server::fuzz {
 namespace {
+
+using handlers::InferenceRequest;
+using handlers::ModelSignature;
+using protocol::kMaxJsonDepth;
 
 using simdjson::dom::array;
 using simdjson::dom::element;
@@ -166,47 +174,11 @@ absl::Status DecodeParams(const std::optional<object>& settings, const ModelSign
   return ReadNumbers(values, kPath, request.params.data(), 1);
 }
 
-void AppendJsonString(std::string_view text, std::string* out) {
-  out->push_back('"');
-  for (char c : text) {
-    switch (c) {
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\\':
-        out->append("\\\\");
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char escaped[8];
-          std::snprintf(escaped, sizeof(escaped), "\\u%04x", static_cast<unsigned char>(c));
-          out->append(escaped);
-        } else {
-          out->push_back(c);
-        }
-    }
-  }
-  out->push_back('"');
-}
-
-// Shortest text that reads back as the same float; NaN and infinities as Python's json writes
-// them, so the seed's clients read them back.
-void AppendFloat(float value, std::string* out) {
-  if (std::isnan(value)) {
-    out->append("NaN");
-  } else if (std::isinf(value)) {
-    out->append(value > 0 ? "Infinity" : "-Infinity");
-  } else {
-    char text[32];
-    const std::to_chars_result written = std::to_chars(text, text + sizeof(text), value);
-    out->append(text, written.ptr);
-  }
-}
-
 }  // namespace
 
-absl::StatusOr<InferenceRequest> DecodeRequest(std::string_view payload,
-                                               const ModelSignature& signature, int64_t max_rows) {
+absl::StatusOr<InferenceRequest> DomDecodeRequest(std::string_view payload,
+                                                  const ModelSignature& signature,
+                                                  int64_t max_rows) {
   element root;
   if (simdjson::error_code error = ThreadParser().parse(payload.data(), payload.size()).get(root);
       error != simdjson::SUCCESS) {
@@ -264,21 +236,4 @@ absl::StatusOr<InferenceRequest> DecodeRequest(std::string_view payload,
   return request;
 }
 
-void EncodeResponse(const std::vector<std::string>& output_names, const float* outputs,
-                    int64_t rows, int64_t stride, std::string* out) {
-  out->clear();
-  out->append("{\"prediction\": {");
-  for (size_t column = 0; column < output_names.size(); ++column) {
-    if (column > 0) out->append(", ");
-    AppendJsonString(output_names[column], out);
-    out->append(": [");
-    for (int64_t row = 0; row < rows; ++row) {
-      if (row > 0) out->append(", ");
-      AppendFloat(outputs[row * stride + column], out);
-    }
-    out->push_back(']');
-  }
-  out->append("}}");
-}
-
-}  // namespace handlers
+}  // namespace model_server::fuzz

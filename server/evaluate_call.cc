@@ -1,10 +1,12 @@
-#include "call_data.h"
+#include "server/evaluate_call.h"
 
-#include "grpc_status.h"
-#include "payload_codec.h"
-#include "tsan_annotations.h"
+#include <algorithm>
 
-namespace server {
+#include "protocol/seed_json.h"
+#include "server/grpc_status.h"
+#include "server/tsan_annotations.h"
+
+namespace model_server::server {
 namespace {
 
 // The batcher's view of a call: the decoded request plus the way back to the client.
@@ -16,20 +18,24 @@ class CallTask final : public handlers::InferenceTask {
         metrics_(metrics),
         enqueued_(std::chrono::steady_clock::now()) {}
 
-  absl::Status Dequeue(TimePoint now) override {
-    metrics_.AddQueuedRequests(-1);
+  absl::Status Dequeue(batching::TimePoint now) override {
     metrics_.RecordQueueTime(std::chrono::duration<double>(now - enqueued_).count());
     return call_->Liveness(now);
   }
   void Complete(const float* outputs, int64_t stride) override {
-    call_->Reply(request(), outputs, stride);
+    call_->KeepOutputs(outputs, request().rows, stride);
+    completed_ = true;
   }
   void Fail(absl::Status status) override { call_->Fail(status); }
+
+  // The call, once the task has completed; null when it failed instead.
+  EvaluateCall* completed_call() const { return completed_ ? call_ : nullptr; }
 
  private:
   EvaluateCall* const call_;  // alive until it is finished through this task
   metrics::ServerMetrics& metrics_;
-  const TimePoint enqueued_;
+  const batching::TimePoint enqueued_;
+  bool completed_ = false;
 };
 
 // The client's deadline on the steady clock, or nullopt when it set none.
@@ -71,29 +77,74 @@ void EvaluateCall::Proceed(bool ok) {
   arrived_ = std::chrono::steady_clock::now();
   context_.metrics->AddInFlight(1);
   deadline_ = SteadyDeadline(server_context_);
-  absl::StatusOr<handlers::InferenceRequest> decoded = handlers::DecodeRequest(
+  if (context_.codec_pool == nullptr) {
+    Decode();
+    return;
+  }
+  state_ = State::kDecoding;
+  context_.codec_pool->Submit(this);
+}
+
+void EvaluateCall::Run() {
+  if (state_ == State::kDecoding) {
+    Decode();
+  } else {
+    Reply();
+  }
+}
+
+void EvaluateCall::Decode() {
+  absl::StatusOr<handlers::InferenceRequest> decoded = protocol::DecodeRequest(
       request_.inp_dict_bytes(), *context_.signature, context_.max_rows_per_request);
   if (!decoded.ok()) {
     Fail(decoded.status());
     return;
   }
+  output_names_ = std::move(decoded->output_names);
   std::unique_ptr<handlers::InferenceTask> task =
       std::make_unique<CallTask>(*std::move(decoded), this, *context_.metrics);
   state_ = State::kQueued;
-  context_.metrics->AddQueuedRequests(1);  // before the batch thread can take it out again
-  if (absl::Status queued = context_.batcher->Enqueue(task); !queued.ok()) {
-    context_.metrics->AddQueuedRequests(-1);
-    Fail(queued);
-  }
+  if (absl::Status queued = context_.batcher->Enqueue(task); !queued.ok()) Fail(queued);
 }
 
-void EvaluateCall::Reply(const handlers::InferenceRequest& request, const float* outputs,
-                         int64_t stride) {
-  handlers::EncodeResponse(request.output_names, outputs, request.rows, stride,
+void EvaluateCall::KeepOutputs(const float* outputs, int64_t rows, int64_t stride) {
+  const size_t columns = output_names_.size();
+  rows_ = rows;
+  outputs_.resize(rows * columns);
+  float* to = outputs_.data();
+  if (static_cast<int64_t>(columns) == stride) {
+    std::copy_n(outputs, rows * stride, to);
+  } else {
+    for (int64_t row = 0; row < rows; ++row, outputs += stride) {
+      for (size_t column = 0; column < columns; ++column) *to++ = outputs[column];
+    }
+  }
+  state_ = State::kReplying;
+}
+
+void EvaluateCall::ReplyAll(const std::vector<std::unique_ptr<handlers::InferenceTask>>& batch,
+                            WorkPool* codec_pool) {
+  std::vector<WorkPool::Item*> replies;
+  replies.reserve(batch.size());
+  for (const auto& task : batch) {
+    EvaluateCall* call = static_cast<const CallTask&>(*task).completed_call();
+    if (call == nullptr) continue;
+    if (codec_pool == nullptr) {
+      call->Reply();
+    } else {
+      replies.push_back(call);
+    }
+  }
+  if (codec_pool != nullptr) codec_pool->Submit(replies);
+}
+
+void EvaluateCall::Reply() {
+  protocol::EncodeResponse(output_names_, outputs_.data(), rows_,
+                           static_cast<int64_t>(output_names_.size()),
                            reply_.mutable_response_bytes());
   RecordOutcome(grpc::StatusCode::OK);
   state_ = State::kFinished;
-  TagHandedOff(this);  // armed on the batch thread; Proceed runs on a polling thread
+  TagHandedOff(this);  // armed off the polling thread; Proceed runs on a polling thread
   responder_.Finish(reply_, grpc::Status::OK, this);
 }
 
@@ -101,11 +152,12 @@ void EvaluateCall::Fail(const absl::Status& status) {
   const grpc::Status grpc_status = ToGrpcStatus(status);
   RecordOutcome(grpc_status.error_code());
   state_ = State::kFinished;
-  TagHandedOff(this);  // armed on the batch thread; Proceed runs on a polling thread
+  TagHandedOff(this);  // may be armed off the polling thread; Proceed runs on a polling thread
   responder_.FinishWithError(grpc_status, this);
 }
 
 void EvaluateCall::RecordOutcome(grpc::StatusCode code) {
+  if (outcome_recorded_.exchange(true, std::memory_order_acq_rel)) return;
   const double latency =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - arrived_).count();
   context_.metrics->RecordRequest(metrics::Method::kEvaluateModel, code, latency);
@@ -123,7 +175,14 @@ absl::Status EvaluateCall::Liveness(TimePoint now) const {
 }
 
 void EvaluateCall::DoneTag::Proceed(bool /*ok*/) {
-  call_->cancelled_.store(call_->server_context_.IsCancelled(), std::memory_order_release);
+  if (call_->server_context_.IsCancelled()) {
+    call_->cancelled_.store(true, std::memory_order_release);
+    // The RPC is over for the client now, even if its task is still queued or running. gRPC's
+    // own deadline, read now on the same clock, tells whether that is why.
+    const bool expired = call_->server_context_.deadline() <= std::chrono::system_clock::now();
+    call_->RecordOutcome(expired ? grpc::StatusCode::DEADLINE_EXCEEDED
+                                 : grpc::StatusCode::CANCELLED);
+  }
   call_->Release();
 }
 
@@ -131,4 +190,4 @@ void EvaluateCall::Release() {
   if (tags_owed_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
 }
 
-}  // namespace server
+}  // namespace model_server::server

@@ -1,4 +1,11 @@
-# Helpers for the bench shell tests.
+# Helpers for the shell tests that run our binaries.
+
+# Makes a scratch directory $work and, on exit, kills $server_pid (when set) and removes $work.
+with_scratch_dir() {
+  work=$(mktemp -d)
+  server_pid=
+  trap 'if [[ -n $server_pid ]]; then kill -KILL "$server_pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+}
 
 fail() {
   echo "FAIL: $*" >&2

@@ -1,0 +1,32 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+
+#include "absl/status/status.h"
+
+namespace model_server::batching {
+
+using TimePoint = std::chrono::steady_clock::time_point;
+
+// What the batcher needs of a task: its size, whether it is still worth running as it leaves the
+// queue, and a way to end it when it will not run. What running it means is the batch callback's
+// business (DynamicBatcher::ProcessBatch).
+class BatchTask {
+ public:
+  virtual ~BatchTask() = default;
+
+  // Rows this task adds to a batch; constant while it is queued.
+  virtual size_t rows() const = 0;
+
+  // Called once, on a batch thread, as the task leaves the queue. OK keeps it in the batch; any
+  // other status (e.g. DEADLINE_EXCEEDED, CANCELLED) drops it, and it is then failed with that
+  // status.
+  virtual absl::Status Dequeue(TimePoint now) = 0;
+
+  // Ends a task that will not run (dropped as it left the queue, or the batcher shut down
+  // without running it); called at most once, on a batch thread.
+  virtual void Fail(absl::Status status) = 0;
+};
+
+}  // namespace model_server::batching
