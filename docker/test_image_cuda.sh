@@ -63,13 +63,15 @@ fi
 podman image exists "$IMAGE" || fail "no image $IMAGE (run without --no-build)"
 log "image size $(($(podman image inspect --format '{{.Size}}' "$IMAGE") / 1000000)) MB"
 
-# Starts the image on CPU with extra `podman run` arguments; waits for its HEALTHCHECK.
+# Starts the image on CPU with extra `podman run` arguments; waits for its HEALTHCHECK. Sets port.
 start() {
   port=$(free_port)
   local started
   started=$(now_ms)
-  podman run -d --name "$NAME" --network=host --health-interval=disable -e PROCESSOR=cpu \
-    -e PORT_INTERNAL="$port" "$@" "$IMAGE" --metrics-address "127.0.0.1:$(free_port)" > /dev/null
+  # On podman's own network, the gRPC port published on a free host port: a port picked on the
+  # host's network can be taken by another process before the server binds it.
+  podman run -d --name "$NAME" --health-interval=disable -e PROCESSOR=cpu \
+    -p "127.0.0.1:$port:13000" "$@" "$IMAGE" > /dev/null
   local deadline=$((SECONDS + HEALTHY_TIMEOUT_S))
   until podman healthcheck run "$NAME" > /dev/null 2>&1; do
     if ((SECONDS > deadline)) || [[ "$(podman inspect --format '{{.State.Running}}' "$NAME")" != true ]]; then
