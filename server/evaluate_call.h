@@ -12,6 +12,7 @@
 #include "handlers/model_types.h"
 #include "protos/model_interface.grpc.pb.h"
 #include "server/completion_queue.h"
+#include "server/drain_gate.h"
 #include "server/metrics/metrics.h"
 
 namespace model_server::server {
@@ -25,11 +26,14 @@ struct EvaluateContext {
   const handlers::ModelSignature* signature = nullptr;
   int64_t max_rows_per_request = 0;
   metrics::ServerMetrics* metrics = nullptr;
+  // Admits calls until the server drains; every call that arrives is counted in it.
+  DrainGate* drain = nullptr;
 };
 
 // One EvaluateModel call. It decodes its request on the completion-queue thread that received
 // it, queues it for the batcher, and is finished by the batch thread that ran it (or at once,
-// on a bad request or a full queue). It deletes itself once gRPC is done with it.
+// on a bad request, a full queue or a draining server). It deletes itself once gRPC is done with
+// it.
 class EvaluateCall final : public Tag {
  public:
   using TimePoint = std::chrono::steady_clock::time_point;
@@ -64,7 +68,8 @@ class EvaluateCall final : public Tag {
   // Counts the call's outcome, once: whichever of the finishing thread (just before Finish) and
   // the done tag (the client cancelled, or its deadline passed) comes first.
   void RecordOutcome(grpc::StatusCode code);
-  // Drops one of the two tags (finish, done) still owed; the last one deletes the call.
+  // Drops one of the two tags (finish, done) still owed; the last one tells the drain gate and
+  // deletes the call.
   void Release();
 
   const EvaluateContext& context_;
