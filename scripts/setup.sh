@@ -15,7 +15,7 @@ PACKAGES=(
   python3 python3-grpcio python3-protobuf python3-torch python3-numpy
   # test tools: process control, TLS certificates, sanitizer and fuzzer runtimes, the HTML
   # report's screenshot check, instruction counts for the benchmark document
-  procps openssl clang libclang-rt-14-dev chromium fonts-dejavu-core valgrind
+  procps openssl clang libclang-rt-14-dev chromium fonts-dejavu-core valgrind prometheus
   # the Python client example's progress bar
   python3-tqdm
 )
