@@ -76,17 +76,19 @@ def evaluate(address, rows=50, timeout=60, credentials=None):
     return json.loads(reply.response_bytes)["prediction"]["y_1"]
 
 
-def health_statuses(address):
-    """What grpc.health.v1 says for "" and "modelservice", and ModelService.HealthCheck."""
+def health_statuses(target):
+    """What grpc.health.v1 says for "" and "modelservice", and ModelService.HealthCheck.
+    `target` is an address or an open channel (a connected one answers within milliseconds)."""
     from google.protobuf import empty_pb2
-    channel = grpc.insecure_channel(address)
+    channel = grpc.insecure_channel(target) if isinstance(target, str) else target
     health = health_pb2_grpc.HealthStub(channel)
     statuses = [health_pb2.HealthCheckResponse.ServingStatus.Name(
         health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status)
         for service in ("", "modelservice")]
     statuses.append(model_interface_pb2_grpc.ModelServiceStub(channel).HealthCheck(
         empty_pb2.Empty(), timeout=2).status)
-    channel.close()
+    if isinstance(target, str):
+        channel.close()
     return statuses
 
 
@@ -186,9 +188,12 @@ class Drain(unittest.TestCase):
     def test_grace_period_serves_with_health_not_serving(self):
         grace = 3
         server, address = self.start("--drain-grace", str(grace))
+        channel = grpc.insecure_channel(address)
+        self.addCleanup(channel.close)
+        self.assertEqual(health_statuses(channel), ["SERVING"] * 3)
         signalled = time.monotonic()
         server.send_signal(signal.SIGTERM)
-        while health_statuses(address) != ["NOT_SERVING"] * 3:
+        while health_statuses(channel) != ["NOT_SERVING"] * 3:
             self.assertLess(time.monotonic() - signalled, 0.3, "health still SERVING")
             time.sleep(0.01)
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
