@@ -14,7 +14,7 @@ bool DrainGate::WaitForQuiet(std::chrono::milliseconds quiet,
   while (true) {
     const auto now = std::chrono::steady_clock::now();
     const uint64_t arrivals = refused();
-    if (arrivals != seen || in_flight_.load() > 0) {
+    if (arrivals != seen || in_flight() > 0) {
       seen = arrivals;
       quiet_since = now;
     } else if (now - quiet_since >= quiet) {

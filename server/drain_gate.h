@@ -53,6 +53,8 @@ class DrainGate {
 
   // Calls refused since Close.
   uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
+  // Calls counted by Arrive and not yet Done.
+  int64_t in_flight() const { return in_flight_.load(); }
 
  private:
   std::atomic<bool> closed_{false};

@@ -199,7 +199,8 @@ void ModelServer::Shutdown() {
     const auto drain_deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
     drain_gate_.Close();
     if (!drain_gate_.WaitForQuiet(kDrainQuietPeriod, drain_deadline)) {
-      spdlog::warn("drain: calls still in flight or arriving at the drain timeout; cancelling");
+      spdlog::warn("drain: timeout before calls stopped; cancelling the {} calls in flight",
+                   drain_gate_.in_flight());
     }
     server_->Shutdown(std::chrono::system_clock::now());
     spdlog::info("drain: connections closed; {} calls refused while draining",
