@@ -155,18 +155,23 @@ class Drain(unittest.TestCase):
         wait_until_serving(grpc.insecure_channel(address), server)
         return server, address
 
-    def wait_for_server_in_flight(self, calls):
-        """Waits until the server has at least `calls` EvaluateModel calls in flight: a client's
-        call that is not done may not have reached the server yet."""
+    def wait_for_server(self, in_flight, arrived):
+        """Waits until the server has at least `in_flight` EvaluateModel calls in flight and has
+        seen `arrived` in all (in flight or answered), by its own metrics: a client's call that
+        is not done may not have reached the server yet."""
         deadline = time.monotonic() + 30
         while True:
             with urllib.request.urlopen(self.metrics_url, timeout=5) as reply:
                 text = reply.read().decode()
-            in_flight = float(re.search(r"^model_server_inflight_requests (\S+)$", text,
-                                        re.MULTILINE).group(1))
-            if in_flight >= calls:
+            now_in_flight = float(re.search(r"^model_server_inflight_requests (\S+)$", text,
+                                            re.MULTILINE).group(1))
+            answered = sum(float(value) for value in re.findall(
+                r'^model_server_requests_total\{method="EvaluateModel",code="\w+"\} (\S+)$', text,
+                re.MULTILINE))
+            if now_in_flight >= in_flight and now_in_flight + answered >= arrived:
                 return
-            self.assertLess(time.monotonic(), deadline, f"{in_flight} calls in flight")
+            self.assertLess(time.monotonic(), deadline,
+                            f"{now_in_flight} calls in flight, {answered} answered")
             time.sleep(0.02)
 
     def test_sigterm_finishes_every_accepted_call(self):
@@ -175,7 +180,7 @@ class Drain(unittest.TestCase):
         with concurrent.futures.ThreadPoolExecutor(calls) as pool:
             futures = [pool.submit(evaluate, address) for _ in range(calls)]
             # One batch of 50 rows at a time (~0.2 s), so most calls are queued.
-            self.wait_for_server_in_flight(8)
+            self.wait_for_server(in_flight=8, arrived=calls)
             server.send_signal(signal.SIGTERM)
             time.sleep(0.3)
             # Draining: health says NOT_SERVING, and new calls are refused with UNAVAILABLE.
@@ -206,13 +211,13 @@ class Drain(unittest.TestCase):
         # Served normally during the grace period.
         self.assertEqual(len(evaluate(channel, timeout=10)), 50)
         self.assertLess(time.monotonic() - signalled, grace)
-        with concurrent.futures.ThreadPoolExecutor(24) as pool:
-            # Accepted in the grace period, still computing after it (one 50-row batch each:
-            # seconds of work): then the server refuses new calls and finishes these.
-            late = [pool.submit(evaluate, channel) for _ in range(24)]
-            self.wait_for_server_in_flight(8)
-            self.assertLess(time.monotonic() - signalled, grace)
-            time.sleep(signalled + grace + 0.3 - time.monotonic())
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            # Sent (and accepted: none is refused below) in the grace period, still computing
+            # after it, one 50-row batch each: seconds of work even on a machine twice as fast.
+            late = [pool.submit(evaluate, channel) for _ in range(32)]
+            self.wait_for_server(in_flight=8, arrived=1 + len(late))
+            self.assertLess(time.monotonic() - signalled, grace, "calls sent after the grace")
+            time.sleep(max(0.0, signalled + grace + 0.3 - time.monotonic()))
             self.assertTrue(any(not future.done() for future in late))
             with self.assertRaises(grpc.RpcError) as refused:
                 evaluate(address, timeout=5)
@@ -229,7 +234,7 @@ class Drain(unittest.TestCase):
         # 16 calls of one 50-row batch each: seconds of draining left when the second signal comes.
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             futures = [pool.submit(evaluate, address) for _ in range(16)]
-            self.wait_for_server_in_flight(8)
+            self.wait_for_server(in_flight=8, arrived=8)
             server.send_signal(signal.SIGTERM)
             time.sleep(0.2)
             started = time.monotonic()
