@@ -23,7 +23,7 @@ struct MetricsOptions {
   // works); port 0 picks a free port (see ServerMetrics::port).
   std::string address = "0.0.0.0:8002";
   // Reads the number of requests waiting in the batcher at scrape time; null reports 0.
-  std::function<size_t()> queued_requests;
+  std::function<size_t()> queued_requests = nullptr;
 };
 
 // The RPCs whose requests are counted; rendered as the `method` label.
