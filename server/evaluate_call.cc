@@ -1,6 +1,7 @@
 #include "server/evaluate_call.h"
 
 #include <algorithm>
+#include <string>
 
 #include "protocol/seed_json.h"
 #include "server/grpc_status.h"
@@ -76,6 +77,13 @@ void EvaluateCall::Proceed(bool ok) {
   Listen(context_, cq_);
   arrived_ = std::chrono::steady_clock::now();
   context_.metrics->AddInFlight(1);
+  if (!context_.drain->Arrive()) {
+    // Draining: refused before any work, with a hint for gRPC retry policies to wait.
+    server_context_.AddTrailingMetadata("grpc-retry-pushback-ms",
+                                        std::to_string(kRetryPushback.count()));
+    Fail(absl::UnavailableError("server is shutting down"));
+    return;
+  }
   deadline_ = SteadyDeadline(server_context_);
   if (context_.codec_pool == nullptr) {
     Decode();
@@ -187,7 +195,10 @@ void EvaluateCall::DoneTag::Proceed(bool /*ok*/) {
 }
 
 void EvaluateCall::Release() {
-  if (tags_owed_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  if (tags_owed_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    context_.drain->Done();
+    delete this;
+  }
 }
 
 }  // namespace model_server::server

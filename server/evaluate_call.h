@@ -15,6 +15,7 @@
 #include "handlers/model_types.h"
 #include "protos/model_interface.grpc.pb.h"
 #include "server/completion_queue.h"
+#include "server/drain_gate.h"
 #include "server/metrics/metrics.h"
 #include "server/work_pool.h"
 
@@ -32,13 +33,16 @@ struct EvaluateContext {
   // Where calls decode their requests and encode their replies; null: on the completion-queue
   // thread and the batch thread themselves.
   WorkPool* codec_pool = nullptr;
+  // Admits calls until the server drains; every call that arrives is counted in it.
+  DrainGate* drain = nullptr;
 };
 
 // One EvaluateModel call. When its request arrives on a completion-queue thread, a codec-pool
 // thread decodes it and queues it for the batcher; the batch thread that runs it copies out its
 // rows of the outputs, and a codec-pool thread encodes the reply and finishes the call (without
-// a pool, the completion-queue thread decodes and the batch thread encodes). A bad request or a
-// full queue is answered at once. The call deletes itself once gRPC is done with it.
+// a pool, the completion-queue thread decodes and the batch thread encodes). A bad request, a
+// full queue or a draining server is answered at once. The call deletes itself once gRPC is done
+// with it.
 class EvaluateCall final : public Tag, public WorkPool::Item {
  public:
   using TimePoint = std::chrono::steady_clock::time_point;
@@ -85,7 +89,8 @@ class EvaluateCall final : public Tag, public WorkPool::Item {
   // Counts the call's outcome, once: whichever of the finishing thread (just before Finish) and
   // the done tag (the client cancelled, or its deadline passed) comes first.
   void RecordOutcome(grpc::StatusCode code);
-  // Drops one of the two tags (finish, done) still owed; the last one deletes the call.
+  // Drops one of the two tags (finish, done) still owed; the last one tells the drain gate and
+  // deletes the call.
   void Release();
 
   const EvaluateContext& context_;

@@ -99,7 +99,10 @@ Config ParseFlags(int argc, char** argv) {
      cxxopts::value<std::string>()->default_value("0.0.0.0:8002"))
     ("max-message-bytes", "largest request or response message",
      cxxopts::value<int>()->default_value(std::to_string(defaults.server.max_message_bytes)))
-    ("drain-timeout", "seconds accepted calls may take to finish after SIGTERM/SIGINT",
+    ("drain-grace", "seconds to keep serving after SIGTERM/SIGINT with health NOT_SERVING, "
+     "before refusing calls (env DRAIN_GRACE_S)",
+     cxxopts::value<int>()->default_value(EnvOr("DRAIN_GRACE_S", "0")))
+    ("drain-timeout", "seconds accepted calls may take to finish after the grace period",
      cxxopts::value<int>()->default_value("30"))
     ("max-connection-idle-ms", "close connections without a call for this long; 0 = never",
      cxxopts::value<int64_t>()->default_value(Ms(defaults.server.connections.max_idle)))
@@ -152,6 +155,9 @@ Config ParseFlags(int argc, char** argv) {
     config.server.tls.cert_file = flags["tls-cert"].as<std::string>();
     config.server.tls.key_file = flags["tls-key"].as<std::string>();
     config.server.tls.client_ca_file = flags["tls-client-ca"].as<std::string>();
+    const int drain_grace = flags["drain-grace"].as<int>();
+    if (drain_grace < 0) throw cxxopts::exceptions::exception("--drain-grace must be >= 0");
+    config.server.drain_grace = std::chrono::seconds(drain_grace);
     config.server.drain_timeout = std::chrono::seconds(flags["drain-timeout"].as<int>());
     server::ConnectionOptions& connections = config.server.connections;
     const auto ms = [&flags](const char* name) {
@@ -232,8 +238,7 @@ int ServeUntilSignalled(server::ModelServer& running, int signal_pipe) {
         "draining, then exiting with code {} so that the orchestrator restarts the server",
         kExitUnreachable);
   } else {
-    spdlog::info("received {}: draining (health NOT_SERVING, new calls refused)",
-                 strsignal(signal_number));
+    spdlog::info("received {}: draining (health NOT_SERVING)", strsignal(signal_number));
   }
   std::thread([signal_pipe] {
     const int second = NextSignal(signal_pipe);
@@ -288,7 +293,7 @@ int Main(int argc, char** argv) {
       "max_queue_delay_us={} max_queue_rows={} max_rows_per_request={} cq_threads={} "
       "codec_threads={} "
       "torch_threads={} max_message_bytes={} max_concurrent_streams={} grpc_memory_bytes={} "
-      "tls={} metrics_address={} drain_timeout_s={}",
+      "tls={} metrics_address={} drain_grace_s={} drain_timeout_s={}",
       config.handler.model_path.empty() ? "demo" : config.handler.model_path, config.handler.device,
       config.handler.precision, config.instances, options.batching.max_batch_rows,
       options.batching.max_queue_delay.count(), options.batching.max_queue_rows,
@@ -303,6 +308,7 @@ int Main(int argc, char** argv) {
       : options.tls.client_ca_file.empty() ? "on"
                                            : "mutual",
       options.metrics_address.empty() ? "none" : options.metrics_address,
+      std::chrono::duration_cast<std::chrono::seconds>(options.drain_grace).count(),
       std::chrono::duration_cast<std::chrono::seconds>(options.drain_timeout).count());
   const server::ConnectionOptions& connections = options.connections;
   spdlog::info(

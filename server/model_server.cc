@@ -184,7 +184,7 @@ absl::Status ModelServer::Build() {
       &service_, batcher_.get(), &instances_[0]->signature(),
       // A request the queue can never hold is refused as such.
       std::min<int64_t>(options_.max_rows_per_request, options_.batching.max_queue_rows),
-      metrics_.get(), codec_pool_.get()};
+      metrics_.get(), codec_pool_.get(), &drain_gate_};
   absl::StatusOr<Credentials> credentials = MakeCredentials(options_.tls);
   if (!credentials.ok()) return credentials.status();
   health_methods_.request = [this](grpc::ServerContext* context, google::protobuf::Empty* request,
@@ -273,9 +273,24 @@ void ModelServer::Shutdown() {
   std::call_once(shutdown_once_, [this] {
     self_check_.reset();  // new calls are about to be refused: that is no failure
     SetServing(false);
-    // Refuses new calls at once and waits for accepted ones: the batcher and the pollers keep
-    // running meanwhile, so queued requests are computed and answered.
-    server_->Shutdown(std::chrono::system_clock::now() + options_.drain_timeout);
+    if (options_.drain_grace.count() > 0) {
+      spdlog::info("drain: health NOT_SERVING; serving calls for a grace period of {} ms",
+                   options_.drain_grace.count());
+      std::this_thread::sleep_for(options_.drain_grace);
+    }
+    // New calls are refused (UNAVAILABLE) while accepted ones finish: the batcher and the
+    // pollers keep running, so queued requests are computed and answered. gRPC's Shutdown would
+    // drop calls that arrive after it starts (DrainGate says why), so it comes only once calls
+    // have stopped, and then closes the connections at once instead of waiting for clients.
+    const auto drain_deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
+    drain_gate_.Close();
+    if (!drain_gate_.WaitForQuiet(kDrainQuietPeriod, drain_deadline)) {
+      spdlog::warn("drain: timeout before calls stopped; cancelling the {} calls in flight",
+                   drain_gate_.in_flight());
+    }
+    server_->Shutdown(std::chrono::system_clock::now());
+    spdlog::info("drain: connections closed; {} calls refused while draining",
+                 drain_gate_.refused());
     // Anything still queued after a drain timeout is computed or dropped (its call was
     // cancelled), and finished before the queues close: the batcher's last replies run on the
     // codec pool, which stops after them.

@@ -14,6 +14,7 @@
 #include "batching/batch_queue.h"
 #include "handlers/batch_executor.h"
 #include "handlers/model_handler.h"
+#include "server/drain_gate.h"
 #include "server/evaluate_call.h"
 #include "server/metrics/metrics.h"
 #include "server/self_check.h"
@@ -85,7 +86,10 @@ struct ServerOptions {
   TlsOptions tls;
   // How requests are coalesced into forward passes.
   batching::BatchingOptions batching;
-  // How long Shutdown lets accepted calls finish before cancelling them.
+  // How long Shutdown keeps serving normally after health turns NOT_SERVING, so that load
+  // balancers that check health move traffic away before calls are refused.
+  std::chrono::milliseconds drain_grace{0};
+  // How long Shutdown, after the grace period, lets accepted calls finish before cancelling them.
   std::chrono::milliseconds drain_timeout{30000};
   // Time and ping bounds on each client connection.
   ConnectionOptions connections;
@@ -115,8 +119,11 @@ class ModelServer {
   // The port the server listens on.
   int port() const { return port_; }
 
-  // Health turns NOT_SERVING, new calls are refused, accepted calls finish (up to
-  // drain_timeout), then threads stop and the instances are released. Idempotent; any thread.
+  // Drains, then stops: health turns NOT_SERVING; calls are still served for drain_grace; then
+  // new calls are refused (UNAVAILABLE) while accepted calls finish, and once calls have stopped
+  // arriving gRPC's Shutdown closes the connections (all within drain_timeout of the grace's
+  // end); then threads stop and the instances are released. Blocks until done. Idempotent; any
+  // thread.
   void Shutdown();
 
   // Requests waiting in the batcher's queue (not those being computed). Any thread.
@@ -138,6 +145,7 @@ class ModelServer {
   std::unique_ptr<Batcher> batcher_;
   std::unique_ptr<WorkPool> codec_pool_;  // null without codec threads
   ModelService::AsyncService service_;
+  DrainGate drain_gate_;
   EvaluateContext evaluate_context_;
   UnaryCall<google::protobuf::Empty, HCReply>::Methods health_methods_;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;

@@ -24,9 +24,9 @@ struct MetricsOptions {
   // works); port 0 picks a free port (see ServerMetrics::port).
   std::string address = "0.0.0.0:8002";
   // Reads the number of requests waiting in the batcher at scrape time; null reports 0.
-  std::function<size_t()> queued_requests;
+  std::function<size_t()> queued_requests = nullptr;
   // What HTTP clients can hold: threads, queue, the per-connection deadline, request size.
-  HttpLimits http;
+  HttpLimits http = {};
 };
 
 // The RPCs whose requests are counted; rendered as the `method` label.

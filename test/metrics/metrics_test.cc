@@ -5,14 +5,18 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <future>
 #include <map>
+#include <memory>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -91,7 +95,7 @@ double Sample(const std::map<std::string, double>& samples, const std::string& s
 }
 
 std::unique_ptr<ServerMetrics> StartWithoutHttp() {
-  auto metrics = ServerMetrics::Start(MetricsOptions{""});
+  auto metrics = ServerMetrics::Start(MetricsOptions{.address = ""});
   REQUIRE(metrics.ok());
   return std::move(*metrics);
 }
@@ -246,6 +250,47 @@ TEST_CASE("batch histograms use power-of-two buckets; totals count batches and f
   CHECK(Sample(samples, "model_server_compute_time_seconds_sum") == Approx(20.51));
 }
 
+// Runs `promtool check metrics` (Debian's prometheus package; scripts/setup.sh installs it) on
+// `exposition`; returns its exit status and output.
+std::pair<int, std::string> Promtool(const std::string& exposition) {
+  REQUIRE(std::system("command -v promtool >/dev/null") == 0);  // else: scripts/setup.sh
+  char path[] = "/tmp/metrics_test_XXXXXX";
+  const int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  REQUIRE(write(fd, exposition.data(), exposition.size()) ==
+          static_cast<ssize_t>(exposition.size()));
+  close(fd);
+  FILE* pipe = popen(("promtool check metrics < " + std::string(path) + " 2>&1").c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string output;
+  char buffer[256];
+  while (fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
+  const int status = pclose(pipe);
+  unlink(path);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+TEST_CASE("promtool accepts the exposition, every family filled in") {
+  auto metrics = StartWithoutHttp();
+  for (const Method method : {Method::kEvaluateModel, Method::kHealthCheck}) {
+    metrics->RecordRequest(method, 0, 0.003);
+    metrics->RecordRequest(method, 8, 1e-5);
+    metrics->RecordRequest(method, 14, 120);
+  }
+  metrics->RecordQueueTime(0.001);
+  metrics->RecordBatch(3, 70, 1, 0.02);
+  metrics->RecordBatch(1, 5000, 2, 0.5);
+  metrics->AddInFlight(2);
+  metrics->SetModelLoadSeconds(0.1);
+  metrics->SetWarmupSeconds(0.05);
+  const auto [status, output] = Promtool(metrics->Render());
+  INFO(output);
+  CHECK(status == 0);
+  CHECK(output.empty());
+  // The check itself can fail: a counter without the _total suffix is a lint problem.
+  CHECK(Promtool("# HELP requests Calls.\n# TYPE requests counter\nrequests 1\n").first != 0);
+}
+
 TEST_CASE("every family has HELP and TYPE of the right kind") {
   auto metrics = StartWithoutHttp();
   const std::string text = metrics->Render();
@@ -323,7 +368,7 @@ TEST_CASE("concurrent recording from 8 threads loses nothing") {
 }
 
 TEST_CASE("HTTP serves GET /metrics and 404 elsewhere") {
-  auto started = ServerMetrics::Start(MetricsOptions{"127.0.0.1:0"});
+  auto started = ServerMetrics::Start(MetricsOptions{.address = "127.0.0.1:0"});
   REQUIRE(started.ok());
   std::unique_ptr<ServerMetrics> metrics = std::move(*started);
   REQUIRE(metrics->port() > 0);
@@ -363,28 +408,30 @@ TEST_CASE("a port already listened on fails with UNAVAILABLE") {
   SECTION("a plain listening socket") {
     Listener listener(/*reuse_port=*/false);
     const std::string address = "127.0.0.1:" + std::to_string(listener.port);
-    auto metrics = ServerMetrics::Start(MetricsOptions{address});
+    auto metrics = ServerMetrics::Start(MetricsOptions{.address = address});
     REQUIRE_FALSE(metrics.ok());
     CHECK(metrics.status().code() == absl::StatusCode::kUnavailable);
     CHECK(std::string(metrics.status().message()).find(address) != std::string::npos);
   }
   SECTION("a socket with SO_REUSEPORT, as gRPC listens") {
     Listener listener(/*reuse_port=*/true);
-    auto metrics =
-        ServerMetrics::Start(MetricsOptions{"127.0.0.1:" + std::to_string(listener.port)});
+    auto metrics = ServerMetrics::Start(
+        MetricsOptions{.address = "127.0.0.1:" + std::to_string(listener.port)});
     REQUIRE_FALSE(metrics.ok());
     CHECK(metrics.status().code() == absl::StatusCode::kUnavailable);
   }
   SECTION("another metrics endpoint") {
-    auto first = ServerMetrics::Start(MetricsOptions{"127.0.0.1:0"});
+    auto first = ServerMetrics::Start(MetricsOptions{.address = "127.0.0.1:0"});
     REQUIRE(first.ok());
     const int port = (*first)->port();
-    auto second = ServerMetrics::Start(MetricsOptions{"127.0.0.1:" + std::to_string(port)});
+    auto second =
+        ServerMetrics::Start(MetricsOptions{.address = "127.0.0.1:" + std::to_string(port)});
     REQUIRE_FALSE(second.ok());
     CHECK(second.status().code() == absl::StatusCode::kUnavailable);
     // Once the first is gone, the port can be bound again.
     first->reset();
-    auto third = ServerMetrics::Start(MetricsOptions{"127.0.0.1:" + std::to_string(port)});
+    auto third =
+        ServerMetrics::Start(MetricsOptions{.address = "127.0.0.1:" + std::to_string(port)});
     REQUIRE(third.ok());
     CHECK((*third)->port() == port);
   }
@@ -394,17 +441,24 @@ TEST_CASE("malformed addresses fail with INVALID_ARGUMENT") {
   for (const char* address :
        {"localhost", "127.0.0.1:", "127.0.0.1:http", "127.0.0.1:65536", "[::1", "127.0.0.1:-1"}) {
     INFO(address);
-    auto metrics = ServerMetrics::Start(MetricsOptions{address});
+    auto metrics = ServerMetrics::Start(MetricsOptions{.address = address});
     REQUIRE_FALSE(metrics.ok());
     CHECK(metrics.status().code() == absl::StatusCode::kInvalidArgument);
   }
 }
 
 TEST_CASE("starting and at once destroying the endpoint does not hang") {
-  for (int i = 0; i < 20; ++i) {
-    auto metrics = ServerMetrics::Start(MetricsOptions{"127.0.0.1:0"});
-    REQUIRE(metrics.ok());
-  }
+  // On a thread of its own, so that a hang fails here within 30 s (not at ctest's 600 s timeout).
+  auto started = std::make_shared<std::promise<int>>();
+  std::future<int> result = started->get_future();
+  std::thread([started] {
+    int ok = 0;
+    for (int i = 0; i < 20; ++i)
+      ok += ServerMetrics::Start(MetricsOptions{.address = "127.0.0.1:0"}).ok();
+    started->set_value(ok);
+  }).detach();
+  REQUIRE(result.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+  CHECK(result.get() == 20);
 }
 
 // A plain TCP client of the metrics endpoint that sends what a test tells it to.
