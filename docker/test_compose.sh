@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs docker/compose.yaml with podman-compose against an already built image (docker/test_image.sh
-# builds it): the server starts, model_bench runs for 10 s once it is healthy, and the test
-# asserts that model_bench exited 0 with zero errors; then tears everything down.
+# builds it; the proxy's image is built here when missing): the server starts behind HAProxy,
+# model_bench runs through the proxy for 10 s once the server is healthy, and the test asserts
+# that model_bench exited 0 with zero errors; then tears everything down.
 #
 #   docker/test_compose.sh
 #
@@ -28,16 +29,22 @@ cleanup() {
 trap cleanup EXIT
 
 podman image exists model-server:cpu || { echo "test_compose: build model-server:cpu first" >&2; exit 1; }
-# A free host port for the server, so a server already on 13000 does not get in the way.
-MODEL_SERVER_HOST_PORT=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
-export MODEL_SERVER_HOST_PORT
+# The proxy's image is small (Debian's haproxy and its configuration): built here when missing.
+podman image exists model-server-proxy ||
+  podman build --network=host --format docker -t model-server-proxy -f haproxy/Dockerfile ..
+# Free host ports for the server, so a server already on 13000 or 8002 does not get in the way.
+free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'; }
+MODEL_SERVER_HOST_PORT=$(free_port)
+MODEL_SERVER_METRICS_HOST_PORT=$(free_port)
+export MODEL_SERVER_HOST_PORT MODEL_SERVER_METRICS_HOST_PORT
 status=0
 timeout 180 podman-compose -p "$PROJECT" -f compose.yaml up --abort-on-container-exit \
   --exit-code-from bench > "$LOG" 2>&1 || status=$?
-grep -v 'systemd connection' "$LOG" | grep -E '^(step|c=[0-9]+ |model_bench:)|listening' || true
+grep -v 'systemd connection' "$LOG" | grep -E '^(step|c=[0-9]+ |r=[0-9.]+/s |model_bench:)|listening' || true
 [[ $status == 0 ]] || { tail -30 "$LOG"; echo "test_compose: FAIL: exit status $status" >&2; exit 1; }
-# model_bench's table: "c=16  <req/s> ... <errors>"; the last field is the error count.
-result=$(grep -E '^c=[0-9]+ ' "$LOG" | tail -1)
+# model_bench's table: "c=16  <req/s> ... <errors>" (closed loop) or "r=2000/s ..." (open
+# loop); the last field is the error count.
+result=$(grep -E '^(c=[0-9]+|r=[0-9.]+/s) ' "$LOG" | tail -1)
 [[ -n "$result" ]] || { echo "test_compose: FAIL: no model_bench result" >&2; exit 1; }
 errors=$(awk '{print $NF}' <<< "$result")
 [[ "$errors" == 0 ]] || { echo "test_compose: FAIL: $errors errors" >&2; exit 1; }

@@ -1,5 +1,7 @@
 #include "server/batched_call.h"
 
+#include <string>
+
 #include "server/grpc_status.h"
 #include "server/served_model.h"
 
@@ -70,6 +72,13 @@ void BatchedCall::Proceed(bool ok) {
   ListenAgain();
   arrived_ = std::chrono::steady_clock::now();
   context_.metrics->AddInFlight(1);
+  if (!context_.drain->Arrive()) {
+    // Draining: refused before any work, with a hint for gRPC retry policies to wait.
+    server_context_.AddTrailingMetadata("grpc-retry-pushback-ms",
+                                        std::to_string(kRetryPushback.count()));
+    Fail(absl::UnavailableError("server is shutting down"));
+    return;
+  }
   deadline_ = SteadyDeadline(server_context_);
   if (context_.codec_pool == nullptr) {
     DecodeAndEnqueue();
@@ -166,7 +175,10 @@ void BatchedCall::DoneTag::Proceed(bool /*ok*/) {
 }
 
 void BatchedCall::Release() {
-  if (tags_owed_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  if (tags_owed_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    context_.drain->Done();
+    delete this;
+  }
 }
 
 }  // namespace model_server::server

@@ -14,6 +14,7 @@
 #include "handlers/inference_task.h"
 #include "handlers/model_types.h"
 #include "server/completion_queue.h"
+#include "server/drain_gate.h"
 #include "server/metrics/metrics.h"
 #include "server/tsan_annotations.h"
 #include "server/work_pool.h"
@@ -30,6 +31,8 @@ struct CallContext {
   // Where calls decode their requests and encode their replies; null: on the completion-queue
   // thread and the batch thread themselves.
   WorkPool* codec_pool = nullptr;
+  // Admits calls until the server drains; every call that arrives is counted in it.
+  DrainGate* drain = nullptr;
 };
 
 // A request decoded for one model.
@@ -43,8 +46,9 @@ struct Routed {
 // completion-queue thread, a codec-pool thread decodes it and queues it for its model's
 // batcher; the batch thread that runs it copies out the call's rows of the outputs, and a
 // codec-pool thread encodes the reply and finishes the call (without a pool, the
-// completion-queue thread decodes and the batch thread encodes). A bad request or a full queue
-// is answered at once. The call deletes itself once gRPC is done with it.
+// completion-queue thread decodes and the batch thread encodes). A bad request, a full
+// queue or a draining server is answered at once. The call deletes itself once gRPC is done with
+// it.
 //
 // A protocol derives from BatchedCallOf<Request, Reply> below and supplies the hooks.
 class BatchedCall : public Tag, public WorkPool::Item {
@@ -118,7 +122,8 @@ class BatchedCall : public Tag, public WorkPool::Item {
   // Counts the call's outcome, once: whichever of the finishing thread (just before Finish) and
   // the done tag (the client cancelled, or its deadline passed) comes first.
   void RecordOutcome(grpc::StatusCode code);
-  // Drops one of the two tags (finish, done) still owed; the last one deletes the call.
+  // Drops one of the two tags (finish, done) still owed; the last one tells the drain gate and
+  // deletes the call.
   void Release();
 
   const metrics::Method method_;

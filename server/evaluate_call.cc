@@ -1,6 +1,7 @@
 #include "server/evaluate_call.h"
 
 #include <algorithm>
+#include <string>
 
 #include "protocol/seed_json.h"
 #include "server/served_model.h"

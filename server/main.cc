@@ -20,6 +20,8 @@
 
 #include "handlers/torch/torch_handler.h"
 #include "platform/cpus.h"
+#include "platform/limits.h"
+#include "platform/memory.h"
 #include "server/model_server.h"
 
 namespace model_server {
@@ -57,9 +59,18 @@ ModelFlag ParseModelFlag(const std::string& value) {
   }
   return {server::kDefaultModelName, value};
 }
+std::string Ms(std::chrono::milliseconds duration) { return std::to_string(duration.count()); }
+
+// The exit code after a failed self-check: new connections were no longer accepted, so the
+// orchestrator should restart the server (docs/SECURITY.md).
+constexpr int kExitUnreachable = 3;
+
+// What the self-check's failure writes into the signal pipe (no signal is numbered 0).
+constexpr char kSelfCheckFailed = 0;
 
 struct Config {
   server::ServerOptions server;
+  platform::MemoryTrimOptions memory_trim;
   handlers::TorchHandlerOptions handler;
   std::vector<ModelFlag> models;
   int instances = 1;
@@ -115,8 +126,33 @@ Config ParseFlags(int argc, char** argv) {
     ("model-poll-seconds", "check the models' files this often and swap in a new version when "
      "one changes; 0: never (SIGHUP still reloads them)",
      cxxopts::value<double>()->default_value("0"))
-    ("drain-timeout", "seconds accepted calls may take to finish after SIGTERM/SIGINT",
+    ("drain-grace", "seconds to keep serving after SIGTERM/SIGINT with health NOT_SERVING, "
+     "before refusing calls (env DRAIN_GRACE_S)",
+     cxxopts::value<int>()->default_value(EnvOr("DRAIN_GRACE_S", "0")))
+    ("drain-timeout", "seconds accepted calls may take to finish after the grace period",
      cxxopts::value<int>()->default_value("30"))
+    ("max-connection-idle-ms", "close connections without a call for this long; 0 = never",
+     cxxopts::value<int64_t>()->default_value(Ms(defaults.server.connections.max_idle)))
+    ("max-connection-age-ms", "send connections this old a GOAWAY (clients reconnect); 0 = never",
+     cxxopts::value<int64_t>()->default_value(Ms(defaults.server.connections.max_age)))
+    ("max-connection-age-grace-ms", "then give their calls this long before closing; 0 = forever",
+     cxxopts::value<int64_t>()->default_value(Ms(defaults.server.connections.max_age_grace)))
+    ("handshake-timeout-ms", "a new connection's TCP/TLS/HTTP/2 handshake deadline; 0 = gRPC's 120 s",
+     cxxopts::value<int64_t>()->default_value(Ms(defaults.server.connections.handshake_timeout)))
+    ("keepalive-time-ms", "ping connections quiet this long; 0 = gRPC's 2 h",
+     cxxopts::value<int64_t>()->default_value(Ms(defaults.server.connections.keepalive_time)))
+    ("keepalive-timeout-ms", "close a connection whose ping is not answered within this; 0 = gRPC's 20 s",
+     cxxopts::value<int64_t>()->default_value(Ms(defaults.server.connections.keepalive_timeout)))
+    ("min-ping-interval-ms", "client pings closer together are strikes; 0 = gRPC's 5 min",
+     cxxopts::value<int64_t>()->default_value(Ms(defaults.server.connections.min_ping_interval)))
+    ("max-ping-strikes", "strikes after which a connection gets GOAWAY; 0 = unlimited",
+     cxxopts::value<int>()->default_value(std::to_string(defaults.server.connections.max_ping_strikes)))
+    ("self-check-interval-ms", "open a new connection to the serving port this often and call health; 0 = off",
+     cxxopts::value<int64_t>()->default_value(Ms(defaults.server.self_check.interval)))
+    ("self-check-failures", "failed self-checks in a row after which the server drains and exits 3",
+     cxxopts::value<int>()->default_value(std::to_string(defaults.server.self_check.max_failures)))
+    ("memory-trim-interval-ms", "return freed heap memory to the kernel after bursts, looking this often; 0 = never",
+     cxxopts::value<int64_t>()->default_value(Ms(defaults.memory_trim.interval)))
     ("demo-hidden", "hidden layer width of the built-in demo model",
      cxxopts::value<int64_t>()->default_value(std::to_string(defaults.handler.demo_hidden)))
     ("log-level", "trace, debug, info, warn, error or off",
@@ -146,12 +182,30 @@ Config ParseFlags(int argc, char** argv) {
     config.server.tls.cert_file = flags["tls-cert"].as<std::string>();
     config.server.tls.key_file = flags["tls-key"].as<std::string>();
     config.server.tls.client_ca_file = flags["tls-client-ca"].as<std::string>();
+    const int drain_grace = flags["drain-grace"].as<int>();
+    if (drain_grace < 0) throw cxxopts::exceptions::exception("--drain-grace must be >= 0");
+    config.server.drain_grace = std::chrono::seconds(drain_grace);
     config.server.drain_timeout = std::chrono::seconds(flags["drain-timeout"].as<int>());
     const double poll_seconds = flags["model-poll-seconds"].as<double>();
     if (!(poll_seconds >= 0))
       throw cxxopts::exceptions::exception("--model-poll-seconds must be >= 0");
     config.server.model_poll_interval =
         std::chrono::milliseconds(std::llround(poll_seconds * 1000));
+    server::ConnectionOptions& connections = config.server.connections;
+    const auto ms = [&flags](const char* name) {
+      return std::chrono::milliseconds(flags[name].as<int64_t>());
+    };
+    connections.max_idle = ms("max-connection-idle-ms");
+    connections.max_age = ms("max-connection-age-ms");
+    connections.max_age_grace = ms("max-connection-age-grace-ms");
+    connections.handshake_timeout = ms("handshake-timeout-ms");
+    connections.keepalive_time = ms("keepalive-time-ms");
+    connections.keepalive_timeout = ms("keepalive-timeout-ms");
+    connections.min_ping_interval = ms("min-ping-interval-ms");
+    connections.max_ping_strikes = flags["max-ping-strikes"].as<int>();
+    config.server.self_check.interval = ms("self-check-interval-ms");
+    config.server.self_check.max_failures = flags["self-check-failures"].as<int>();
+    config.memory_trim.interval = ms("memory-trim-interval-ms");
     config.server.batching.max_batch_rows = flags["max-batch-rows"].as<size_t>();
     config.server.batching.max_queue_delay =
         std::chrono::microseconds(flags["max-queue-delay-us"].as<int64_t>());
@@ -255,17 +309,25 @@ int NextShutdownSignal(int signal_pipe, server::ModelServer* running) {
   return signal_number;
 }
 
-// Serves until SIGINT/SIGTERM, then drains; a second one exits at once. SIGHUP reloads models.
-void ServeUntilSignalled(server::ModelServer& running, int signal_pipe) {
+// Serves until SIGINT/SIGTERM or a failed self-check, then drains; a second signal exits at
+// once. SIGHUP reloads models. Returns the exit code: 0 after a signal, kExitUnreachable after a
+// failed self-check.
+int ServeUntilSignalled(server::ModelServer& running, int signal_pipe) {
   const int signal_number = NextShutdownSignal(signal_pipe, &running);
-  spdlog::info("received {}: draining (health NOT_SERVING, new calls refused)",
-               strsignal(signal_number));
+  if (signal_number == kSelfCheckFailed) {
+    spdlog::error(
+        "draining, then exiting with code {} so that the orchestrator restarts the server",
+        kExitUnreachable);
+  } else {
+    spdlog::info("received {}: draining (health NOT_SERVING)", strsignal(signal_number));
+  }
   std::thread([signal_pipe] {
     const int second = NextShutdownSignal(signal_pipe, nullptr);  // no swap while draining
     spdlog::warn("received {} again: exiting without draining", strsignal(second));
     std::_Exit(1);
   }).detach();
   running.Shutdown();
+  return signal_number == kSelfCheckFailed ? kExitUnreachable : 0;
 }
 
 int Main(int argc, char** argv) {
@@ -292,15 +354,27 @@ int Main(int argc, char** argv) {
     return 0;
   }
 
+  if (absl::StatusOr<platform::OpenFileLimit> files = platform::RaiseOpenFileLimit(); !files.ok()) {
+    spdlog::warn("cannot raise the open files limit: {}", std::string(files.status().message()));
+  } else if (files->soft_after != files->soft_before) {
+    spdlog::info("open files limit raised from {} to {} (the hard limit)", files->soft_before,
+                 files->soft_after);
+  } else {
+    spdlog::info("open files limit {} (hard limit {})", files->soft_after, files->hard);
+  }
+
   const int signal_pipe = InstallShutdownSignals();
 
-  const server::ServerOptions& options = config.server;
+  server::ServerOptions options = config.server;
+  options.self_check.on_failure = [] {
+    [[maybe_unused]] const ssize_t written = write(signal_pipe_write, &kSelfCheckFailed, 1);
+  };
   spdlog::info(
       "config: models={} device={} precision={} instances={} max_batch_rows={} "
       "max_queue_delay_us={} max_queue_rows={} max_rows_per_request={} cq_threads={} "
       "codec_threads={} "
       "torch_threads={} max_message_bytes={} max_concurrent_streams={} grpc_memory_bytes={} "
-      "tls={} metrics_address={} drain_timeout_s={} model_poll_s={}",
+      "tls={} metrics_address={} drain_grace_s={} drain_timeout_s={} model_poll_s={}",
       ModelList(config.models), config.handler.device, config.handler.precision, config.instances,
       options.batching.max_batch_rows, options.batching.max_queue_delay.count(),
       options.batching.max_queue_rows, options.max_rows_per_request,
@@ -314,8 +388,19 @@ int Main(int argc, char** argv) {
       : options.tls.client_ca_file.empty() ? "on"
                                            : "mutual",
       options.metrics_address.empty() ? "none" : options.metrics_address,
+      std::chrono::duration_cast<std::chrono::seconds>(options.drain_grace).count(),
       std::chrono::duration_cast<std::chrono::seconds>(options.drain_timeout).count(),
       options.model_poll_interval.count() / 1000.0);
+  const server::ConnectionOptions& connections = options.connections;
+  spdlog::info(
+      "connections: max_idle_ms={} max_age_ms={} max_age_grace_ms={} handshake_timeout_ms={} "
+      "keepalive_time_ms={} keepalive_timeout_ms={} min_ping_interval_ms={} max_ping_strikes={} "
+      "self_check_interval_ms={} self_check_failures={} memory_trim_interval_ms={}",
+      connections.max_idle.count(), connections.max_age.count(), connections.max_age_grace.count(),
+      connections.handshake_timeout.count(), connections.keepalive_time.count(),
+      connections.keepalive_timeout.count(), connections.min_ping_interval.count(),
+      connections.max_ping_strikes, options.self_check.interval.count(),
+      options.self_check.max_failures, config.memory_trim.interval.count());
 
   std::vector<server::ModelSpec> models;
   for (const ModelFlag& flag : config.models) {
@@ -343,12 +428,13 @@ int Main(int argc, char** argv) {
     return 1;
   }
   spdlog::info("listening on port {} ({}); health SERVING", (*started)->port(), options.address);
+  const platform::MemoryTrimmer trimmer(config.memory_trim);
 
-  ServeUntilSignalled(**started, signal_pipe);
+  const int exit_code = ServeUntilSignalled(**started, signal_pipe);
   const server::metrics::ServerMetrics& metrics = (*started)->metrics();
   spdlog::info("stopped: {} requests in {} batches, {} forward passes", metrics.batched_requests(),
                metrics.batches(), metrics.forward_passes());
-  return 0;
+  return exit_code;
 }
 
 }  // namespace

@@ -1,8 +1,10 @@
 #include "server/model_server.h"
 
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <spdlog/spdlog.h>
 
+#include <climits>
 #include <fstream>
 #include <sstream>
 
@@ -25,12 +27,19 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) 
   return contents.str();
 }
 
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(const TlsOptions& tls) {
+struct Credentials {
+  std::shared_ptr<grpc::ServerCredentials> server;
+  // The self-check's: plaintext, or TLS that does not verify the server (it is this process,
+  // reached on loopback) and, under mTLS, presents the server's own certificate as the client's.
+  std::shared_ptr<grpc::ChannelCredentials> self_check;
+};
+
+absl::StatusOr<Credentials> MakeCredentials(const TlsOptions& tls) {
   if (tls.cert_file.empty() && tls.key_file.empty()) {
     if (!tls.client_ca_file.empty()) {
       return absl::InvalidArgumentError("a TLS client CA needs a TLS certificate and key");
     }
-    return grpc::InsecureServerCredentials();
+    return Credentials{grpc::InsecureServerCredentials(), grpc::InsecureChannelCredentials()};
   }
   if (tls.cert_file.empty() || tls.key_file.empty()) {
     return absl::InvalidArgumentError("TLS needs both a certificate and a key");
@@ -41,13 +50,45 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(const T
   if (!key.ok()) return key.status();
   grpc::SslServerCredentialsOptions ssl;
   ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  grpc::experimental::TlsChannelCredentialsOptions self_check;
+  self_check.set_verify_server_certs(false);
+  self_check.set_check_call_host(false);
+  self_check.set_certificate_verifier(
+      std::make_shared<grpc::experimental::NoOpCertificateVerifier>());
   if (!tls.client_ca_file.empty()) {
     absl::StatusOr<std::string> ca = ReadFile(tls.client_ca_file, "TLS client CA");
     if (!ca.ok()) return ca.status();
     ssl.pem_root_certs = *ca;
     ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    self_check.set_certificate_provider(
+        std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
+            std::vector<grpc::experimental::IdentityKeyCertPair>{{*key, *cert}}));
+    self_check.watch_identity_key_cert_pairs();
   }
-  return grpc::SslServerCredentials(ssl);
+  return Credentials{grpc::SslServerCredentials(ssl),
+                     grpc::experimental::TlsCredentials(self_check)};
+}
+
+void SetMilliseconds(grpc::ServerBuilder& builder, const char* name,
+                     std::chrono::milliseconds value) {
+  if (value.count() > 0) {
+    builder.AddChannelArgument(name, static_cast<int>(std::min<int64_t>(value.count(), INT_MAX)));
+  }
+}
+
+void AddConnectionBounds(const ConnectionOptions& connections, grpc::ServerBuilder& builder) {
+  SetMilliseconds(builder, GRPC_ARG_MAX_CONNECTION_IDLE_MS, connections.max_idle);
+  SetMilliseconds(builder, GRPC_ARG_MAX_CONNECTION_AGE_MS, connections.max_age);
+  SetMilliseconds(builder, GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, connections.max_age_grace);
+  SetMilliseconds(builder, GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, connections.handshake_timeout);
+  SetMilliseconds(builder, GRPC_ARG_KEEPALIVE_TIME_MS, connections.keepalive_time);
+  SetMilliseconds(builder, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, connections.keepalive_timeout);
+  SetMilliseconds(builder, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                  connections.min_ping_interval);
+  // Without it, pings between calls count as strikes whatever their interval (gRPC allows one
+  // per 2 h then), which would end idle clients that keep their connection alive politely.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, connections.max_ping_strikes);
 }
 
 }  // namespace
@@ -89,6 +130,10 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerOpti
   if (options.model_poll_interval.count() < 0) {
     return absl::InvalidArgumentError("model_poll_interval must not be negative");
   }
+  if (options.self_check.interval.count() < 0 || options.self_check.max_failures < 1) {
+    return absl::InvalidArgumentError(
+        "the self-check interval must not be negative and its failure count must be positive");
+  }
   if (options.codec_threads < -1) {
     return absl::InvalidArgumentError("codec_threads must be -1 (none), 0 (one per CPU) or more");
   }
@@ -121,12 +166,11 @@ absl::Status ModelServer::Build(std::vector<ModelSpec> models) {
   call_context_ = CallContext{
       // A request the queue can never hold is refused as such.
       std::min<int64_t>(options_.max_rows_per_request, options_.batching.max_queue_rows),
-      metrics_.get(), codec_pool_.get()};
+      metrics_.get(), codec_pool_.get(), &drain_gate_};
   evaluate_methods_ = EvaluateCall::Methods{&service_, models_.front().get()};
   infer_methods_ = InferCall::Methods{&oip_service_, &models_};
   oip_ = std::make_unique<OipService>(&oip_service_, &models_, &serving_, metrics_.get());
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
-      MakeCredentials(options_.tls);
+  absl::StatusOr<Credentials> credentials = MakeCredentials(options_.tls);
   if (!credentials.ok()) return credentials.status();
   health_methods_.request = [this](grpc::ServerContext* context, google::protobuf::Empty* request,
                                    grpc::ServerAsyncResponseWriter<HCReply>* responder,
@@ -141,12 +185,13 @@ absl::Status ModelServer::Build(std::vector<ModelSpec> models) {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options_.address, *credentials, &port_);
+  builder.AddListeningPort(options_.address, credentials->server, &port_);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.SetMaxSendMessageSize(options_.max_message_bytes);
   // gRPC binds with SO_REUSEPORT by default, which lets a second server share a port in use.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options_.max_concurrent_streams);
+  AddConnectionBounds(options_.connections, builder);
   grpc::ResourceQuota quota("model_server");
   quota.Resize(options_.grpc_memory_bytes);
   builder.SetResourceQuota(quota);
@@ -177,6 +222,7 @@ absl::Status ModelServer::Build(std::vector<ModelSpec> models) {
   }
   reloader_ = std::make_unique<ModelReloader>(&models_, options_.model_poll_interval);
   SetServing(true);
+  if (options_.self_check.interval.count() > 0) StartSelfCheck(credentials->self_check);
   return absl::OkStatus();
 }
 
@@ -184,6 +230,33 @@ size_t ModelServer::QueuedRequests() const {
   size_t queued = 0;
   for (const auto& model : models_) queued += model->QueuedRequests();
   return queued;
+}
+
+void ModelServer::StartSelfCheck(std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  const std::string target = SelfCheckTarget(options_.address, port_);
+  const grpc::Status first =
+      SelfCheck::CheckOnce(target, credentials, options_.self_check.interval);
+  if (!first.ok()) {
+    // A check that cannot succeed on a healthy server would restart it for nothing.
+    spdlog::warn(
+        "self-check off: a new connection to {} failed at startup ({}); only probes that open a "
+        "new connection each time can tell whether new connections are accepted",
+        target, first.error_message());
+    return;
+  }
+  spdlog::info("self-check: a new connection to {} every {} ms; {} failures in a row end serving",
+               target, options_.self_check.interval.count(), options_.self_check.max_failures);
+  self_check_ = std::make_unique<SelfCheck>(
+      options_.self_check, target, std::move(credentials), [this](const grpc::Status& last) {
+        spdlog::error(
+            "self-check: new connections to {} failed {} times in a row (last: {}); the listener "
+            "no longer accepts them (gRPC 1.51 stops accepting for good after accept4 fails, e.g. "
+            "when file descriptors run out): health NOT_SERVING",
+            SelfCheckTarget(options_.address, port_), options_.self_check.max_failures,
+            last.error_message());
+        SetServing(false);
+        if (options_.self_check.on_failure) options_.self_check.on_failure();
+      });
 }
 
 void ModelServer::SetServing(bool serving) {
@@ -195,11 +268,27 @@ void ModelServer::SetServing(bool serving) {
 
 void ModelServer::Shutdown() {
   std::call_once(shutdown_once_, [this] {
-    reloader_->Stop();  // no swap while draining
+    reloader_->Stop();    // no swap while draining
+    self_check_.reset();  // new calls are about to be refused: that is no failure
     SetServing(false);
-    // Refuses new calls at once and waits for accepted ones: the batcher and the pollers keep
-    // running meanwhile, so queued requests are computed and answered.
-    server_->Shutdown(std::chrono::system_clock::now() + options_.drain_timeout);
+    if (options_.drain_grace.count() > 0) {
+      spdlog::info("drain: health NOT_SERVING; serving calls for a grace period of {} ms",
+                   options_.drain_grace.count());
+      std::this_thread::sleep_for(options_.drain_grace);
+    }
+    // New calls are refused (UNAVAILABLE) while accepted ones finish: the batcher and the
+    // pollers keep running, so queued requests are computed and answered. gRPC's Shutdown would
+    // drop calls that arrive after it starts (DrainGate says why), so it comes only once calls
+    // have stopped, and then closes the connections at once instead of waiting for clients.
+    const auto drain_deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
+    drain_gate_.Close();
+    if (!drain_gate_.WaitForQuiet(kDrainQuietPeriod, drain_deadline)) {
+      spdlog::warn("drain: timeout before calls stopped; cancelling the {} calls in flight",
+                   drain_gate_.in_flight());
+    }
+    server_->Shutdown(std::chrono::system_clock::now());
+    spdlog::info("drain: connections closed; {} calls refused while draining",
+                 drain_gate_.refused());
     // Anything still queued after a drain timeout is computed or dropped (its call was
     // cancelled), and finished before the queues close: the batcher's last replies run on the
     // codec pool, which stops after them.

@@ -16,11 +16,13 @@
 #include "protos/grpc_predict_v2.grpc.pb.h"
 #include "protos/model_interface.grpc.pb.h"
 #include "server/batched_call.h"
+#include "server/drain_gate.h"
 #include "server/evaluate_call.h"
 #include "server/infer_call.h"
 #include "server/metrics/metrics.h"
 #include "server/model_reloader.h"
 #include "server/oip_service.h"
+#include "server/self_check.h"
 #include "server/served_model.h"
 #include "server/unary_call.h"
 #include "server/work_pool.h"
@@ -36,6 +38,35 @@ struct TlsOptions {
   std::string client_ca_file;
 };
 
+// Bounds on each client connection's life, from gRPC 1.51's channel arguments; zero leaves a
+// bound at gRPC's own default (docs/SECURITY.md has the threats each one answers).
+struct ConnectionOptions {
+  // A connection with no call for this long gets a GOAWAY and closes (grpc.max_connection_idle_ms);
+  // a client reconnects on its next call.
+  std::chrono::milliseconds max_idle{std::chrono::minutes(5)};
+  // A connection this old (gRPC adds +-10 % jitter) gets a GOAWAY (grpc.max_connection_age_ms):
+  // clients reconnect, re-resolve and so reach new replicas, and no call, however slowly its
+  // client sends it, holds a connection longer than max_age + max_age_grace.
+  std::chrono::milliseconds max_age{std::chrono::minutes(5)};
+  // Calls in progress at that GOAWAY get this long to finish before the connection is closed
+  // (grpc.max_connection_age_grace_ms); longer than any legitimate call.
+  std::chrono::milliseconds max_age_grace{std::chrono::seconds(30)};
+  // A new connection must complete its handshake (TCP, TLS, the client's HTTP/2 preface and
+  // SETTINGS) within this or is closed (grpc.server_handshake_timeout_ms; gRPC's own: 120 s).
+  std::chrono::milliseconds handshake_timeout{std::chrono::seconds(10)};
+  // The server pings a connection that has been quiet this long, and closes it when the ping is
+  // not answered within keepalive_timeout: dead peers stop holding file descriptors
+  // (grpc.keepalive_time_ms, grpc.keepalive_timeout_ms; gRPC's own: 2 h, 20 s).
+  std::chrono::milliseconds keepalive_time{std::chrono::minutes(1)};
+  std::chrono::milliseconds keepalive_timeout{std::chrono::seconds(20)};
+  // Client pings closer together than this (with no data in between, and also between calls)
+  // are strikes; a connection with more than max_ping_strikes gets GOAWAY ENHANCE_YOUR_CALM
+  // (grpc.http2.min_recv_ping_interval_without_data_ms, grpc.http2.max_ping_strikes,
+  // grpc.keepalive_permit_without_calls): a ping flood ends after three pings.
+  std::chrono::milliseconds min_ping_interval{std::chrono::minutes(1)};
+  int max_ping_strikes = 2;
+};
+
 struct ServerOptions {
   // host:port to listen on; port 0 picks a free port (see ModelServer::port).
   std::string address = "0.0.0.0:13000";
@@ -49,8 +80,10 @@ struct ServerOptions {
   int max_message_bytes = 4 * 1024 * 1024;
   // Rows one request may carry (at most max_queue_rows); larger requests get INVALID_ARGUMENT.
   int64_t max_rows_per_request = 65536;
-  // HTTP/2 streams (concurrent calls) one connection may open; more wait in the client.
-  int max_concurrent_streams = 256;
+  // HTTP/2 streams (concurrent calls) one connection may open; more wait in the client. Each
+  // may hold a message of up to max_message_bytes, so a connection holds at most their product
+  // (64 x 4 MiB = 256 MiB at the defaults; docs/SECURITY.md).
+  int max_concurrent_streams = 64;
   // Memory gRPC may use for its buffers and calls (ResourceQuota); beyond it gRPC sheds load.
   size_t grpc_memory_bytes = 256 * 1024 * 1024;
   // host:port of the Prometheus endpoint (GET /metrics); empty serves none.
@@ -59,11 +92,18 @@ struct ServerOptions {
   TlsOptions tls;
   // How requests are coalesced into forward passes.
   batching::BatchingOptions batching;
-  // How long Shutdown lets accepted calls finish before cancelling them.
+  // How long Shutdown keeps serving normally after health turns NOT_SERVING, so that load
+  // balancers that check health move traffic away before calls are refused.
+  std::chrono::milliseconds drain_grace{0};
+  // How long Shutdown, after the grace period, lets accepted calls finish before cancelling them.
   std::chrono::milliseconds drain_timeout{30000};
   // How often the models' files are checked for a new version to swap in; zero: never (a
   // ReloadModels call still swaps).
   std::chrono::milliseconds model_poll_interval{0};
+  // Time and ping bounds on each client connection.
+  ConnectionOptions connections;
+  // Checks that new connections are still accepted (see SelfCheck); on by default.
+  SelfCheckOptions self_check;
 };
 
 // The name of the model a server serves when it is given one without a name.
@@ -86,9 +126,11 @@ class ModelServer {
  public:
   // Serves `models` (at least one; distinct names), each instance on its own batch thread;
   // takes ownership and releases them (LoadedModel's Cleanup) once shut down. Health (and OIP
-  // readiness) says SERVING once this returns OK. Errors: INVALID_ARGUMENT for bad options or
-  // models (no model, a name given twice, a bad name, no instances, instances that differ),
-  // UNAVAILABLE when the address cannot be bound (e.g. the port is in use).
+  // readiness) says SERVING once this returns OK. With options.self_check on, one check has run
+  // by then: if it failed (e.g. under mTLS the client CA does not accept the server's own
+  // certificate), the self-check stays off and a warning says why. Errors: INVALID_ARGUMENT for bad
+  // options or models (no model, a name given twice, a bad name, no instances, instances that
+  // differ), UNAVAILABLE when the address cannot be bound (e.g. the port is in use).
   static absl::StatusOr<std::unique_ptr<ModelServer>> Start(const ServerOptions& options,
                                                             std::vector<ModelSpec> models);
   // The model "default" with these instances.
@@ -103,8 +145,11 @@ class ModelServer {
   // The port the server listens on.
   int port() const { return port_; }
 
-  // Health turns NOT_SERVING, new calls are refused, accepted calls finish (up to
-  // drain_timeout), then threads stop and the instances are released. Idempotent; any thread.
+  // Drains, then stops: health turns NOT_SERVING; calls are still served for drain_grace; then
+  // new calls are refused (UNAVAILABLE) while accepted calls finish, and once calls have stopped
+  // arriving gRPC's Shutdown closes the connections (all within drain_timeout of the grace's
+  // end); then threads stop and the instances are released. Blocks until done. Idempotent; any
+  // thread.
   void Shutdown();
 
   // Swaps in a new version of every model that has a file, as soon as the reloader is free
@@ -120,6 +165,8 @@ class ModelServer {
   explicit ModelServer(const ServerOptions& options);
   absl::Status Build(std::vector<ModelSpec> models);
   void SetServing(bool serving);
+  // Starts the self-check once a first check succeeds; logs why not otherwise.
+  void StartSelfCheck(std::shared_ptr<grpc::ChannelCredentials> credentials);
 
   const ServerOptions options_;
   std::unique_ptr<metrics::ServerMetrics> metrics_;   // outlives everything that records
@@ -128,6 +175,7 @@ class ModelServer {
   std::unique_ptr<ModelReloader> reloader_;           // after models_: stopped before them
   ModelService::AsyncService service_;
   inference::GRPCInferenceService::AsyncService oip_service_;
+  DrainGate drain_gate_;
   CallContext call_context_;
   EvaluateCall::Methods evaluate_methods_;
   InferCall::Methods infer_methods_;
@@ -136,6 +184,7 @@ class ModelServer {
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::thread> pollers_;
+  std::unique_ptr<SelfCheck> self_check_;  // stopped as Shutdown starts
   int port_ = 0;
   std::atomic<bool> serving_{false};
   std::once_flag shutdown_once_;

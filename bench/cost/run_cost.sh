@@ -8,7 +8,9 @@
 # SERVER: ours (default; model_server with the near-free model), demo (model_server with the
 # demo model) or echo (echo_server). CONNECTIONS: HTTP/2 connections model_bench opens
 # (default 1). Env: REQUESTS (2000), CONCURRENCY (16), CQ_THREADS (2), ROWS (50), PROTOCOL (seed:
-# the seed's JSON over ModelService; oip: the Open Inference Protocol's ModelInfer, raw tensors).
+# the seed's JSON over ModelService; oip: the Open Inference Protocol's ModelInfer, raw tensors),
+# PRELOAD (a library preloaded into the server as well, e.g. an allocator:
+# /usr/lib/x86_64-linux-gnu/libjemalloc.so.2), SERVER_FLAGS (more model_server flags).
 # Writes OUT_DIR/<server>[-oip]-c<connections>.{txt,json} and the raw per-thread profiles.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,14 +38,14 @@ case $server in
       model=(--model "$out/free.pt")
     fi
     command=("$build/server/model_server" "${model[@]}" --cq-threads "$cq_threads"
-             --metrics-address "" --torch-threads 1 --log-level info)
+             --metrics-address "" --torch-threads 1 --log-level info ${SERVER_FLAGS:-})
     ;;
   echo) command=("$build/bench/echo_server" --cq-threads "$cq_threads") ;;
   *) echo "unknown server $server (ours | demo | echo)" >&2; exit 2 ;;
 esac
 
 log=$out/$name.log
-LD_PRELOAD=$stub valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no \
+LD_PRELOAD="$stub${PRELOAD:+ $PRELOAD}" valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no \
   --callgrind-out-file="$prefix" "${command[@]}" --address 127.0.0.1:0 >"$log" 2>&1 &
 pid=$!
 trap 'kill -KILL $pid 2>/dev/null || true' EXIT

@@ -1,13 +1,13 @@
 #include "handlers/torch/torch_handler.h"
 
 #include <ATen/Parallel.h>
+#include <c10/core/Stream.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
-#ifdef MODEL_SERVER_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
+#include <torch/version.h>
 
 #include <algorithm>
 #include <chrono>
@@ -28,15 +28,41 @@ double SecondsBetween(std::chrono::steady_clock::time_point from,
 }
 
 // The line of a torch error message that says what went wrong. TorchScript errors put a
-// traceback first and the error itself on the last line; other errors lead with it.
+// traceback first and the error itself on the last line; other errors lead with it (after
+// blank lines, for TorchScript compile errors).
 std::string Summary(const char* message) {
   const std::string text(message);
   if (text.find("Traceback of TorchScript") == std::string::npos) {
-    return text.substr(0, text.find('\n'));
+    const size_t start = std::min(text.find_first_not_of('\n'), text.size());
+    return text.substr(start, text.find('\n', start) - start);
   }
   const size_t end = text.find_last_not_of("\n") + 1;
   const size_t start = text.rfind('\n', end - 1);
   return text.substr(start == std::string::npos ? 0 : start + 1, end - start - 1);
+}
+
+// Why a model file does not load, in one line. A file that uses an operator or a file format
+// newer than this libtorch gets the fix too: PyTorch only loads what its own version knows.
+std::string LoadErrorSummary(const char* message) {
+  const std::string summary = Summary(message);
+  const bool needs_newer_torch = summary.find("Unknown builtin op") != std::string::npos ||
+                                 summary.find("maximum supported version") != std::string::npos;
+  if (!needs_newer_torch) return summary;
+  const char* newer = TORCH_VERSION_MAJOR < 2
+                          ? "libtorch 2.x"
+                          : "the libtorch of the PyTorch that saved the model, or a newer one";
+  return absl::StrCat(summary, " The model needs a newer libtorch than this server's ",
+                      TORCH_VERSION, ": build model_server against ", newer,
+                      " (README.md, \"libtorch versions\").");
+}
+
+// The stream an instance computes on: CPU has a single stream, so every instance shares it;
+// a GPU gives each instance its own from the device's pool, so instances overlap their copies
+// and kernels. Device-generic (no CUDA headers), so every build compiles it and the CPU tests
+// run through it.
+c10::Stream InstanceStream(const torch::Device& device) {
+  const c10::impl::VirtualGuardImpl guard(device.type());
+  return device.is_cpu() ? guard.getStream(device) : guard.getStreamFromGlobalPool(device);
 }
 
 absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
@@ -132,10 +158,12 @@ class TorchHandler final : public ModelHandler {
     absl::StatusOr<torch::Dtype> dtype = ResolvePrecision(options_.precision);
     if (!dtype.ok()) return dtype.status();
     dtype_ = *dtype;
-#ifdef MODEL_SERVER_WITH_CUDA
-    // Each instance computes on its own stream, so instances overlap their copies and kernels.
-    if (device_.is_cuda()) stream_ = c10::cuda::getStreamFromPool(false, device_.index());
-#endif
+    try {
+      stream_ = InstanceStream(device_);
+    } catch (const c10::Error& error) {
+      return absl::FailedPreconditionError(absl::StrCat("no stream on ", device_.str(), ": ",
+                                                        Summary(error.what_without_backtrace())));
+    }
     if (options_.torch_threads > 0) at::set_num_threads(options_.torch_threads);
     const auto start = std::chrono::steady_clock::now();
     if (absl::Status loaded = Load(); !loaded.ok()) return loaded;
@@ -175,10 +203,7 @@ class TorchHandler final : public ModelHandler {
   absl::StatusOr<const float*> Run() override {
     try {
       c10::InferenceMode inference_mode;
-#ifdef MODEL_SERVER_WITH_CUDA
-      std::optional<c10::cuda::CUDAStreamGuard> stream_guard;
-      if (stream_) stream_guard.emplace(*stream_);
-#endif
+      const c10::StreamGuard stream_guard(stream_);
       // One copy in per tensor (asynchronous from pinned memory); one copy out below.
       arguments_.clear();
       arguments_.emplace_back(
@@ -231,11 +256,12 @@ class TorchHandler final : public ModelHandler {
       module_.to(dtype_);
       module_.eval();
     } catch (const c10::Error& load_error) {
-      return absl::InvalidArgumentError(absl::StrCat("cannot load TorchScript model ", path, ": ",
-                                                     Summary(load_error.what_without_backtrace())));
-    } catch (const std::exception& load_error) {
       return absl::InvalidArgumentError(
-          absl::StrCat("cannot load TorchScript model ", path, ": ", Summary(load_error.what())));
+          absl::StrCat("cannot load TorchScript model ", path, ": ",
+                       LoadErrorSummary(load_error.what_without_backtrace())));
+    } catch (const std::exception& load_error) {
+      return absl::InvalidArgumentError(absl::StrCat("cannot load TorchScript model ", path, ": ",
+                                                     LoadErrorSummary(load_error.what())));
     }
     return absl::OkStatus();
   }
@@ -339,9 +365,7 @@ class TorchHandler final : public ModelHandler {
   const TorchHandlerOptions options_;
   torch::Device device_{torch::kCPU};
   torch::Dtype dtype_ = torch::kFloat;
-#ifdef MODEL_SERVER_WITH_CUDA
-  std::optional<c10::cuda::CUDAStream> stream_;
-#endif
+  c10::Stream stream_{c10::Stream::DEFAULT, torch::Device(torch::kCPU)};  // see InstanceStream
   torch::jit::Module module_;
   ModelSignature signature_;
   InitializeTimes initialize_times_;

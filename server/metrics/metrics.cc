@@ -29,9 +29,6 @@ std::string CodeName(int grpc_status_code) {
 }
 
 constexpr const char* kContentType = "text/plain; version=0.0.4";
-// Scrapes are rare (seconds apart) and cheap, so a couple of workers is plenty; httplib's
-// default would start one per core.
-constexpr size_t kHttpWorkerThreads = 2;
 
 const char* MethodName(Method method) {
   switch (method) {
@@ -262,21 +259,20 @@ uint64_t ServerMetrics::forward_passes() const {
 absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const MetricsOptions& options) {
   std::unique_ptr<ServerMetrics> metrics(new ServerMetrics());
   if (!options.address.empty()) {
-    absl::Status status = metrics->StartHttp(options.address);
+    absl::Status status = metrics->StartHttp(options.address, options.http);
     if (!status.ok()) return status;
   }
   return metrics;
 }
 
-absl::Status ServerMetrics::StartHttp(const std::string& address) {
+absl::Status ServerMetrics::StartHttp(const std::string& address, const HttpLimits& limits) {
   std::string host;
   int port = 0;
   absl::Status parsed = ParseAddress(address, &host, &port);
   if (!parsed.ok()) return parsed;
 
-  auto http = std::make_unique<httplib::Server>();
+  std::unique_ptr<httplib::Server> http = MakeBoundedHttpServer(limits);
   http->set_socket_options(PlainBindSocketOptions);
-  http->new_task_queue = [] { return new httplib::ThreadPool(kHttpWorkerThreads); };
   http->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
     response.set_content(Render(), kContentType);
   });
@@ -287,7 +283,7 @@ absl::Status ServerMetrics::StartHttp(const std::string& address) {
   } else if (!http->bind_to_port(host, port)) {
     port = -1;
   }
-  if (port <= 0) {
+  if (port <= 0 || !WidenListenBacklog(*http)) {
     return absl::UnavailableError(
         absl::StrCat("cannot serve metrics on ", address, " (address in use or not local)"));
   }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/metrics/bounded_http.h"
 
 namespace httplib {
 class Server;
@@ -23,6 +24,8 @@ struct MetricsOptions {
   // host:port for HTTP GET /metrics ("[::1]:8002" for IPv6); "" serves no HTTP (Render still
   // works); port 0 picks a free port (see ServerMetrics::port).
   std::string address = "0.0.0.0:8002";
+  // What HTTP clients can hold: threads, queue, the per-connection deadline, request size.
+  HttpLimits http = {};
 };
 
 // The RPCs whose requests are counted; rendered as the `method` label: the seed's ModelService
@@ -134,8 +137,8 @@ class ModelMetrics {
 // the transport records into it from its completion-queue, codec and batch threads.
 class ServerMetrics {
  public:
-  // Starts the HTTP endpoint (GET /metrics; its own listener thread plus a small worker pool)
-  // when options.address is not empty. Errors: INVALID_ARGUMENT when the address is not
+  // Starts the HTTP endpoint (GET /metrics; its own listener thread plus options.http.threads
+  // workers) when options.address is not empty. Errors: INVALID_ARGUMENT when the address is not
   // host:port, UNAVAILABLE when it can't be bound (in use, or no such local address).
   static absl::StatusOr<std::unique_ptr<ServerMetrics>> Start(const MetricsOptions& options);
 
@@ -173,7 +176,7 @@ class ServerMetrics {
 
  private:
   ServerMetrics();
-  absl::Status StartHttp(const std::string& address);
+  absl::Status StartHttp(const std::string& address, const HttpLimits& limits);
 
   // requests_total, indexed [method][code].
   std::array<std::array<std::atomic<uint64_t>, kGrpcCodeCount>, kMethodCount> requests_{};

@@ -3,13 +3,20 @@
 #include <arpa/inet.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <future>
 #include <map>
+#include <memory>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -19,6 +26,8 @@
 
 namespace model_server::server::metrics {
 namespace {
+
+using namespace std::chrono_literals;
 
 // A small parser for the Prometheus text format 0.0.4: fails the test on any malformed line
 // and returns every sample keyed by its exact series text, e.g. `a_total{code="OK"}`.
@@ -86,7 +95,7 @@ double Sample(const std::map<std::string, double>& samples, const std::string& s
 }
 
 std::unique_ptr<ServerMetrics> StartWithoutHttp() {
-  auto metrics = ServerMetrics::Start(MetricsOptions{""});
+  auto metrics = ServerMetrics::Start(MetricsOptions{.address = ""});
   REQUIRE(metrics.ok());
   return std::move(*metrics);
 }
@@ -279,6 +288,54 @@ TEST_CASE("batch histograms use power-of-two buckets; totals count batches and f
   CHECK(Sample(samples, R"(model_server_compute_time_seconds_sum{model="m"})") == Approx(20.51));
 }
 
+// Runs `promtool check metrics` (Debian's prometheus package; scripts/setup.sh installs it) on
+// `exposition`; returns its exit status and output.
+std::pair<int, std::string> Promtool(const std::string& exposition) {
+  REQUIRE(std::system("command -v promtool >/dev/null") == 0);  // else: scripts/setup.sh
+  char path[] = "/tmp/metrics_test_XXXXXX";
+  const int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  REQUIRE(write(fd, exposition.data(), exposition.size()) ==
+          static_cast<ssize_t>(exposition.size()));
+  close(fd);
+  FILE* pipe = popen(("promtool check metrics < " + std::string(path) + " 2>&1").c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string output;
+  char buffer[256];
+  while (fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
+  const int status = pclose(pipe);
+  unlink(path);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+TEST_CASE("promtool accepts the exposition, every family filled in") {
+  auto metrics = StartWithoutHttp();
+  for (size_t method = 0; method < kMethodCount; ++method) {
+    metrics->RecordRequest(static_cast<Method>(method), 0, 0.003);
+    metrics->RecordRequest(static_cast<Method>(method), 8, 1e-5);
+    metrics->RecordRequest(static_cast<Method>(method), 14, 120);
+  }
+  metrics->AddInFlight(2);
+  for (const char* name : {"default", "b.v2"}) {
+    ModelMetrics* model = metrics->AddModel(name);
+    model->RecordQueueTime(0.001);
+    model->RecordBatch(3, 70, 1, 0.02);
+    model->RecordBatch(1, 5000, 2, 0.5);
+    model->SetLoadSeconds(0.1);
+    model->SetWarmupSeconds(0.05);
+    model->SetVersion(2);
+    model->RecordReload(true);
+    model->RecordReload(false);
+    model->SetSources([] { return size_t{4}; }, [] { return size_t{2}; });
+  }
+  const auto [status, output] = Promtool(metrics->Render());
+  INFO(output);
+  CHECK(status == 0);
+  CHECK(output.empty());
+  // The check itself can fail: a counter without the _total suffix is a lint problem.
+  CHECK(Promtool("# HELP requests Calls.\n# TYPE requests counter\nrequests 1\n").first != 0);
+}
+
 TEST_CASE("every family has HELP and TYPE of the right kind") {
   auto metrics = StartWithoutHttp();
   metrics->AddModel("m");
@@ -362,7 +419,7 @@ TEST_CASE("concurrent recording from 8 threads loses nothing") {
 }
 
 TEST_CASE("HTTP serves GET /metrics and 404 elsewhere") {
-  auto started = ServerMetrics::Start(MetricsOptions{"127.0.0.1:0"});
+  auto started = ServerMetrics::Start(MetricsOptions{.address = "127.0.0.1:0"});
   REQUIRE(started.ok());
   std::unique_ptr<ServerMetrics> metrics = std::move(*started);
   REQUIRE(metrics->port() > 0);
@@ -402,28 +459,30 @@ TEST_CASE("a port already listened on fails with UNAVAILABLE") {
   SECTION("a plain listening socket") {
     Listener listener(/*reuse_port=*/false);
     const std::string address = "127.0.0.1:" + std::to_string(listener.port);
-    auto metrics = ServerMetrics::Start(MetricsOptions{address});
+    auto metrics = ServerMetrics::Start(MetricsOptions{.address = address});
     REQUIRE_FALSE(metrics.ok());
     CHECK(metrics.status().code() == absl::StatusCode::kUnavailable);
     CHECK(std::string(metrics.status().message()).find(address) != std::string::npos);
   }
   SECTION("a socket with SO_REUSEPORT, as gRPC listens") {
     Listener listener(/*reuse_port=*/true);
-    auto metrics =
-        ServerMetrics::Start(MetricsOptions{"127.0.0.1:" + std::to_string(listener.port)});
+    auto metrics = ServerMetrics::Start(
+        MetricsOptions{.address = "127.0.0.1:" + std::to_string(listener.port)});
     REQUIRE_FALSE(metrics.ok());
     CHECK(metrics.status().code() == absl::StatusCode::kUnavailable);
   }
   SECTION("another metrics endpoint") {
-    auto first = ServerMetrics::Start(MetricsOptions{"127.0.0.1:0"});
+    auto first = ServerMetrics::Start(MetricsOptions{.address = "127.0.0.1:0"});
     REQUIRE(first.ok());
     const int port = (*first)->port();
-    auto second = ServerMetrics::Start(MetricsOptions{"127.0.0.1:" + std::to_string(port)});
+    auto second =
+        ServerMetrics::Start(MetricsOptions{.address = "127.0.0.1:" + std::to_string(port)});
     REQUIRE_FALSE(second.ok());
     CHECK(second.status().code() == absl::StatusCode::kUnavailable);
     // Once the first is gone, the port can be bound again.
     first->reset();
-    auto third = ServerMetrics::Start(MetricsOptions{"127.0.0.1:" + std::to_string(port)});
+    auto third =
+        ServerMetrics::Start(MetricsOptions{.address = "127.0.0.1:" + std::to_string(port)});
     REQUIRE(third.ok());
     CHECK((*third)->port() == port);
   }
@@ -433,17 +492,137 @@ TEST_CASE("malformed addresses fail with INVALID_ARGUMENT") {
   for (const char* address :
        {"localhost", "127.0.0.1:", "127.0.0.1:http", "127.0.0.1:65536", "[::1", "127.0.0.1:-1"}) {
     INFO(address);
-    auto metrics = ServerMetrics::Start(MetricsOptions{address});
+    auto metrics = ServerMetrics::Start(MetricsOptions{.address = address});
     REQUIRE_FALSE(metrics.ok());
     CHECK(metrics.status().code() == absl::StatusCode::kInvalidArgument);
   }
 }
 
 TEST_CASE("starting and at once destroying the endpoint does not hang") {
-  for (int i = 0; i < 20; ++i) {
-    auto metrics = ServerMetrics::Start(MetricsOptions{"127.0.0.1:0"});
-    REQUIRE(metrics.ok());
+  // On a thread of its own, so that a hang fails here within 30 s (not at ctest's 600 s timeout).
+  auto started = std::make_shared<std::promise<int>>();
+  std::future<int> result = started->get_future();
+  std::thread([started] {
+    int ok = 0;
+    for (int i = 0; i < 20; ++i)
+      ok += ServerMetrics::Start(MetricsOptions{.address = "127.0.0.1:0"}).ok();
+    started->set_value(ok);
+  }).detach();
+  REQUIRE(result.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+  CHECK(result.get() == 20);
+}
+
+// A plain TCP client of the metrics endpoint that sends what a test tells it to.
+class RawClient {
+ public:
+  explicit RawClient(int port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    REQUIRE(connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
   }
+  ~RawClient() { close(fd_); }
+  // False once the server has closed the connection (the send fails).
+  bool Send(const std::string& text) {
+    return send(fd_, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size());
+  }
+  // Whether the server closes the connection within `timeout` (reads and drops any answer).
+  bool ClosedWithin(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    char buffer[4096];
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd readable{fd_, POLLIN, 0};
+      if (poll(&readable, 1, static_cast<int>(left.count())) <= 0) continue;
+      if (recv(fd_, buffer, sizeof(buffer), 0) <= 0) return true;  // closed or reset
+    }
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+std::unique_ptr<ServerMetrics> StartWithLimits(const HttpLimits& limits) {
+  MetricsOptions options{"127.0.0.1:0"};
+  options.http = limits;
+  auto started = ServerMetrics::Start(options);
+  REQUIRE(started.ok());
+  return *std::move(started);
+}
+
+TEST_CASE("slow clients hold a worker until the deadline only; scrapes are still answered") {
+  HttpLimits limits;
+  limits.max_threads = 2;
+  limits.deadline = 1000ms;
+  std::unique_ptr<ServerMetrics> metrics = StartWithLimits(limits);
+
+  // Slowloris: as many connections as workers, each sending its request a byte every 100 ms.
+  std::vector<std::unique_ptr<RawClient>> slow;
+  for (size_t i = 0; i < limits.max_threads; ++i) {
+    slow.push_back(std::make_unique<RawClient>(metrics->port()));
+  }
+  struct Trickle {
+    ~Trickle() {
+      stop = true;
+      thread.join();
+    }
+    std::atomic<bool> stop{false};
+    std::thread thread;
+  } trickle;
+  trickle.thread = std::thread([&] {
+    const std::string request = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Padding: ";
+    for (size_t i = 0; !trickle.stop; ++i) {
+      for (auto& client : slow) client->Send(std::string(1, request[i % request.size()]));
+      std::this_thread::sleep_for(100ms);
+    }
+  });
+  std::this_thread::sleep_for(200ms);  // both workers are busy with them now
+
+  const auto start = std::chrono::steady_clock::now();
+  httplib::Client client("127.0.0.1", metrics->port());
+  client.set_read_timeout(10, 0);
+  auto response = client.Get("/metrics");
+  const auto waited = std::chrono::steady_clock::now() - start;
+  REQUIRE(response);
+  CHECK(response->status == 200);
+  // It waited for a worker that the deadline freed, not for the slow clients to finish.
+  CHECK(waited < limits.deadline + 500ms);
+  for (auto& client : slow) CHECK(client->ClosedWithin(1000ms));
+}
+
+TEST_CASE("a connection that finds the queue full is closed at once") {
+  HttpLimits limits;
+  limits.max_threads = 1;
+  limits.queue = 1;
+  limits.deadline = 3000ms;
+  std::unique_ptr<ServerMetrics> metrics = StartWithLimits(limits);
+  RawClient served(metrics->port());  // taken by the worker, sends nothing
+  std::this_thread::sleep_for(100ms);
+  RawClient queued(metrics->port());  // waits for the worker
+  std::this_thread::sleep_for(100ms);
+  RawClient shed(metrics->port());
+  CHECK(shed.ClosedWithin(1000ms));
+  CHECK_FALSE(queued.ClosedWithin(100ms));
+}
+
+TEST_CASE("a request larger than max_request_bytes is cut off before the deadline") {
+  HttpLimits limits;
+  limits.max_request_bytes = 4096;
+  limits.deadline = 5000ms;
+  std::unique_ptr<ServerMetrics> metrics = StartWithLimits(limits);
+  RawClient client(metrics->port());
+  const auto start = std::chrono::steady_clock::now();
+  client.Send("GET /metrics HTTP/1.1\r\nHost: x\r\n");
+  // Endless headers: the server would store every one.
+  for (int i = 0; i < 1000 && client.Send("X-Header: " + std::string(90, 'a') + "\r\n"); ++i) {
+  }
+  CHECK(client.ClosedWithin(2000ms));
+  CHECK(std::chrono::steady_clock::now() - start < 2500ms);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.request
 from typing import List
 
 import grpc
@@ -64,14 +66,35 @@ class WrongSignature(torch.nn.Module):
         return x
 
 
-def evaluate(address, rows=50, timeout=60, credentials=None):
-    channel = (grpc.secure_channel(address, credentials) if credentials
-               else grpc.insecure_channel(address))
+def evaluate(target, rows=50, timeout=60, credentials=None):
+    """EvaluateModel on `target`: an address (a new channel) or an open channel."""
+    if not isinstance(target, str):
+        channel = target
+    elif credentials:
+        channel = grpc.secure_channel(target, credentials)
+    else:
+        channel = grpc.insecure_channel(target)
     stub = model_interface_pb2_grpc.ModelServiceStub(channel)
     payload = json.dumps(seed_payload([[0.1, 0.2, 0.3]] * rows, [0, 1, 1, 1, 1])).encode()
     reply = stub.EvaluateModel(model_interface_pb2.inRequest(inp_dict_bytes=payload),
                                timeout=timeout)
     return json.loads(reply.response_bytes)["prediction"]["y_1"]
+
+
+def health_statuses(target):
+    """What grpc.health.v1 says for "" and "modelservice", and ModelService.HealthCheck.
+    `target` is an address or an open channel (a connected one answers within milliseconds)."""
+    from google.protobuf import empty_pb2
+    channel = grpc.insecure_channel(target) if isinstance(target, str) else target
+    health = health_pb2_grpc.HealthStub(channel)
+    statuses = [health_pb2.HealthCheckResponse.ServingStatus.Name(
+        health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status)
+        for service in ("", "modelservice")]
+    statuses.append(model_interface_pb2_grpc.ModelServiceStub(channel).HealthCheck(
+        empty_pb2.Empty(), timeout=2).status)
+    if isinstance(target, str):
+        channel.close()
+    return statuses
 
 
 class StartupFaults(unittest.TestCase):
@@ -122,44 +145,97 @@ class Drain(unittest.TestCase):
         server = start_server(ARGS.server, "--address", address, "--model", path("slow.pt"),
                               "--max-batch-rows", "50", "--torch-threads", "1", *extra)
         self.addCleanup(server.stdout.close)
+        # The log up to "listening" names the metrics endpoint (the server's own in-flight count).
+        for line in server.stdout:
+            metrics = re.search(r"serving GET /metrics on (\S+)", line)
+            if metrics:
+                self.metrics_url = f"http://{metrics.group(1)}/metrics"
+            if "listening on port" in line:
+                break
         wait_until_serving(grpc.insecure_channel(address), server)
         return server, address
+
+    def wait_for_server(self, in_flight, arrived):
+        """Waits until the server has at least `in_flight` EvaluateModel calls in flight and has
+        seen `arrived` in all (in flight or answered), by its own metrics: a client's call that
+        is not done may not have reached the server yet."""
+        deadline = time.monotonic() + 30
+        while True:
+            with urllib.request.urlopen(self.metrics_url, timeout=5) as reply:
+                text = reply.read().decode()
+            now_in_flight = float(re.search(r"^model_server_inflight_requests (\S+)$", text,
+                                            re.MULTILINE).group(1))
+            answered = sum(float(value) for value in re.findall(
+                r'^model_server_requests_total\{method="EvaluateModel",code="\w+"\} (\S+)$', text,
+                re.MULTILINE))
+            if now_in_flight >= in_flight and now_in_flight + answered >= arrived:
+                return
+            self.assertLess(time.monotonic(), deadline,
+                            f"{now_in_flight} calls in flight, {answered} answered")
+            time.sleep(0.02)
 
     def test_sigterm_finishes_every_accepted_call(self):
         server, address = self.start()
         calls = 12
         with concurrent.futures.ThreadPoolExecutor(calls) as pool:
             futures = [pool.submit(evaluate, address) for _ in range(calls)]
-            time.sleep(0.5)  # all accepted; one batch of 50 rows at a time, so most are queued
-            in_flight = sum(not future.done() for future in futures)
+            # One batch of 50 rows at a time (~0.2 s), so most calls are queued.
+            self.wait_for_server(in_flight=8, arrived=calls)
             server.send_signal(signal.SIGTERM)
-            self.assertGreater(in_flight, 1)
             time.sleep(0.3)
-            # Draining: the standard health says NOT_SERVING or the server refuses new calls.
-            health = health_pb2_grpc.HealthStub(grpc.insecure_channel(address))
-            try:
-                status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
-                self.assertEqual(status, health_pb2.HealthCheckResponse.NOT_SERVING)
-            except grpc.RpcError as error:
-                self.assertEqual(error.code(), grpc.StatusCode.UNAVAILABLE)
+            # Draining: health says NOT_SERVING, and new calls are refused with UNAVAILABLE.
+            self.assertEqual(health_statuses(address), ["NOT_SERVING"] * 3)
             with self.assertRaises(grpc.RpcError) as refused:
                 evaluate(address, timeout=5)
             self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertEqual(refused.exception.details(), "server is shutting down")
             results = [future.result() for future in futures]
         self.assertTrue(all(len(result) == 50 for result in results))
         self.assertEqual(server.wait(timeout=60), 0)
         log = server.stdout.read()
         self.assertIn(f"stopped: {calls} requests", log)
 
+    def test_grace_period_serves_with_health_not_serving(self):
+        grace = 2
+        server, address = self.start("--drain-grace", str(grace))
+        # One connection, open before SIGTERM: health polls answer within milliseconds and the
+        # calls below reach the server at once.
+        channel = grpc.insecure_channel(address)
+        self.addCleanup(channel.close)
+        self.assertEqual(health_statuses(channel), ["SERVING"] * 3)
+        signalled = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        while health_statuses(channel) != ["NOT_SERVING"] * 3:
+            self.assertLess(time.monotonic() - signalled, 0.3, "health still SERVING")
+            time.sleep(0.01)
+        # Served normally during the grace period.
+        self.assertEqual(len(evaluate(channel, timeout=10)), 50)
+        self.assertLess(time.monotonic() - signalled, grace)
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            # Sent (and accepted: none is refused below) in the grace period, still computing
+            # after it, one 50-row batch each: seconds of work even on a machine twice as fast.
+            late = [pool.submit(evaluate, channel) for _ in range(32)]
+            self.wait_for_server(in_flight=8, arrived=1 + len(late))
+            self.assertLess(time.monotonic() - signalled, grace, "calls sent after the grace")
+            time.sleep(max(0.0, signalled + grace + 0.3 - time.monotonic()))
+            self.assertTrue(any(not future.done() for future in late))
+            with self.assertRaises(grpc.RpcError) as refused:
+                evaluate(address, timeout=5)
+            self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertEqual(refused.exception.details(), "server is shutting down")
+            self.assertTrue(all(len(future.result()) == 50 for future in late))
+        self.assertEqual(server.wait(timeout=60), 0)
+        log = server.stdout.read()
+        self.assertIn(f"stopped: {1 + len(late)} requests", log)
+        self.assertIn("drain: connections closed; 1 calls refused while draining", log)
+
     def test_second_signal_exits_at_once(self):
         server, address = self.start("--drain-timeout", "120")
         # 16 calls of one 50-row batch each: seconds of draining left when the second signal comes.
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             futures = [pool.submit(evaluate, address) for _ in range(16)]
-            time.sleep(0.5)
-            in_flight = sum(not future.done() for future in futures)
+            self.wait_for_server(in_flight=8, arrived=8)
             server.send_signal(signal.SIGTERM)
-            self.assertGreater(in_flight, 1)
             time.sleep(0.2)
             started = time.monotonic()
             server.send_signal(signal.SIGTERM)
@@ -207,14 +283,27 @@ class Tls(unittest.TestCase):
         make_cert("client", "ca")
         make_cert("stranger", "other_ca")
 
-    def serve(self, *extra):
+    def serve(self, *extra, client="client"):
+        """Starts a TLS server, waits until `client` sees it SERVING; returns its address and its
+        log up to "listening on port"."""
         address = f"localhost:{free_port()}"
         server = start_server(ARGS.server, "--address", address, "--tls-cert", path("server.pem"),
                               "--tls-key", path("server.key"), *extra)
         self.addCleanup(server.stdout.close)
         self.addCleanup(lambda: (server.send_signal(signal.SIGTERM), server.wait(timeout=30)))
-        wait_until_serving(grpc.secure_channel(address, self.credentials("client")), server)
-        return address
+        wait_until_serving(grpc.secure_channel(address, self.credentials(client)), server)
+        log = ""
+        while "listening on port" not in log:
+            line = server.stdout.readline()
+            self.assertTrue(line, f"model_server's log ended early:\n{log}")
+            log += line
+        self.address = address
+        return address, log
+
+    def assert_self_check_on(self, log):
+        """The self-check connected over (m)TLS at startup and keeps checking."""
+        self.assertIn(f"self-check: a new connection to {self.address} every", log)
+        self.assertNotIn("self-check off", log)
 
     def credentials(self, client=None):
         if client is None:
@@ -229,16 +318,26 @@ class Tls(unittest.TestCase):
         self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAVAILABLE)
 
     def test_tls_client_works_and_plaintext_fails(self):
-        address = self.serve()
+        address, log = self.serve()
+        self.assert_self_check_on(log)
         self.assertEqual(len(evaluate(address, credentials=self.credentials())), 50)
         self.assert_refused(address)
 
     def test_mtls_requires_a_certificate_from_the_ca(self):
-        address = self.serve("--tls-client-ca", path("ca.pem"))
+        # The self-check presents the server's own certificate, which "ca" signed.
+        address, log = self.serve("--tls-client-ca", path("ca.pem"))
+        self.assert_self_check_on(log)
         self.assertEqual(len(evaluate(address, credentials=self.credentials("client"))), 50)
         self.assert_refused(address, self.credentials())
         self.assert_refused(address, self.credentials("stranger"))
         self.assert_refused(address)
+
+    def test_mtls_whose_ca_refuses_the_server_certificate_turns_the_self_check_off(self):
+        # Clients must come from "other_ca", which did not sign the server's certificate: the
+        # self-check cannot connect, says so once, and the server serves on.
+        address, log = self.serve("--tls-client-ca", path("other_ca.pem"), client="stranger")
+        self.assertIn("self-check off: a new connection to", log)
+        self.assertEqual(len(evaluate(address, credentials=self.credentials("stranger"))), 50)
 
 
 if __name__ == "__main__":

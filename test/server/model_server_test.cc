@@ -6,6 +6,9 @@
 
 #include <catch2/catch.hpp>
 #include <future>
+#include <map>
+#include <mutex>
+#include <numeric>
 #include <string>
 #include <thread>
 
@@ -93,7 +96,11 @@ TEST_CASE("a message over max_message_bytes is refused with RESOURCE_EXHAUSTED",
 }
 
 TEST_CASE("64 concurrent requests with different parameters share forward passes", "[server]") {
-  TestServer server;
+  ServerOptions options;
+  // With the codec pool (the default), and without it (decode and encode where calls arrive and
+  // where batches run).
+  options.codec_threads = GENERATE(0, 2, -1);
+  TestServer server(options);
   server.model().Hold(true);
   std::future<Reply> first = server.EvaluateAsync(Payload({1}, {1, 0}));
   REQUIRE(server.model().WaitForForwards(1));
@@ -153,14 +160,13 @@ TEST_CASE("requests whose deadline passes or that are cancelled while queued are
   inRequest request;
   request.set_inp_dict_bytes(Payload(std::vector<double>(5, 1), {1, 0}));
   outCalc response;
-  std::promise<grpc::Status> cancelled_status;
-  server.stub().async()->EvaluateModel(
-      &cancelled_context, &request, &response,
-      [&](grpc::Status status) { cancelled_status.set_value(status); });
+  std::future<grpc::Status> cancelled_status = std::async(std::launch::async, [&] {
+    return server.stub().EvaluateModel(&cancelled_context, request, &response);
+  });
   // Both queued behind the held forward: the expired one is dropped only as it leaves the queue.
   REQUIRE(WaitFor([&] { return server.server().QueuedRequests() == 2; }));
   cancelled_context.TryCancel();
-  CHECK(cancelled_status.get_future().get().error_code() == grpc::StatusCode::CANCELLED);
+  CHECK(cancelled_status.get().error_code() == grpc::StatusCode::CANCELLED);
   // The server has seen both calls end once it has counted them. The expired one counts as
   // DEADLINE_EXCEEDED, or as CANCELLED when the client's own deadline timer reset the stream just
   // before the server's deadline (a little later: it runs from the call's arrival) passed.
@@ -208,6 +214,42 @@ TEST_CASE("a model that fails every call leaves the server up and answering erro
   CHECK(server.stub().HealthCheck(&context, google::protobuf::Empty(), &health).ok());
 }
 
+// Runs the server's Shutdown on a thread of its own. Joins it on destruction, releasing the
+// model first, so a test that stops early (a failed REQUIRE) neither hangs nor aborts.
+class ShutdownThread {
+ public:
+  explicit ShutdownThread(TestServer& server)
+      : server_(server), thread_([&server] { server.server().Shutdown(); }) {}
+  ~ShutdownThread() { Join(); }
+  void Join() {
+    if (!thread_.joinable()) return;
+    server_.model().Hold(false);
+    thread_.join();
+  }
+
+ private:
+  TestServer& server_;
+  std::thread thread_;
+};
+
+// The serving status both health services and ModelService.HealthCheck report, or "" when one
+// fails or they disagree.
+std::string ReportedHealth(TestServer& server) {
+  std::string reported;
+  for (const std::string service : {"", "modelservice"}) {
+    grpc::Status status;
+    const auto health = StandardHealth(server.channel(), service, &status);
+    if (!status.ok()) return "";
+    const std::string name = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(health);
+    if (!reported.empty() && name != reported) return "";
+    reported = name;
+  }
+  grpc::ClientContext context;
+  HCReply reply;
+  if (!server.stub().HealthCheck(&context, google::protobuf::Empty(), &reply).ok()) return "";
+  return reply.status() == reported ? reported : "";
+}
+
 TEST_CASE("shutdown with requests in flight finishes every accepted call", "[server]") {
   TestServer server;
   server.model().Hold(true);
@@ -220,18 +262,112 @@ TEST_CASE("shutdown with requests in flight finishes every accepted call", "[ser
                static_cast<int64_t>(server.server().QueuedRequests()) ==
            8;
   }));
-  std::thread shutdown([&] { server.server().Shutdown(); });
-  // Draining: health is NOT_SERVING and new calls are refused. (Issue 9: a call that reaches gRPC
-  // just as its shutdown starts is answered CANCELLED; the pause keeps this check past that.)
-  std::this_thread::sleep_for(200ms);
-  grpc::Status health_status;
-  const auto health = StandardHealth(server.channel(), "", &health_status);
-  CHECK((!health_status.ok() || health == grpc::health::v1::HealthCheckResponse::NOT_SERVING));
-  CHECK(server.Evaluate(Payload({1}, {1, 0})).status.error_code() == grpc::StatusCode::UNAVAILABLE);
+  ShutdownThread shutdown(server);
+  // Draining: health says NOT_SERVING, and a call that arrives now is refused with UNAVAILABLE
+  // (retryable) and a retry pushback, never dropped (CANCELLED).
+  REQUIRE(WaitFor([&] { return ReportedHealth(server) == "NOT_SERVING"; }));
+  grpc::ClientContext context;
+  inRequest request;
+  request.set_inp_dict_bytes(Payload({1}, {1, 0}));
+  outCalc response;
+  const grpc::Status refused = server.stub().EvaluateModel(&context, request, &response);
+  CHECK(refused.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(refused.error_message() == "server is shutting down");
+  const auto pushback = context.GetServerTrailingMetadata().find("grpc-retry-pushback-ms");
+  REQUIRE(pushback != context.GetServerTrailingMetadata().end());
+  CHECK(std::string(pushback->second.data(), pushback->second.size()) == "1000");
   server.model().Hold(false);
   for (auto& reply : replies) CHECK(reply.get().status.ok());
-  shutdown.join();
+  shutdown.Join();
   CHECK(server.model().cleaned_up());
+}
+
+TEST_CASE("during the drain grace period health says NOT_SERVING and calls are served",
+          "[server]") {
+  ServerOptions options;
+  options.drain_grace = 2s;
+  TestServer server(options);
+  const auto start = std::chrono::steady_clock::now();
+  ShutdownThread shutdown(server);
+  REQUIRE(WaitFor([&] { return ReportedHealth(server) == "NOT_SERVING"; }));
+  const Reply served = server.Evaluate(Payload({1, 2}, {2, 0.5}));
+  const auto served_at = std::chrono::steady_clock::now() - start;
+  CHECK(served.status.ok());
+  CHECK(served.body == R"({"prediction": {"y_1": [2.5, 4.5]}})");
+  CHECK(served_at < options.drain_grace);  // inside the grace period
+  shutdown.Join();
+  CHECK(std::chrono::steady_clock::now() - start >= options.drain_grace);
+  CHECK(server.server().metrics().batched_requests() == 1);
+}
+
+TEST_CASE("a drain under a full queue answers every call; none is dropped (CANCELLED)",
+          "[server]") {
+  ServerOptions options;
+  options.batching.max_batch_rows = 8;
+  options.batching.max_queue_rows = 16;
+  options.drain_timeout = 10s;
+  TestServer server(options);
+  // Clients whose gRPC retry policy would retry UNAVAILABLE after 10 ms: the server's retry
+  // pushback must hold them off long enough for the drain to find a quiet moment.
+  grpc::ChannelArguments args;
+  args.SetServiceConfigJSON(R"({"methodConfig": [{"name": [{"service": "ModelService"}],
+      "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.01s", "maxBackoff": "0.05s",
+                      "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})");
+  const auto channel = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", server.server().port()),
+                                                 grpc::InsecureChannelCredentials(), args);
+  std::mutex mu;
+  std::map<std::string, int> outcomes;  // guarded by mu
+  // 24 clients, each sending 4-row requests in a loop (the queue holds 16 rows: calls are
+  // accepted, refused for a full queue, and arriving as the drain starts) until a call fails
+  // for another reason than a full queue or a draining server: the server has gone.
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 24; ++i) {
+    clients.emplace_back([&] {
+      auto stub = ModelService::NewStub(channel);
+      inRequest request;
+      request.set_inp_dict_bytes(Payload({1, 2, 3, 4}, {1, 0}));
+      while (true) {
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + 20s);
+        outCalc response;
+        const grpc::Status status = stub->EvaluateModel(&context, request, &response);
+        const bool refused_by_drain = status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+                                      status.error_message() == "server is shutting down";
+        const std::string outcome =
+            absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())) +
+            (refused_by_drain ? " (drain)" : "");
+        std::lock_guard<std::mutex> lock(mu);
+        ++outcomes[outcome];
+        if (!status.ok() && status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED &&
+            !refused_by_drain) {
+          return;
+        }
+      }
+    });
+  }
+  REQUIRE(WaitFor([&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return outcomes["OK"] >= 100 && outcomes["RESOURCE_EXHAUSTED"] >= 100;
+  }));
+  const auto start = std::chrono::steady_clock::now();
+  server.server().Shutdown();
+  const auto drain = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start);
+  for (std::thread& client : clients) client.join();
+  std::string seen;
+  for (const auto& [outcome, count] : outcomes) absl::StrAppend(&seen, outcome, ": ", count, "; ");
+  INFO(seen);
+  // The last call of each client found the server gone (UNAVAILABLE); every other call was
+  // answered OK, RESOURCE_EXHAUSTED, or refused by the drain with UNAVAILABLE.
+  CHECK(outcomes["UNAVAILABLE"] == 24);
+  CHECK(outcomes["OK"] + outcomes["RESOURCE_EXHAUSTED"] + outcomes["UNAVAILABLE (drain)"] +
+            outcomes["UNAVAILABLE"] ==
+        std::accumulate(outcomes.begin(), outcomes.end(), 0,
+                        [](int sum, const auto& entry) { return sum + entry.second; }));
+  CHECK(outcomes["CANCELLED"] == 0);
+  // Every computed request was answered OK, and the drain found its quiet moment.
+  CHECK(server.server().metrics().batched_requests() == static_cast<uint64_t>(outcomes["OK"]));
+  CHECK(drain.count() < options.drain_timeout.count() / 2);
 }
 
 TEST_CASE("each model instance runs batches on its own thread", "[server]") {

@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "handlers/torch/demo_model.h"
+#include "test/handlers/torch/run_rows.h"
 
 namespace model_server::handlers {
 namespace {
@@ -48,21 +49,6 @@ std::unique_ptr<ModelHandler> Handler(const std::string& path, int64_t max_batch
   options.device = "cpu";
   options.max_batch_rows = max_batch_rows;
   return MakeTorchHandler(options);
-}
-
-// Runs rows through the handler; inputs [rows, num_inputs], params one vector for every row.
-std::vector<float> RunRows(ModelHandler& handler, const std::vector<float>& inputs,
-                           const std::vector<float>& params) {
-  const ModelSignature& signature = handler.signature();
-  const int64_t rows = static_cast<int64_t>(inputs.size()) / signature.num_inputs;
-  BatchBuffers buffers = handler.PrepareBatch(rows);
-  std::copy(inputs.begin(), inputs.end(), buffers.inputs);
-  for (int64_t row = 0; row < rows && signature.num_params > 0; ++row) {
-    std::copy(params.begin(), params.end(), buffers.params + row * signature.num_params);
-  }
-  absl::StatusOr<const float*> outputs = handler.Run();
-  REQUIRE(outputs.ok());
-  return std::vector<float>(*outputs, *outputs + rows * signature.num_outputs);
 }
 
 TEST_CASE("the demo model declares its signature and matches its own forward", "[torch]") {
@@ -211,35 +197,6 @@ TEST_CASE("bf16 precision computes in bfloat16 and answers in float32", "[torch]
     CHECK(approximate[i] == Approx(exact[i]).margin(5e-2));
   }
   CHECK(approximate != exact);  // it really computed in bfloat16
-}
-
-TEST_CASE("on a GPU the demo model gives the CPU's answers in every precision", "[torch][gpu]") {
-  if (!torch::cuda::is_available()) {
-    WARN("no CUDA device visible to libtorch: GPU test skipped");
-    return;
-  }
-  TorchHandlerOptions cpu_options;
-  cpu_options.device = "cpu";
-  std::unique_ptr<ModelHandler> cpu = MakeTorchHandler(cpu_options);
-  REQUIRE(cpu->Initialize().ok());
-  std::vector<float> inputs;
-  for (int i = 0; i < 300; ++i) inputs.push_back(static_cast<float>(std::sin(i * 0.37)));
-  const std::vector<float> params = {0.3f, -1, 2, 0.5f, 1.5f};
-  const std::vector<float> expected = RunRows(*cpu, inputs, params);
-  for (const auto& [precision, tolerance] : std::vector<std::pair<std::string, float>>{
-           {"fp32", 1e-4f}, {"fp16", 2e-2f}, {"bf16", 5e-2f}}) {
-    INFO("precision " << precision);
-    TorchHandlerOptions options;
-    options.device = "cuda";
-    options.precision = precision;
-    std::unique_ptr<ModelHandler> gpu = MakeTorchHandler(options);
-    REQUIRE(gpu->Initialize().ok());
-    const std::vector<float> served = RunRows(*gpu, inputs, params);
-    REQUIRE(served.size() == expected.size());
-    for (size_t i = 0; i < served.size(); ++i) {
-      CHECK(served[i] == Approx(expected[i]).margin(tolerance));
-    }
-  }
 }
 
 TEST_CASE("devices are resolved or refused", "[torch]") {
