@@ -101,7 +101,8 @@ Config ParseFlags(int argc, char** argv) {
     ("cq-threads", "completion-queue threads; 0 = CPUs this process may use",
      cxxopts::value<int>()->default_value("0"))
     ("codec-threads", "threads that decode requests and encode replies; 0 = CPUs this process "
-     "may use; -1 = none (decode on completion-queue threads, encode on batch threads)",
+     "may use (none when that is one); -1 = none (decode on completion-queue threads, encode on "
+     "batch threads)",
      cxxopts::value<int>()->default_value(std::to_string(defaults.server.codec_threads)))
     ("instances", "model instances, each with its own batch thread (and CUDA stream)",
      cxxopts::value<int>()->default_value("1"))
@@ -379,11 +380,8 @@ int Main(int argc, char** argv) {
       options.batching.max_batch_rows, options.batching.max_queue_delay.count(),
       options.batching.max_queue_rows, options.max_rows_per_request,
       options.cq_threads > 0 ? options.cq_threads : platform::UsableCpus(),
-      options.codec_threads > 0    ? options.codec_threads
-      : options.codec_threads == 0 ? platform::UsableCpus()
-                                   : 0,
-      config.handler.torch_threads, options.max_message_bytes, options.max_concurrent_streams,
-      options.grpc_memory_bytes,
+      server::CodecThreads(options), config.handler.torch_threads, options.max_message_bytes,
+      options.max_concurrent_streams, options.grpc_memory_bytes,
       options.tls.cert_file.empty()        ? "off"
       : options.tls.client_ca_file.empty() ? "on"
                                            : "mutual",

@@ -144,10 +144,15 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerOpti
 
 ModelServer::ModelServer(const ServerOptions& options) : options_(options) {}
 
+int CodecThreads(const ServerOptions& options) {
+  if (options.codec_threads != 0) return std::max(options.codec_threads, 0);
+  const int cpus = platform::UsableCpus();
+  return cpus > 1 ? cpus : 0;
+}
+
 absl::Status ModelServer::Build(std::vector<ModelSpec> models) {
-  if (options_.codec_threads >= 0) {
-    codec_pool_ = std::make_unique<WorkPool>(options_.codec_threads > 0 ? options_.codec_threads
-                                                                        : platform::UsableCpus());
+  if (const int codec_threads = CodecThreads(options_); codec_threads > 0) {
+    codec_pool_ = std::make_unique<WorkPool>(codec_threads);
   }
   metrics::MetricsOptions metrics_options;
   metrics_options.address = options_.metrics_address;

@@ -67,14 +67,20 @@ struct ConnectionOptions {
   int max_ping_strikes = 2;
 };
 
+struct ServerOptions;
+// The codec threads `options` asks for, resolved: 0 for none.
+int CodecThreads(const ServerOptions& options);
+
 struct ServerOptions {
   // host:port to listen on; port 0 picks a free port (see ModelServer::port).
   std::string address = "0.0.0.0:13000";
   // Completion queues, each polled by its own thread; 0 means one per CPU this process may use.
   int cq_threads = 0;
   // Threads that decode requests and encode replies, whichever connection or batch they belong
-  // to; 0 means one per CPU this process may use; -1 none: each completion-queue thread decodes
-  // the requests it receives and the batch thread encodes the replies.
+  // to; 0 means one per CPU this process may use, or none when it may use one CPU only (a
+  // hand-off to another thread on the same core costs more than it spreads: docs/BENCHMARKS.md);
+  // -1 none: each completion-queue thread decodes the requests it receives and the batch thread
+  // encodes the replies.
   int codec_threads = 0;
   // Largest request or response message, in bytes; larger ones fail with RESOURCE_EXHAUSTED.
   int max_message_bytes = 4 * 1024 * 1024;
