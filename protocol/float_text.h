@@ -50,6 +50,29 @@ inline int DigitCount(uint32_t value) {
   return estimate + (value >= kPowersOfTen[estimate] ? 1 : 0);
 }
 
+// The eight decimal digits of `value` < 10^8, leading zeros included, as the bytes of a
+// little-endian word: the first digit in the lowest byte. Splits into 4-, 2- and 1-digit lanes
+// with multiply-shift divisions that stay inside each lane.
+inline uint64_t EightDigits(uint32_t value) {
+  uint64_t lanes = (value / 10000) | (static_cast<uint64_t>(value % 10000) << 32);
+  uint64_t high = ((lanes * 10486) >> 20) & 0x0000007F0000007F;  // / 100 in each 32-bit lane
+  lanes = high | ((lanes - high * 100) << 16);
+  high = ((lanes * 103) >> 10) & 0x000F000F000F000F;  // / 10 in each 16-bit lane
+  lanes = high | ((lanes - high * 10) << 8);
+  return lanes | 0x3030303030303030;
+}
+
+// Writes the `digits` (1..9) decimal digits of `value` at `out`, which has 16 bytes of room.
+inline void WriteDigits(uint32_t value, int digits, char* out) {
+  if (digits == 9) {
+    *out++ = static_cast<char>('0' + value / 100000000);
+    value %= 100000000;
+    digits = 8;
+  }
+  const uint64_t text = EightDigits(value) >> (8 * (8 - digits));  // without the leading zeros
+  std::memcpy(out, &text, 8);
+}
+
 }  // namespace float_text_internal
 
 // Writes `value` at `out`, which has kFloatWriteRoom bytes of room, and returns the end of its
@@ -88,9 +111,8 @@ inline char* WriteFloat(float value, char* out) {
     return end;
   }
   // The significand's digits (at most 9), left-aligned in a block copied whole.
-  char text[32];  // 9 digits at most, then room for the 16-byte copies below
-  std::memset(text, '0', sizeof(text));
-  WriteDigitsBackward(decimal.significand, text + digits);
+  char text[32] = {};  // 9 digits at most, then room for the 16-byte copies below
+  WriteDigits(decimal.significand, digits, text);
   if (fixed_length <= scientific_length) {
     if (point > 0) {  // dd.ddd
       std::memcpy(out, text, 16);

@@ -253,11 +253,34 @@ inline const char* TakeDigits(const char* p, const char* end, uint64_t* mantissa
   return true;
 }
 
+// The float of mantissa * 10^exponent (mantissa exact, |exponent| <= 22) as the correctly
+// rounded double rounds it, or false when that takes the exact path. In double arithmetic the
+// result is exact when both factors are (Clinger's fast path), else within 2 ulps of the correctly
+// rounded double; then the float is known once every double within a safe margin of the result
+// rounds to the same float.
+inline bool NearFloat(uint64_t mantissa, int exponent, bool negative, float* value) {
+  static constexpr double kPowersOfTen[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                            1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  double estimate = static_cast<double>(mantissa);
+  estimate = exponent < 0 ? estimate / kPowersOfTen[-exponent] : estimate * kPowersOfTen[exponent];
+  if (mantissa <= (uint64_t{1} << 53)) {
+    *value = static_cast<float>(negative ? -estimate : estimate);
+    return true;
+  }
+  const double margin = estimate * 0x1p-49;  // 8 ulps of the estimate
+  const float low = static_cast<float>(estimate - margin);
+  if (low != static_cast<float>(estimate + margin)) return false;
+  *value = negative ? -low : low;
+  return true;
+}
+
 // A JSON number at `p` (or NaN, Infinity, -Infinity, as Python's json writes them) as a float:
 // the double the text denotes, correctly rounded as simdjson read it, then rounded to float.
 // Integers must fit int64 or uint64 and other numbers a double, as simdjson required. Returns
 // the end of the number, or null with `error` set.
-inline const char* ScanNumber(const char* p, const char* end, float* value, const char** error) {
+[[gnu::noinline]] const char* ScanAnyNumber(const char* p, const char* end, float* value,
+                                            const char** error) {
   const char* const start = p;
   const bool negative = *p == '-';
   if (negative) ++p;
@@ -319,33 +342,64 @@ inline const char* ScanNumber(const char* p, const char* end, float* value, cons
     *value = negative ? -0.0f : 0.0f;
     return p;
   }
-  // mantissa * 10^exponent in double arithmetic: exact when both factors are (Clinger's fast
-  // path), else within 2 ulps of the correctly rounded double. In the second case the float is
-  // known once every double within a safe margin of the result rounds to the same float;
-  // otherwise, and for long or extreme numbers, fast_float decides.
-  static constexpr double kPowersOfTen[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                            1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-  if (digit_count <= 19 && exponent >= -22 && exponent <= 22) {
-    double estimate = static_cast<double>(mantissa);
-    estimate =
-        exponent < 0 ? estimate / kPowersOfTen[-exponent] : estimate * kPowersOfTen[exponent];
-    if (mantissa <= (uint64_t{1} << 53)) {
-      *value = static_cast<float>(negative ? -estimate : estimate);
-      return p;
-    }
-    const double margin = estimate * 0x1p-49;  // 8 ulps of the estimate
-    const float low = static_cast<float>(estimate - margin);
-    if (low == static_cast<float>(estimate + margin)) {
-      *value = negative ? -low : low;
-      return p;
-    }
+  if (digit_count <= 19 && exponent >= -22 && exponent <= 22 &&
+      NearFloat(mantissa, static_cast<int>(exponent), negative, value)) {
+    return p;
   }
   if (!ExactValue(start, p, value)) {
     *error = "number out of range";
     return nullptr;
   }
   return p;
+}
+
+// ScanAnyNumber, with the numbers Python's json writes for most floats taken inline: a sign,
+// 1 to 7 integer digits, a point and more digits, at most 19 significant in all, with
+// the document going on for at least 40 bytes (the loads below read ahead). Anything else takes
+// ScanAnyNumber.
+inline const char* ScanNumber(const char* p, const char* end, float* value, const char** error) {
+  if (end - p < 40) return ScanAnyNumber(p, end, value, error);
+  const bool negative = *p == '-';
+  const char* const integer = p + (negative ? 1 : 0);
+  uint64_t mantissa = 0;
+  int integer_digits = 0;  // significant ones: none in "0."
+  const char* fraction = integer + 2;
+  if (integer[0] != '0' || integer[1] != '.') {
+    uint64_t chunk;
+    std::memcpy(&chunk, integer, 8);
+    integer_digits = LeadingDigits(chunk);
+    if (integer_digits == 0 || integer_digits == 8 || integer[integer_digits] != '.' ||
+        integer[0] == '0') {
+      return ScanAnyNumber(p, end, value, error);
+    }
+    mantissa = LeadingDigitsValue(chunk, integer_digits);
+    fraction = integer + integer_digits + 1;
+  }
+  // Two chunks of fraction digits, then one by one: at most 19 significant digits in all.
+  uint64_t chunk;
+  std::memcpy(&chunk, fraction, 8);
+  int fraction_digits = LeadingDigits(chunk);
+  if (fraction_digits == 0) return ScanAnyNumber(p, end, value, error);
+  mantissa =
+      mantissa * kUint64PowersOfTen[fraction_digits] + LeadingDigitsValue(chunk, fraction_digits);
+  if (fraction_digits == 8) {
+    std::memcpy(&chunk, fraction + 8, 8);
+    const int more = LeadingDigits(chunk);
+    if (more > 0) {
+      mantissa = mantissa * kUint64PowersOfTen[more] + LeadingDigitsValue(chunk, more);
+      fraction_digits += more;
+    }
+    for (; fraction_digits < 20 && IsDigit(fraction[fraction_digits]); ++fraction_digits) {
+      mantissa = mantissa * 10 + static_cast<uint64_t>(fraction[fraction_digits] - '0');
+    }
+  }
+  const char* const number_end = fraction + fraction_digits;
+  if ((*number_end | 0x20) == 'e' || IsDigit(*number_end) ||
+      integer_digits + fraction_digits > 19 ||
+      !NearFloat(mantissa, -fraction_digits, negative, value)) {
+    return ScanAnyNumber(p, end, value, error);
+  }
+  return number_end;
 }
 
 // Validates the whole document and records what DecodeRequest needs into a Scratch. Recursive
@@ -628,6 +682,10 @@ class Parser {
         p = p_;
       }
       ++out;
+      if (end_ - p > 2 && p[0] == ',' && p[1] == ' ' && !IsSpace(p[2])) {  // the usual ", "
+        p += 2;
+        continue;
+      }
       while (p != end_ && IsSpace(*p)) ++p;
       if (p == end_) return syntax("unexpected end in an array");
       if (*p == ',') {

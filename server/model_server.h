@@ -67,10 +67,6 @@ struct ConnectionOptions {
   int max_ping_strikes = 2;
 };
 
-struct ServerOptions;
-// The codec threads `options` asks for, resolved: 0 for none.
-int CodecThreads(const ServerOptions& options);
-
 struct ServerOptions {
   // host:port to listen on; port 0 picks a free port (see ModelServer::port).
   std::string address = "0.0.0.0:13000";
@@ -111,6 +107,9 @@ struct ServerOptions {
   // Checks that new connections are still accepted (see SelfCheck); on by default.
   SelfCheckOptions self_check;
 };
+
+// The codec threads `options` asks for, resolved: 0 for none.
+int CodecThreads(const ServerOptions& options);
 
 // The name of the model a server serves when it is given one without a name.
 inline constexpr char kDefaultModelName[] = "default";

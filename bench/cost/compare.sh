@@ -8,7 +8,8 @@
 #
 # Each build dir must hold server/model_server, bench/model_bench and bench/echo_server (build
 # the "before" commit in a worktree of its own). The load generator is the AFTER build's.
-# Env: ROUNDS (3), DURATION (5 s per step), REQUESTS (2000, callgrind), NICE (-10).
+# Env: ROUNDS (3), DURATION (5 s per step), REQUESTS (2000, callgrind), NICE (-10), AFTER_FLAGS
+# (more flags for the AFTER build's model_server, e.g. --codec-threads 1).
 # Writes OUT_DIR/summary.md and the raw figures. Needs valgrind and h2load (nghttp2-client).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,7 +28,10 @@ nice -n "${NICE:--10}" true 2>/dev/null && pin=(nice -n "${NICE:--10}" taskset -
 for build_name in before after; do
   build=${!build_name}
   for connections in 1 4; do
-    bench/cost/run_cost.sh "$build" "$out/cost-$build_name" ours "$connections" >/dev/null
+    flags=
+    [[ $build_name == after ]] && flags=${AFTER_FLAGS:-}
+    MODEL_BENCH=$bench SERVER_FLAGS=$flags bench/cost/run_cost.sh "$build" "$out/cost-$build_name" \
+      ours "$connections" >/dev/null
   done
 done
 for connections in 1 4; do
@@ -67,12 +71,14 @@ load() {  # load NAME CONCURRENCY: one closed-loop step against $port
 for round in $(seq "$rounds"); do
   for build_name in before after; do
     build=${!build_name}
+    flags=()
+    [[ $build_name == after ]] && read -ra flags <<<"${AFTER_FLAGS:-}"
     start "$out/raw/free_${build_name}_r$round.log" "$build/server/model_server" \
-      --model "$out/free.pt" --metrics-address ""
+      --model "$out/free.pt" --metrics-address "" "${flags[@]}"
     load "free_${build_name}_r$round" 64
     stop
     start "$out/raw/demo_${build_name}_r$round.log" "$build/server/model_server" \
-      --model "$out/demo.pt" --metrics-address ""
+      --model "$out/demo.pt" --metrics-address "" "${flags[@]}"
     load "demo64_${build_name}_r$round" 64
     load "demo1_${build_name}_r$round" 1
     stop
@@ -83,20 +89,25 @@ for round in $(seq "$rounds"); do
 done
 
 # 3. Cross-check: h2load (nghttp2) drives the after build and echo with one framed gRPC request
-#    (the same 50-row payload), 4 connections x 16 streams; compared with model_bench alike.
+#    (the same 50-row payload), 4 connections x 16 streams; model_bench alike, alternating with
+#    it on the same server, ROUNDS times.
 "$bench" --rows 50 --grpc-body "$out/request.bin"
 for target in free echo; do
   if [[ $target == free ]]; then
+    read -ra flags <<<"${AFTER_FLAGS:-}"
     start "$out/raw/h2_free.log" "$after/server/model_server" --model "$out/free.pt" \
-      --metrics-address ""
+      --metrics-address "" "${flags[@]}"
   else
     start "$out/raw/h2_echo.log" "$after/bench/echo_server"
   fi
-  "${pin[@]}" 1 h2load -c 4 -m 16 -D "$duration" --warm-up-time 1 -d "$out/request.bin" \
-    -H 'content-type: application/grpc' -H 'te: trailers' \
-    "http://127.0.0.1:$port/ModelService/EvaluateModel" >"$out/raw/h2load_$target.txt"
-  "${pin[@]}" 1 "$bench" --target "127.0.0.1:$port" --connections 4 --rows 50 --concurrency 64 \
-    --duration "$duration" --warmup 1 --json "$out/raw/h2check_bench_$target.json" >/dev/null
+  for round in $(seq "$rounds"); do
+    "${pin[@]}" 1 h2load -c 4 -m 16 -D "$duration" --warm-up-time 1 -d "$out/request.bin" \
+      -H 'content-type: application/grpc' -H 'te: trailers' \
+      "http://127.0.0.1:$port/ModelService/EvaluateModel" >"$out/raw/h2load_${target}_r$round.txt"
+    "${pin[@]}" 1 "$bench" --target "127.0.0.1:$port" --connections 4 --rows 50 \
+      --concurrency 64 --duration "$duration" --warmup 1 \
+      --json "$out/raw/h2check_bench_${target}_r$round.json" >/dev/null
+  done
   stop
 done
 

@@ -10,7 +10,8 @@
 # (default 1). Env: REQUESTS (2000), CONCURRENCY (16), CQ_THREADS (2), ROWS (50), PROTOCOL (seed:
 # the seed's JSON over ModelService; oip: the Open Inference Protocol's ModelInfer, raw tensors),
 # PRELOAD (a library preloaded into the server as well, e.g. an allocator:
-# /usr/lib/x86_64-linux-gnu/libjemalloc.so.2), SERVER_FLAGS (more model_server flags).
+# /usr/lib/x86_64-linux-gnu/libjemalloc.so.2), SERVER_FLAGS (more model_server flags),
+# MODEL_BENCH (the load generator; default BUILD_DIR's: compare.sh gives both builds the same).
 # Writes OUT_DIR/<server>[-oip]-c<connections>.{txt,json} and the raw per-thread profiles.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -57,7 +58,7 @@ for _ in $(seq 1800); do
 done
 [[ -n $port ]] || { echo "server did not start" >&2; exit 1; }
 
-bench=("$build/bench/model_bench" --target "127.0.0.1:$port" --protocol "$protocol"
+bench=("${MODEL_BENCH:-$build/bench/model_bench}" --target "127.0.0.1:$port" --protocol "$protocol"
        --connections "$connections"
        --distinct-params --rows "$rows" --concurrency "$concurrency" --warmup 0
        --timeout-ms 120000)

@@ -77,21 +77,25 @@ print(f"\n1-minute load average at the end of each step: median {statistics.medi
 print("\n### Cross-check: h2load against model_bench (same payload, 4 connections x 16 streams)\n")
 print("| server | h2load req/s | model_bench req/s | h2load / model_bench |")
 print("|---|---:|---:|---:|")
+counted = 0
 for target in ("free", "echo"):
-    with open(os.path.join(out, "raw", f"h2load_{target}.txt")) as f:
-        text = f.read()
-    h2 = float(re.search(r"finished in [^,]+, ([0-9.]+) req/s", text).group(1))
-    succeeded = re.search(r"requests: .* (\d+) succeeded", text)
-    with open(os.path.join(out, "raw", f"h2check_bench_{target}.json")) as f:
-        bench = json.load(f)["steps"][0]["throughput_rps"]
-    print(f"| {'ours (near-free model)' if target == 'free' else 'echo'} | {h2:,.0f} | "
-          f"{bench:,.0f} | {h2 / bench:.2f} |")
-    if target == "free":
-        # h2load counts HTTP 200s; the gRPC status is in the trailers, so the server's own count
-        # of answered requests (warm-up included) must cover what h2load counted.
-        with open(os.path.join(out, "raw", "h2_free.log")) as f:
-            served = int(re.search(r"stopped: (\d+) requests", f.read()).group(1))
-        counted = int(succeeded.group(1)) if succeeded else 0
-        assert served >= counted, (served, counted)
-        server_note = f"the server answered {served:,} requests, h2load counted {counted:,} succeeded"
-print(f"\n({server_note}.)")
+    h2_rates = []
+    for path in sorted(glob.glob(os.path.join(out, "raw", f"h2load_{target}_r*.txt"))):
+        with open(path) as f:
+            text = f.read()
+        h2_rates.append(float(re.search(r"finished in [^,]+, ([0-9.]+) req/s", text).group(1)))
+        succeeded = re.search(r"requests: .* (\d+) succeeded", text)
+        if target == "free":
+            counted += int(succeeded.group(1)) if succeeded else 0
+    bench_rates = throughput(f"h2check_bench_{target}_r*")
+    h2, bench = median(h2_rates), median(bench_rates)
+    print(f"| {'ours (near-free model)' if target == 'free' else 'echo'} | {h2:,.0f} "
+          f"({', '.join(f'{v:,.0f}' for v in h2_rates)}) | {bench:,.0f} "
+          f"({', '.join(f'{v:,.0f}' for v in bench_rates)}) | {h2 / bench:.2f} |")
+# h2load counts HTTP 200s; the gRPC status is in the trailers, so the server's own count of
+# answered requests (warm-ups and model_bench's included) must cover what h2load counted.
+with open(os.path.join(out, "raw", "h2_free.log")) as f:
+    served = int(re.search(r"stopped: (\d+) requests", f.read()).group(1))
+assert served >= counted, (served, counted)
+print(f"\n(medians of {len(h2_rates)} alternating rounds; the server answered {served:,} requests, "
+      f"h2load counted {counted:,} succeeded.)")

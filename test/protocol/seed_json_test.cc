@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -172,9 +173,12 @@ TEST_CASE("NaN, Infinity and -Infinity are read as Python's json reads them", "[
 }
 
 TEST_CASE("numbers are JSON numbers, in simdjson's ranges, rounded once to double", "[codec]") {
-  auto x_1 = [](const std::string& number) -> absl::StatusOr<float> {
+  // Numbers near the end of the document take the decoder's general path; with 40 bytes or more
+  // after them, its inline path for the usual -d.ddd form. Every check runs on both.
+  const std::string padding = GENERATE(std::string(), std::string(48, ' '));
+  auto x_1 = [&padding](const std::string& number) -> absl::StatusOr<float> {
     absl::StatusOr<InferenceRequest> decoded = DecodeRequest(
-        absl::StrCat(R"({"inputs": {"x_1": [)", number, R"(], "x_2": [0], "x_3": [0]}})"),
+        absl::StrCat(R"({"inputs": {"x_1": [)", number, padding, R"(], "x_2": [0], "x_3": [0]}})"),
         Signature());
     if (!decoded.ok()) return decoded.status();
     return decoded->inputs[0];
@@ -184,6 +188,21 @@ TEST_CASE("numbers are JSON numbers, in simdjson's ranges, rounded once to doubl
         "18446744073709551616", "-9223372036854775809", "123456789012345678901234567890"}) {
     INFO(bad);
     CHECK_FALSE(x_1(bad).ok());
+  }
+  for (const char* bad : {"01.5", "00.5", "-.5", "0.", "-0.", "1.5.5", "0.5e", "0.5e+", "- 0.5",
+                          "0.1234x", "1234567.", "0.-5"}) {
+    INFO(bad);
+    CHECK_FALSE(x_1(bad).ok());
+  }
+  // Up to 19 significant digits are exact on the inline path; more take fast_float.
+  for (const char* text :
+       {"0.1234567890123456789", "-9.999999999999999999", "1234567.123456789012", "12345678.5",
+        "0.00000000000000000001", "0.000000000000000000012345", "7.0", "1234567.1234567812345678",
+        "0.16447135051243542", "-0.9589242746631385", "0.5e-3", "5.5E+2"}) {
+    INFO(text);
+    double exact = 0;
+    std::from_chars(text, text + std::strlen(text), exact);
+    CHECK(*x_1(text) == static_cast<float>(exact));
   }
   CHECK(*x_1("18446744073709551615") == 18446744073709551615.0f);
   CHECK(*x_1("-9223372036854775808") == -9223372036854775808.0f);
@@ -302,6 +321,37 @@ TEST_CASE("responses are the seed's JSON with exact float text", "[codec]") {
   CHECK(out == R"({"prediction": {"y_1": [0.5, -1.25, 3e-08]}})");
   EncodeResponse({"a", "b"}, outputs, 1, 2, &out);
   CHECK(out == R"({"prediction": {"a": [0.5], "b": [9]}})");
+}
+
+// Floats whose text differs from std::to_chars's, over every `stride`th bit pattern.
+size_t FloatTextMismatches(uint64_t stride) {
+  std::string out;
+  size_t wrong = 0;
+  char expected[64];
+  for (uint64_t bits = 0; bits < (uint64_t{1} << 32); bits += stride) {
+    const uint32_t pattern = static_cast<uint32_t>(bits);
+    float value;
+    std::memcpy(&value, &pattern, sizeof(value));
+    if (!std::isfinite(value)) continue;
+    out.clear();
+    AppendJsonNumber(value, &out);
+    const std::string_view text(
+        expected, std::to_chars(expected, expected + sizeof(expected), value).ptr - expected);
+    if (out != text && ++wrong <= 10) UNSCOPED_INFO(text << " written as " << out);
+  }
+  return wrong;
+}
+
+TEST_CASE("every float's text is std::to_chars's, over a stride of all bit patterns", "[codec]") {
+  // Every 509th bit pattern (8.4 million floats): all exponents, 1 to 9 significant digits, fixed
+  // and scientific layouts.
+  CHECK(FloatTextMismatches(509) == 0);
+}
+
+// All 2^32 bit patterns, ~6 minutes: run by name (test/protocol_tests "[exhaustive]") after a
+// change to protocol/float_text.h.
+TEST_CASE("every float's text is std::to_chars's", "[.][exhaustive]") {
+  CHECK(FloatTextMismatches(1) == 0);
 }
 
 TEST_CASE("responses spell non-finite values and odd names as Python's json reads them",
