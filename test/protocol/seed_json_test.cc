@@ -348,7 +348,7 @@ TEST_CASE("every float's text is std::to_chars's, over a stride of all bit patte
   CHECK(FloatTextMismatches(509) == 0);
 }
 
-// All 2^32 bit patterns, ~6 minutes: run by name (test/protocol_tests "[exhaustive]") after a
+// All 2^32 bit patterns, ~4 minutes: run by name (test/protocol_tests "[exhaustive]") after a
 // change to protocol/float_text.h.
 TEST_CASE("every float's text is std::to_chars's", "[.][exhaustive]") {
   CHECK(FloatTextMismatches(1) == 0);
