@@ -80,12 +80,12 @@ void BatchedCall::Proceed(bool ok) {
     return;
   }
   deadline_ = SteadyDeadline(server_context_);
-  if (context_.codec_pool == nullptr) {
+  if (context_.decode_pool == nullptr) {
     DecodeAndEnqueue();
     return;
   }
   state_ = State::kDecoding;
-  context_.codec_pool->Submit(this);
+  context_.decode_pool->Submit(this);
 }
 
 void BatchedCall::Run() {

@@ -28,9 +28,9 @@ struct CallContext {
   // Rows one request may carry.
   int64_t max_rows_per_request = 0;
   metrics::ServerMetrics* metrics = nullptr;
-  // Where calls decode their requests and encode their replies; null: on the completion-queue
-  // thread and the batch thread themselves.
-  WorkPool* codec_pool = nullptr;
+  // Where calls decode their requests; null: on the completion-queue thread that received them.
+  // (Replies go where their model sends them: ServedModel.)
+  WorkPool* decode_pool = nullptr;
   // Admits calls until the server drains; every call that arrives is counted in it.
   DrainGate* drain = nullptr;
 };

@@ -101,8 +101,8 @@ Config ParseFlags(int argc, char** argv) {
     ("cq-threads", "completion-queue threads; 0 = CPUs this process may use",
      cxxopts::value<int>()->default_value("0"))
     ("codec-threads", "threads that decode requests and encode replies; 0 = CPUs this process "
-     "may use (none when that is one); -1 = none (decode on completion-queue threads, encode on "
-     "batch threads)",
+     "may use (where that is one: one thread for the replies, decode on the completion-queue "
+     "thread); -1 = none (decode on completion-queue threads, encode on batch threads)",
      cxxopts::value<int>()->default_value(std::to_string(defaults.server.codec_threads)))
     ("instances", "model instances, each with its own batch thread (and CUDA stream)",
      cxxopts::value<int>()->default_value("1"))
@@ -370,18 +370,20 @@ int Main(int argc, char** argv) {
   options.self_check.on_failure = [] {
     [[maybe_unused]] const ssize_t written = write(signal_pipe_write, &kSelfCheckFailed, 1);
   };
+  const server::CodecPlan codec = server::PlanCodec(options);
   spdlog::info(
       "config: models={} device={} precision={} instances={} max_batch_rows={} "
       "max_queue_delay_us={} max_queue_rows={} max_rows_per_request={} cq_threads={} "
-      "codec_threads={} "
+      "codec_threads={}{} "
       "torch_threads={} max_message_bytes={} max_concurrent_streams={} grpc_memory_bytes={} "
       "tls={} metrics_address={} drain_grace_s={} drain_timeout_s={} model_poll_s={}",
       ModelList(config.models), config.handler.device, config.handler.precision, config.instances,
       options.batching.max_batch_rows, options.batching.max_queue_delay.count(),
       options.batching.max_queue_rows, options.max_rows_per_request,
-      options.cq_threads > 0 ? options.cq_threads : platform::UsableCpus(),
-      server::CodecThreads(options), config.handler.torch_threads, options.max_message_bytes,
-      options.max_concurrent_streams, options.grpc_memory_bytes,
+      options.cq_threads > 0 ? options.cq_threads : platform::UsableCpus(), codec.threads,
+      codec.threads > 0 && !codec.decode_there ? " (replies only)" : "",
+      config.handler.torch_threads, options.max_message_bytes, options.max_concurrent_streams,
+      options.grpc_memory_bytes,
       options.tls.cert_file.empty()        ? "off"
       : options.tls.client_ca_file.empty() ? "on"
                                            : "mutual",

@@ -144,16 +144,16 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerOpti
 
 ModelServer::ModelServer(const ServerOptions& options) : options_(options) {}
 
-int CodecThreads(const ServerOptions& options) {
-  if (options.codec_threads != 0) return std::max(options.codec_threads, 0);
+CodecPlan PlanCodec(const ServerOptions& options) {
+  if (options.codec_threads > 0) return {options.codec_threads, true};
+  if (options.codec_threads < 0) return {0, false};
   const int cpus = platform::UsableCpus();
-  return cpus > 1 ? cpus : 0;
+  return {cpus, cpus > 1};
 }
 
 absl::Status ModelServer::Build(std::vector<ModelSpec> models) {
-  if (const int codec_threads = CodecThreads(options_); codec_threads > 0) {
-    codec_pool_ = std::make_unique<WorkPool>(codec_threads);
-  }
+  const CodecPlan codec = PlanCodec(options_);
+  if (codec.threads > 0) codec_pool_ = std::make_unique<WorkPool>(codec.threads);
   metrics::MetricsOptions metrics_options;
   metrics_options.address = options_.metrics_address;
   absl::StatusOr<std::unique_ptr<metrics::ServerMetrics>> metrics =
@@ -171,7 +171,7 @@ absl::Status ModelServer::Build(std::vector<ModelSpec> models) {
   call_context_ = CallContext{
       // A request the queue can never hold is refused as such.
       std::min<int64_t>(options_.max_rows_per_request, options_.batching.max_queue_rows),
-      metrics_.get(), codec_pool_.get(), &drain_gate_};
+      metrics_.get(), codec.decode_there ? codec_pool_.get() : nullptr, &drain_gate_};
   evaluate_methods_ = EvaluateCall::Methods{&service_, models_.front().get()};
   infer_methods_ = InferCall::Methods{&oip_service_, &models_};
   oip_ = std::make_unique<OipService>(&oip_service_, &models_, &serving_, metrics_.get());

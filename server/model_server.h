@@ -73,10 +73,11 @@ struct ServerOptions {
   // Completion queues, each polled by its own thread; 0 means one per CPU this process may use.
   int cq_threads = 0;
   // Threads that decode requests and encode replies, whichever connection or batch they belong
-  // to; 0 means one per CPU this process may use, or none when it may use one CPU only (a
-  // hand-off to another thread on the same core costs more than it spreads: docs/BENCHMARKS.md);
-  // -1 none: each completion-queue thread decodes the requests it receives and the batch thread
-  // encodes the replies.
+  // to; 0 means one per CPU this process may use, except where it may use one CPU only: there
+  // one thread encodes the replies and each completion-queue thread decodes the requests it
+  // receives (on one core a hand-off per request costs more than it spreads, one per batch
+  // less: docs/BENCHMARKS.md); -1 none: each completion-queue thread decodes the requests it
+  // receives and the batch thread encodes the replies.
   int codec_threads = 0;
   // Largest request or response message, in bytes; larger ones fail with RESOURCE_EXHAUSTED.
   int max_message_bytes = 4 * 1024 * 1024;
@@ -108,8 +109,12 @@ struct ServerOptions {
   SelfCheckOptions self_check;
 };
 
-// The codec threads `options` asks for, resolved: 0 for none.
-int CodecThreads(const ServerOptions& options);
+// Where the codec work runs, as ServerOptions::codec_threads asks, resolved.
+struct CodecPlan {
+  int threads = 0;            // codec threads; 0: none, the batch threads encode the replies
+  bool decode_there = false;  // false: the completion-queue threads decode the requests
+};
+CodecPlan PlanCodec(const ServerOptions& options);
 
 // The name of the model a server serves when it is given one without a name.
 inline constexpr char kDefaultModelName[] = "default";

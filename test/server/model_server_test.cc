@@ -3,12 +3,14 @@
 #include "server/model_server.h"
 
 #include <grpcpp/grpcpp.h>
+#include <sched.h>
 
 #include <catch2/catch.hpp>
 #include <future>
 #include <map>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -32,6 +34,50 @@ using testing::TestServer;
 using testing_support::FakeHandler;
 using testing_support::kPoison;
 using testing_support::WaitFor;
+
+// Restricts the calling thread (and the threads it starts) to one of its CPUs while it lives,
+// as `taskset -c N` would: the server then plans for one CPU.
+class OneCpu {
+ public:
+  OneCpu() {
+    REQUIRE(sched_getaffinity(0, sizeof(saved_), &saved_) == 0);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (CPU_ISSET(cpu, &saved_)) {
+        CPU_SET(cpu, &one);
+        break;
+      }
+    }
+    REQUIRE(sched_setaffinity(0, sizeof(one), &one) == 0);
+  }
+  ~OneCpu() { sched_setaffinity(0, sizeof(saved_), &saved_); }
+
+ private:
+  cpu_set_t saved_;
+};
+
+TEST_CASE("codec threads: one per CPU; on one CPU one for the replies only", "[server]") {
+  ServerOptions options;
+  options.codec_threads = 3;
+  CHECK(PlanCodec(options).threads == 3);
+  CHECK(PlanCodec(options).decode_there);
+  options.codec_threads = -1;
+  CHECK(PlanCodec(options).threads == 0);
+  CHECK_FALSE(PlanCodec(options).decode_there);
+  options.codec_threads = 0;
+  {
+    const OneCpu one_cpu;
+    CHECK(PlanCodec(options).threads == 1);
+    CHECK_FALSE(PlanCodec(options).decode_there);
+  }
+  cpu_set_t cpus;
+  REQUIRE(sched_getaffinity(0, sizeof(cpus), &cpus) == 0);
+  if (CPU_COUNT(&cpus) > 1) {
+    CHECK(PlanCodec(options).threads == CPU_COUNT(&cpus));
+    CHECK(PlanCodec(options).decode_there);
+  }
+}
 
 TEST_CASE("EvaluateModel answers with the seed's JSON", "[server]") {
   TestServer server;
@@ -97,9 +143,12 @@ TEST_CASE("a message over max_message_bytes is refused with RESOURCE_EXHAUSTED",
 
 TEST_CASE("64 concurrent requests with different parameters share forward passes", "[server]") {
   ServerOptions options;
-  // With the codec pool (the default), and without it (decode and encode where calls arrive and
-  // where batches run).
+  // With the codec pool (the default), without it (decode and encode where calls arrive and
+  // where batches run), and as on one CPU (decode where calls arrive, replies on the pool).
   options.codec_threads = GENERATE(0, 2, -1);
+  const bool one_cpu = GENERATE(false, true);
+  std::optional<OneCpu> pinned;
+  if (one_cpu) pinned.emplace();
   TestServer server(options);
   server.model().Hold(true);
   std::future<Reply> first = server.EvaluateAsync(Payload({1}, {1, 0}));
