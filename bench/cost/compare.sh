@@ -19,6 +19,7 @@ out=$3
 rounds=${ROUNDS:-3}
 duration=${DURATION:-5}
 mkdir -p "$out/raw"
+read -ra after_flags <<<"${AFTER_FLAGS:-}"
 bench=$after/bench/model_bench
 nice -n "${NICE:--10}" true 2>/dev/null && pin=(nice -n "${NICE:--10}" taskset -c) || pin=(taskset -c)
 /usr/bin/python3 bench/cost/make_free_model.py "$out/free.pt"
@@ -28,10 +29,10 @@ nice -n "${NICE:--10}" true 2>/dev/null && pin=(nice -n "${NICE:--10}" taskset -
 for build_name in before after; do
   build=${!build_name}
   for connections in 1 4; do
-    flags=
-    [[ $build_name == after ]] && flags=${AFTER_FLAGS:-}
-    MODEL_BENCH=$bench SERVER_FLAGS=$flags bench/cost/run_cost.sh "$build" "$out/cost-$build_name" \
-      ours "$connections" >/dev/null
+    flags=()
+    [[ $build_name == after ]] && flags=("${after_flags[@]}")
+    MODEL_BENCH=$bench SERVER_FLAGS="${flags[*]}" bench/cost/run_cost.sh "$build" \
+      "$out/cost-$build_name" ours "$connections" >/dev/null
   done
 done
 for connections in 1 4; do
@@ -72,7 +73,7 @@ for round in $(seq "$rounds"); do
   for build_name in before after; do
     build=${!build_name}
     flags=()
-    [[ $build_name == after ]] && read -ra flags <<<"${AFTER_FLAGS:-}"
+    [[ $build_name == after ]] && flags=("${after_flags[@]}")
     start "$out/raw/free_${build_name}_r$round.log" "$build/server/model_server" \
       --model "$out/free.pt" --metrics-address "" "${flags[@]}"
     load "free_${build_name}_r$round" 64
@@ -94,9 +95,8 @@ done
 "$bench" --rows 50 --grpc-body "$out/request.bin"
 for target in free echo; do
   if [[ $target == free ]]; then
-    read -ra flags <<<"${AFTER_FLAGS:-}"
     start "$out/raw/h2_free.log" "$after/server/model_server" --model "$out/free.pt" \
-      --metrics-address "" "${flags[@]}"
+      --metrics-address "" "${after_flags[@]}"
   else
     start "$out/raw/h2_echo.log" "$after/bench/echo_server"
   fi

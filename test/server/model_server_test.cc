@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "protocol/seed_json.h"
@@ -144,9 +145,11 @@ TEST_CASE("a message over max_message_bytes is refused with RESOURCE_EXHAUSTED",
 TEST_CASE("64 concurrent requests with different parameters share forward passes", "[server]") {
   ServerOptions options;
   // With the codec pool (the default), without it (decode and encode where calls arrive and
-  // where batches run), and as on one CPU (decode where calls arrive, replies on the pool).
-  options.codec_threads = GENERATE(0, 2, -1);
-  const bool one_cpu = GENERATE(false, true);
+  // where batches run), and the default on one CPU (decode where calls arrive, replies on the
+  // pool).
+  const auto [codec_threads, one_cpu] =
+      GENERATE(std::pair{0, false}, std::pair{2, false}, std::pair{-1, false}, std::pair{0, true});
+  options.codec_threads = codec_threads;
   std::optional<OneCpu> pinned;
   if (one_cpu) pinned.emplace();
   TestServer server(options);
