@@ -50,6 +50,12 @@ struct NameList {
   Kind kind = Kind::kAbsent;
   bool all_strings = true;
   std::vector<std::string> names;
+
+  void Reset() {  // keeps the vector's room for the next request
+    kind = Kind::kAbsent;
+    all_strings = true;
+    names.clear();
+  }
 };
 
 struct Column {
@@ -84,8 +90,8 @@ struct Scratch {
     }
     numbers_used = 0;
     columns.clear();
-    input_names = NameList();
-    output_names = NameList();
+    input_names.Reset();
+    output_names.Reset();
     params = NumberArray();
     settings = model_params = tunable = inputs = Kind::kAbsent;
   }
@@ -813,19 +819,19 @@ const Column* FindColumn(const std::vector<Column>& columns, const std::string& 
 }
 
 // The names from the request's `key` in modelParams if it has them, else the model's own.
-absl::StatusOr<std::vector<std::string>> VarOrder(const NameList& list, const char* key,
-                                                  const std::vector<std::string>& model_default) {
+absl::StatusOr<const std::vector<std::string>*> VarOrder(
+    const NameList& list, const char* key, const std::vector<std::string>& model_default) {
   if (list.kind == Kind::kAbsent) {
     if (model_default.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("request has no analyticSettings.modelParams.",
                                                      key, " and the model declares none"));
     }
-    return model_default;
+    return &model_default;
   }
   if (list.kind != Kind::kArray || !list.all_strings) {
     return absl::InvalidArgumentError(absl::StrCat(key, " must be an array of strings"));
   }
-  return list.names;
+  return &list.names;
 }
 
 absl::Status DecodeInputs(const Scratch& s, const std::vector<std::string>& names, int64_t max_rows,
@@ -922,24 +928,25 @@ absl::StatusOr<InferenceRequest> DecodeRequest(std::string_view payload,
   if (s.model_params != Kind::kAbsent && s.model_params != Kind::kObject) {
     return absl::InvalidArgumentError("analyticSettings.modelParams must be a JSON object");
   }
-  absl::StatusOr<std::vector<std::string>> input_names =
+  absl::StatusOr<const std::vector<std::string>*> input_names =
       VarOrder(s.input_names, "input_var_order", signature.input_names);
   if (!input_names.ok()) return input_names.status();
-  if (static_cast<int64_t>(input_names->size()) != signature.num_inputs) {
-    return absl::InvalidArgumentError(absl::StrCat("input_var_order names ", input_names->size(),
+  if (static_cast<int64_t>((*input_names)->size()) != signature.num_inputs) {
+    return absl::InvalidArgumentError(absl::StrCat("input_var_order names ", (*input_names)->size(),
                                                    " variables but the model takes ",
                                                    signature.num_inputs, " input columns"));
   }
   InferenceRequest request;
-  absl::StatusOr<std::vector<std::string>> output_names =
+  absl::StatusOr<const std::vector<std::string>*> output_names =
       VarOrder(s.output_names, "output_var_order", signature.output_names);
   if (!output_names.ok()) return output_names.status();
-  if (output_names->empty() || static_cast<int64_t>(output_names->size()) > signature.num_outputs) {
-    return absl::InvalidArgumentError(absl::StrCat("output_var_order names ", output_names->size(),
-                                                   " outputs but the model produces ",
-                                                   signature.num_outputs));
+  if ((*output_names)->empty() ||
+      static_cast<int64_t>((*output_names)->size()) > signature.num_outputs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("output_var_order names ", (*output_names)->size(),
+                     " outputs but the model produces ", signature.num_outputs));
   }
-  request.output_names = *std::move(output_names);
+  request.output_names = **output_names;
 
   if (s.inputs == Kind::kAbsent) {
     return absl::InvalidArgumentError("request has no \"inputs\" object");
@@ -947,7 +954,7 @@ absl::StatusOr<InferenceRequest> DecodeRequest(std::string_view payload,
   if (s.inputs != Kind::kObject) {
     return absl::InvalidArgumentError("\"inputs\" must be a JSON object of columns");
   }
-  if (absl::Status decoded = DecodeInputs(s, *input_names, max_rows, request); !decoded.ok()) {
+  if (absl::Status decoded = DecodeInputs(s, **input_names, max_rows, request); !decoded.ok()) {
     return decoded;
   }
   if (absl::Status decoded = DecodeParams(s, signature, request); !decoded.ok()) return decoded;

@@ -70,6 +70,30 @@ TEST_CASE("input_var_order picks the columns and their order", "[codec]") {
   CHECK(decoded->output_names == std::vector<std::string>{"out"});
 }
 
+TEST_CASE("one thread's decodes carry nothing over from the request before", "[codec]") {
+  const std::string named =
+      R"({"analyticSettings": {"modelParams": {"input_var_order": ["b", "c", "a"],
+                                               "output_var_order": ["out"]}},
+          "inputs": {"a": [1], "b": [2], "c": [3]}})";
+  for (int round = 0; round < 2; ++round) {
+    absl::StatusOr<InferenceRequest> decoded = DecodeRequest(named, Signature());
+    REQUIRE(decoded.ok());
+    CHECK(decoded->inputs == std::vector<float>{2, 3, 1});
+    CHECK(decoded->output_names == std::vector<std::string>{"out"});
+  }
+  absl::StatusOr<InferenceRequest> unnamed =
+      DecodeRequest(R"({"inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})", Signature());
+  REQUIRE(unnamed.ok());
+  CHECK(unnamed->inputs == std::vector<float>{1, 2, 3});
+  CHECK(unnamed->output_names == std::vector<std::string>{"y_1", "y_2"});
+  RequireRejected(R"({"analyticSettings": {"modelParams": {"input_var_order": ["a", 1]}},
+                      "inputs": {"a": [1]}})",
+                  "input_var_order must be an array of strings");
+  absl::StatusOr<InferenceRequest> after_bad = DecodeRequest(named, Signature());
+  REQUIRE(after_bad.ok());
+  CHECK(after_bad->inputs == std::vector<float>{2, 3, 1});
+}
+
 TEST_CASE("without modelParams or tunableParams the model's own names and defaults apply",
           "[codec]") {
   absl::StatusOr<InferenceRequest> decoded =
