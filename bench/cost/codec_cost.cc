@@ -1,0 +1,138 @@
+// The JSON codec alone, for counting its instructions under callgrind (bench/cost/codec_cost.sh):
+// decodes model_bench's built-in 50-row seed request and encodes a 50-value reply, ITERATIONS
+// times, one of three ways. Run it with 0 iterations too and subtract: the rest is set-up.
+//
+//   codec_cost decode|encode|ondemand ITERATIONS
+//
+// decode: protocol::DecodeRequest (the server's decoder). encode: protocol::EncodeResponse.
+// ondemand: simdjson's On-Demand API reading the same numbers as doubles (the library baseline
+// a decoder could be built on; it checks less than DecodeRequest does).
+
+#include <simdjson.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/seed_json.h"
+
+namespace {
+
+using namespace model_server;
+
+// model_bench's built-in payload (--rows 50 --distinct-params, its first variant).
+std::string Payload() {
+  protocol::Columns inputs;
+  for (int v = 0; v < 3; ++v) {
+    std::vector<double> values;
+    for (int r = 0; r < 50; ++r) values.push_back(std::sin(0.37 * r + 1.3 * v));
+    inputs.emplace_back("x_" + std::to_string(v + 1), std::move(values));
+  }
+  return protocol::EncodeRequest(inputs, {0.1, 0.2, 0.3, 0.4, 0.5}, {"y_1"});
+}
+
+// Every number of the request through On-Demand; returns how many, or -1 on an error.
+int OnDemandNumbers(simdjson::ondemand::parser& parser, const simdjson::padded_string& json,
+                    float* out) {
+  int count = 0;
+  auto numbers = [&](simdjson::ondemand::array values) {
+    for (auto value : values) {
+      double number;
+      if (value.get_double().get(number) != simdjson::SUCCESS) return false;
+      out[count++] = static_cast<float>(number);
+    }
+    return true;
+  };
+  simdjson::ondemand::document document;
+  simdjson::ondemand::object root;
+  if (parser.iterate(json).get(document) || document.get_object().get(root)) return -1;
+  for (auto field : root) {
+    std::string_view key;
+    simdjson::ondemand::object object;
+    if (field.unescaped_key().get(key) || field.value().get_object().get(object)) return -1;
+    for (auto inner : object) {
+      std::string_view name;
+      if (inner.unescaped_key().get(name)) return -1;
+      if (key == "inputs") {
+        simdjson::ondemand::array column;
+        if (inner.value().get_array().get(column) || !numbers(column)) return -1;
+        continue;
+      }
+      simdjson::ondemand::object settings;
+      if (inner.value().get_object().get(settings)) return -1;
+      for (auto setting : settings) {
+        simdjson::ondemand::array values;
+        if (setting.value().get_array().get(values)) return -1;
+        if (name == "tunableParams") {
+          if (!numbers(values)) return -1;
+          continue;
+        }
+        for (auto value : values) {  // input_var_order, output_var_order
+          std::string_view text;
+          if (value.get_string().get(text)) return -1;
+        }
+      }
+    }
+  }
+  return count;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc == 3 ? argv[1] : "";
+  if (mode != "decode" && mode != "encode" && mode != "ondemand") {
+    std::fprintf(stderr, "usage: codec_cost decode|encode|ondemand ITERATIONS\n");
+    return 2;
+  }
+  const int iterations = std::atoi(argv[2]);
+  const std::string payload = Payload();
+  handlers::ModelSignature signature;
+  signature.input_names = {"x_1", "x_2", "x_3"};
+  signature.output_names = {"y_1"};
+  signature.num_inputs = 3;
+  signature.num_outputs = 1;
+  signature.num_params = 5;
+  std::vector<float> outputs(50);
+  for (int r = 0; r < 50; ++r) outputs[r] = std::sin(0.37f * r + 0.1f);
+  const simdjson::padded_string padded(payload);
+  simdjson::ondemand::parser parser;
+  std::vector<float> numbers(payload.size());
+  std::string reply;
+  double checksum = 0;  // keeps the work observable
+  for (int i = 0; i < iterations; ++i) {
+    if (mode == "decode") {
+      absl::StatusOr<handlers::InferenceRequest> request =
+          protocol::DecodeRequest(payload, signature);
+      if (!request.ok()) {
+        std::fprintf(stderr, "decode failed: %s\n", request.status().ToString().c_str());
+        return 1;
+      }
+      checksum += request->inputs[7];
+    } else if (mode == "encode") {
+      protocol::EncodeResponse(signature.output_names, outputs.data(), 50, 1, &reply);
+      checksum += static_cast<double>(reply.size());
+    } else {
+      const int count = OnDemandNumbers(parser, padded, numbers.data());
+      if (count != 155) {
+        std::fprintf(stderr, "On-Demand read %d numbers, expected 155\n", count);
+        return 1;
+      }
+      checksum += numbers[7];
+    }
+  }
+  if (mode == "encode") {  // the reply must read back as the outputs
+    absl::StatusOr<protocol::Columns> read = protocol::DecodeResponse(reply);
+    if (iterations > 0 && (!read.ok() || read->size() != 1 || read->front().second.size() != 50 ||
+                           static_cast<float>(read->front().second[49]) != outputs[49])) {
+      std::fprintf(stderr, "the reply does not read back as the outputs\n");
+      return 1;
+    }
+  }
+  std::printf("%s: %zu-byte request, %d iterations, checksum %g\n", mode.c_str(), payload.size(),
+              iterations, checksum);
+  return 0;
+}
