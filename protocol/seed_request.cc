@@ -928,25 +928,26 @@ absl::StatusOr<InferenceRequest> DecodeRequest(std::string_view payload,
   if (s.model_params != Kind::kAbsent && s.model_params != Kind::kObject) {
     return absl::InvalidArgumentError("analyticSettings.modelParams must be a JSON object");
   }
-  absl::StatusOr<const std::vector<std::string>*> input_names =
+  absl::StatusOr<const std::vector<std::string>*> input_order =
       VarOrder(s.input_names, "input_var_order", signature.input_names);
-  if (!input_names.ok()) return input_names.status();
-  if (static_cast<int64_t>((*input_names)->size()) != signature.num_inputs) {
-    return absl::InvalidArgumentError(absl::StrCat("input_var_order names ", (*input_names)->size(),
+  if (!input_order.ok()) return input_order.status();
+  const std::vector<std::string>& input_names = **input_order;
+  if (static_cast<int64_t>(input_names.size()) != signature.num_inputs) {
+    return absl::InvalidArgumentError(absl::StrCat("input_var_order names ", input_names.size(),
                                                    " variables but the model takes ",
                                                    signature.num_inputs, " input columns"));
   }
   InferenceRequest request;
-  absl::StatusOr<const std::vector<std::string>*> output_names =
+  absl::StatusOr<const std::vector<std::string>*> output_order =
       VarOrder(s.output_names, "output_var_order", signature.output_names);
-  if (!output_names.ok()) return output_names.status();
-  if ((*output_names)->empty() ||
-      static_cast<int64_t>((*output_names)->size()) > signature.num_outputs) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("output_var_order names ", (*output_names)->size(),
-                     " outputs but the model produces ", signature.num_outputs));
+  if (!output_order.ok()) return output_order.status();
+  const std::vector<std::string>& output_names = **output_order;
+  if (output_names.empty() || static_cast<int64_t>(output_names.size()) > signature.num_outputs) {
+    return absl::InvalidArgumentError(absl::StrCat("output_var_order names ", output_names.size(),
+                                                   " outputs but the model produces ",
+                                                   signature.num_outputs));
   }
-  request.output_names = **output_names;
+  request.output_names = output_names;
 
   if (s.inputs == Kind::kAbsent) {
     return absl::InvalidArgumentError("request has no \"inputs\" object");
@@ -954,7 +955,7 @@ absl::StatusOr<InferenceRequest> DecodeRequest(std::string_view payload,
   if (s.inputs != Kind::kObject) {
     return absl::InvalidArgumentError("\"inputs\" must be a JSON object of columns");
   }
-  if (absl::Status decoded = DecodeInputs(s, **input_names, max_rows, request); !decoded.ok()) {
+  if (absl::Status decoded = DecodeInputs(s, input_names, max_rows, request); !decoded.ok()) {
     return decoded;
   }
   if (absl::Status decoded = DecodeParams(s, signature, request); !decoded.ok()) return decoded;

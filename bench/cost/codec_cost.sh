@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per call of the JSON codec alone (bench/cost/codec_cost.cc), counted by callgrind:
 # the server's request decoder and reply encoder on model_bench's 50-row seed payload, simdjson
-# On-Demand reading the same numbers, and fast_float converting them (no JSON). Each figure is (N iterations - 0 iterations) / N.
+# On-Demand reading the same numbers, and fast_float converting them (no JSON). Each figure is
+# (N iterations - 0 iterations) / N.
 #
 #   bench/cost/codec_cost.sh BUILD_DIR [ITERATIONS]
 set -euo pipefail
