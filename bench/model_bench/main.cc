@@ -12,6 +12,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "bench/model_bench/built_in_payload.h"
 #include "bench/model_bench/load_generator.h"
 #include "bench/model_bench/report.h"
 #include "clients/cpp/model_client.h"
@@ -196,19 +197,17 @@ std::vector<std::string> BuiltInPayloads(const Config& config) {
   const int count = config.distinct_params ? 257 : 1;
   std::vector<std::string> payloads;
   for (int p = 0; p < count; ++p) {
-    protocol::Columns inputs;
-    std::vector<float> x(static_cast<size_t>(config.rows) * config.vars);
-    for (int v = 0; v < config.vars; ++v) {
-      std::vector<double> values;
-      for (int r = 0; r < config.rows; ++r) {
-        values.push_back(std::sin(0.37 * r + 1.3 * v + p));
-        x[static_cast<size_t>(r) * config.vars + v] = static_cast<float>(values.back());
-      }
-      inputs.emplace_back("x_" + std::to_string(v + 1), std::move(values));
-    }
-    std::vector<double> params = {0.1, 0.2, 0.3, 0.4, 0.5};
-    for (size_t i = 0; i < params.size() && config.distinct_params; ++i) params[i] += 0.001 * p;
+    const BuiltInNumbers numbers =
+        BuiltInRequest(config.rows, config.vars, p, config.distinct_params);
+    const std::vector<double>& params = numbers.params;
     if (config.oip) {
+      std::vector<float> x(static_cast<size_t>(config.rows) * config.vars);  // row-major
+      for (int v = 0; v < config.vars; ++v) {
+        for (int r = 0; r < config.rows; ++r) {
+          x[static_cast<size_t>(r) * config.vars + v] =
+              static_cast<float>(numbers.inputs[v].second[r]);
+        }
+      }
       const std::vector<float> params_fp32(params.begin(), params.end());
       payloads.push_back(protocol::oip::EncodeInferRequest(
                              config.model_name,
@@ -219,7 +218,7 @@ std::vector<std::string> BuiltInPayloads(const Config& config) {
       continue;
     }
     inRequest request;
-    request.set_inp_dict_bytes(protocol::EncodeRequest(inputs, params, {"y_1"}));
+    request.set_inp_dict_bytes(protocol::EncodeRequest(numbers.inputs, params, {"y_1"}));
     payloads.push_back(request.SerializeAsString());
   }
   return payloads;
