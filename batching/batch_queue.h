@@ -68,15 +68,20 @@ class BatchQueue {
   }
 
   // Pops the next batch if it is ready at `now` (or at once when `flush`). A batch holds
-  // queued tasks in order while their rows fit max_batch_rows, and at least one task.
+  // queued tasks in order while their rows fit max_batch_rows and their batch keys equal the
+  // first one's, and at least one task.
   Cut<Task> Pop(TimePoint now, bool flush) {
     Cut<Task> cut;
     const std::optional<TimePoint> ready_at = ReadyAt();
     if (!ready_at || (!flush && now < *ready_at)) return cut;
     size_t batch_rows = 0;
     while (!entries_.empty()) {
-      const size_t rows = entries_.front().task->rows();
-      if (!cut.batch.empty() && batch_rows + rows > options_.max_batch_rows) break;
+      const Task& next = *entries_.front().task;
+      const size_t rows = next.rows();
+      if (!cut.batch.empty() && (batch_rows + rows > options_.max_batch_rows ||
+                                 next.batch_key() != cut.batch.front()->batch_key())) {
+        break;
+      }
       std::unique_ptr<Task> task = std::move(entries_.front().task);
       entries_.pop_front();
       queued_rows_ -= rows;

@@ -2,8 +2,10 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 
 namespace model_server::batching {
 
@@ -18,6 +20,10 @@ class BatchTask {
 
   // Rows this task adds to a batch; constant while it is queued.
   virtual size_t rows() const = 0;
+
+  // Tasks share a batch only with tasks of an equal key (e.g. the sizes of their variable
+  // dimensions); constant while it is queued.
+  virtual absl::Span<const int64_t> batch_key() const { return {}; }
 
   // Called once, on a batch thread, as the task leaves the queue. OK keeps it in the batch; any
   // other status (e.g. DEADLINE_EXCEEDED, CANCELLED) drops it, and it is then failed with that

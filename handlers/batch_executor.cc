@@ -3,58 +3,109 @@
 #include <algorithm>
 #include <cstring>
 
-namespace model_server::handlers {
+#include "absl/strings/str_cat.h"
 
-size_t BatchExecutor::Execute(std::vector<std::unique_ptr<InferenceTask>>& batch) {
-  absl::Status batched = Forward(batch, 0, batch.size());
-  if (batched.ok()) return 1;
-  if (batch.size() == 1) {
-    batch[0]->Fail(std::move(batched));
-    return 1;
-  }
-  // Some request broke the shared forward pass: rerun each alone so only the culprit fails.
-  for (size_t i = 0; i < batch.size(); ++i) {
-    if (absl::Status alone = Forward(batch, i, i + 1); !alone.ok()) {
-      batch[i]->Fail(std::move(alone));
-    }
-  }
-  return 1 + batch.size();
+namespace model_server::handlers {
+namespace {
+
+// Bytes of one row of `shape` (all dimensions but the first) of `type`.
+size_t RowBytes(const Dims& shape, DataType type) {
+  size_t bytes = ElementSize(type);
+  for (size_t i = 1; i < shape.size(); ++i) bytes *= static_cast<size_t>(shape[i]);
+  return bytes;
 }
 
-absl::Status BatchExecutor::Forward(const std::vector<std::unique_ptr<InferenceTask>>& tasks,
-                                    size_t begin, size_t end) {
-  const ModelSignature& signature = handler_.signature();
-  const int64_t num_params = signature.num_params;
-  int64_t total_rows = 0;
-  for (size_t i = begin; i < end; ++i) total_rows += tasks[i]->request().rows;
+}  // namespace
 
-  BatchBuffers buffers = handler_.PrepareBatch(total_rows);
-  float* inputs = buffers.inputs;
-  float* params = buffers.params;
-  for (size_t i = begin; i < end; ++i) {
-    const InferenceRequest& request = tasks[i]->request();
-    std::memcpy(inputs, request.inputs.data(), request.inputs.size() * sizeof(float));
-    inputs += request.inputs.size();
-    if (num_params == 0) continue;
-    if (static_cast<int64_t>(request.params.size()) == request.rows * num_params) {
-      std::memcpy(params, request.params.data(), request.params.size() * sizeof(float));
-      params += request.params.size();
-      continue;
+size_t BatchExecutor::Execute(std::vector<std::unique_ptr<InferenceTask>>& batch) {
+  const ModelSignature& signature = handler_.signature();
+  const auto fits = [&](const std::unique_ptr<InferenceTask>& task) {
+    return task->request().rows <= signature.max_batch_size;
+  };
+  if (batch.size() == 1 || !signature.batches() || !std::all_of(batch.begin(), batch.end(), fits)) {
+    // The batcher cuts a larger task as a batch of its own, and batches of one for a model that
+    // does not batch; running each alone keeps the contract if it did not.
+    size_t forwards = 0;
+    for (const auto& task : batch) forwards += ExecuteAlone(*task);
+    return forwards;
+  }
+  std::vector<Piece> pieces;
+  pieces.reserve(batch.size());
+  for (const auto& task : batch) pieces.push_back({task.get(), 0, task->request().rows});
+  if (Forward(pieces).ok()) return 1;
+  // Some request broke the shared forward pass: rerun each alone so only the culprit fails.
+  size_t forwards = 1;
+  for (const auto& task : batch) forwards += ExecuteAlone(*task);
+  return forwards;
+}
+
+size_t BatchExecutor::ExecuteAlone(InferenceTask& task) {
+  const ModelSignature& signature = handler_.signature();
+  const int64_t rows = task.request().rows;
+  const int64_t step = signature.batches() ? std::max<int64_t>(signature.max_batch_size, 1) : rows;
+  size_t forwards = 0;
+  for (int64_t first = 0; first < rows; first += step) {
+    ++forwards;
+    if (absl::Status ran = Forward({{&task, first, std::min(step, rows - first)}}); !ran.ok()) {
+      task.Fail(std::move(ran));
+      break;
     }
-    for (int64_t row = 0; row < request.rows; ++row) {  // one vector for every row
-      std::copy_n(request.params.data(), num_params, params);
-      params += num_params;
+  }
+  return forwards;
+}
+
+absl::Status BatchExecutor::Forward(const std::vector<Piece>& pieces) {
+  const ModelSignature& signature = handler_.signature();
+  const bool batches = signature.batches();
+  int64_t total_rows = 0;
+  for (const Piece& piece : pieces) total_rows += piece.rows;
+
+  // Every task of a batch has the same shapes past the batch dimension (its batch key).
+  const std::vector<InputTensor>& first = pieces.front().task->request().inputs;
+  std::vector<Dims> shapes;
+  shapes.reserve(first.size());
+  for (const InputTensor& input : first) {
+    shapes.push_back(input.shape);
+    if (batches) shapes.back()[0] = total_rows;
+  }
+  const std::vector<char*> buffers = handler_.PrepareBatch(shapes);
+  for (size_t input = 0; input < shapes.size(); ++input) {
+    const size_t row_bytes = batches ? RowBytes(shapes[input], signature.inputs[input].type) : 0;
+    char* to = buffers[input];
+    for (const Piece& piece : pieces) {
+      const InputTensor& tensor = piece.task->request().inputs[input];
+      if (!batches) {
+        std::memcpy(to, tensor.data.data(), tensor.data.size());
+      } else if (!tensor.broadcast) {
+        const size_t bytes = piece.rows * row_bytes;
+        std::memcpy(to, tensor.data.data() + piece.first_row * row_bytes, bytes);
+        to += bytes;
+      } else {
+        for (int64_t row = 0; row < piece.rows; ++row, to += row_bytes) {
+          std::memcpy(to, tensor.data.data(), row_bytes);
+        }
+      }
     }
   }
 
-  absl::StatusOr<const float*> outputs = handler_.Run();
+  absl::StatusOr<const std::vector<OutputTensor>*> outputs = handler_.Run();
   if (!outputs.ok()) return outputs.status();
-
-  const int64_t stride = signature.num_outputs;
-  const float* row_outputs = *outputs;
-  for (size_t i = begin; i < end; ++i) {
-    tasks[i]->Complete(row_outputs, stride);
-    row_outputs += tasks[i]->request().rows * stride;
+  if ((*outputs)->size() != signature.outputs.size()) {
+    return absl::InternalError(absl::StrCat("model gave ", (*outputs)->size(),
+                                            " outputs; expected ", signature.outputs.size()));
+  }
+  for (size_t output = 0; batches && output < signature.outputs.size(); ++output) {
+    const Dims& shape = (**outputs)[output].shape;
+    if (shape.empty() || shape[0] != total_rows) {
+      return absl::InternalError(absl::StrCat("model output \"", signature.outputs[output].name,
+                                              "\" has shape ", DimsText(shape), " for a batch of ",
+                                              total_rows, " rows"));
+    }
+  }
+  int64_t batch_row = 0;
+  for (const Piece& piece : pieces) {
+    piece.task->Complete(**outputs, batch_row, piece.first_row, piece.rows);
+    batch_row += piece.rows;
   }
   return absl::OkStatus();
 }

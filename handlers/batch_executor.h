@@ -15,14 +15,25 @@ class BatchExecutor {
   explicit BatchExecutor(ModelHandler& handler) : handler_(handler) {}
 
   // Completes every task: each gets its rows of the batch's outputs or its own error. When the
-  // batched forward fails, each task is run alone, so one bad request fails only itself.
-  // Returns the number of forward passes run (1, or 1 + the batch's size after a failure).
+  // batched forward fails, each task is run alone, so one bad request fails only itself. A
+  // model that does not batch runs each task alone; a task larger than the model's
+  // max_batch_size runs in pieces of at most that many rows, one forward each. Returns the
+  // number of forward passes run.
   size_t Execute(std::vector<std::unique_ptr<InferenceTask>>& batch);
 
  private:
-  // One forward over tasks[begin, end); on OK each of them has been completed.
-  absl::Status Forward(const std::vector<std::unique_ptr<InferenceTask>>& tasks, size_t begin,
-                       size_t end);
+  // Rows [first_row, first_row + rows) of a task.
+  struct Piece {
+    InferenceTask* task;
+    int64_t first_row;
+    int64_t rows;
+  };
+
+  // Runs one task alone: in pieces when it is larger than a batch may be. Returns the forward
+  // passes run; fails the task on error.
+  size_t ExecuteAlone(InferenceTask& task);
+  // One forward over `pieces`; on OK each of them has been given its rows.
+  absl::Status Forward(const std::vector<Piece>& pieces);
 
   ModelHandler& handler_;
 };

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -15,10 +16,11 @@ struct InitializeTimes {
   double warmup_seconds = 0;  // warm-up forward passes
 };
 
-// Where the batch thread writes a batch's rows; owned by the handler and reused across batches.
-struct BatchBuffers {
-  float* inputs = nullptr;  // [rows, num_inputs], row-major
-  float* params = nullptr;  // [rows, num_params], row-major; null when num_params == 0
+// One output of a batch, in host memory.
+struct OutputTensor {
+  DataType type = DataType::kFp32;
+  Dims shape;  // [rows, dims...] when the model batches, else the full shape
+  const char* data = nullptr;  // row-major, little-endian
 };
 
 // One model kind, with the seed's three constructs: Initialize, Run, Cleanup. LoadedModel calls
@@ -28,21 +30,24 @@ class ModelHandler {
  public:
   virtual ~ModelHandler() = default;
 
-  // Loads the model into memory and warms it up. Errors name the problem (missing file, wrong
-  // forward signature, ...); nothing else may be called after a failure.
+  // Loads the model into memory and warms it up. Errors name the problem (missing file, forward
+  // that does not match the signature, ...); nothing else may be called after a failure.
   virtual absl::Status Initialize() = 0;
 
-  // Valid once Initialize has succeeded.
+  // Valid once Initialize has succeeded; fixed from then on.
   virtual const ModelSignature& signature() const = 0;
   virtual InitializeTimes initialize_times() const = 0;
 
-  // Buffers for a batch of `rows` rows (rows >= 1), valid until the next PrepareBatch.
-  virtual BatchBuffers PrepareBatch(int64_t rows) = 0;
+  // Host buffers for a batch, one per input of the signature, in its order, where the batch
+  // thread writes that input's elements (its type, row-major): `shapes[i]` is input i's shape
+  // ([rows, dims...] when the model batches). Valid until the next PrepareBatch.
+  virtual std::vector<char*> PrepareBatch(const std::vector<Dims>& shapes) = 0;
 
-  // The forward pass over the buffers of the last PrepareBatch. On OK, points at the outputs,
-  // [rows, num_outputs] row-major, valid until the next PrepareBatch. Errors are the model's
+  // The forward pass over the buffers of the last PrepareBatch. On OK, the outputs, one per
+  // output of the signature, in its order, of the signature's types, with [rows, ...] first
+  // when the model batches; valid until the next PrepareBatch. Errors are the model's
   // (INTERNAL, with its message); the handler stays usable.
-  virtual absl::StatusOr<const float*> Run() = 0;
+  virtual absl::StatusOr<const std::vector<OutputTensor>*> Run() = 0;
 
   // Releases the model; nothing may be called afterwards.
   virtual void Cleanup() = 0;

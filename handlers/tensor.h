@@ -55,7 +55,7 @@ constexpr size_t ElementSize(DataType type) {
 }
 
 // The Open Inference Protocol's name ("FP32", "INT64", "BOOL", ...).
-constexpr std::string_view WireName(DataType type) {
+constexpr const char* WireName(DataType type) {
   switch (type) {
     case DataType::kBool:
       return "BOOL";
@@ -84,7 +84,7 @@ constexpr std::string_view WireName(DataType type) {
 // The type whose Open Inference Protocol name is `name`; nullopt for any other text.
 constexpr std::optional<DataType> FromWireName(std::string_view name) {
   for (const DataType type : kAllDataTypes) {
-    if (WireName(type) == name) return type;
+    if (std::string_view(WireName(type)) == name) return type;
   }
   return std::nullopt;
 }
@@ -133,5 +133,21 @@ struct TensorSpec {
   bool optional = false;
   std::optional<std::string> default_value;  // raw little-endian bytes of one row
 };
+
+inline TensorSpec MakeSpec(std::string name, DataType type, Dims dims) {
+  TensorSpec spec;
+  spec.name = std::move(name);
+  spec.type = type;
+  spec.dims = std::move(dims);
+  return spec;
+}
+
+// "\"x\" FP32 [n, 3]": the spec's name, type and shape, with n for the batch dimension when
+// `batches`.
+inline std::string SpecText(const TensorSpec& spec, bool batches) {
+  std::string dims = DimsText(spec.dims);
+  if (batches) dims.insert(1, spec.dims.empty() ? "n" : "n, ");
+  return "\"" + spec.name + "\" " + WireName(spec.type) + " " + dims;
+}
 
 }  // namespace model_server::handlers

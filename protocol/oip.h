@@ -5,15 +5,16 @@
 // ModelInferResponse; clients, model_bench, the tests and the fuzzers build requests and read
 // responses.
 //
-// A model in OIP terms (its signature's num_inputs, num_params, num_outputs):
-//   input  "x"      FP32 [n, num_inputs]
-//   input  "params" FP32 [n, num_params] or [1, num_params] (every row gets it); only for models
-//                   that take parameters; optional when the model has default_params
-//   output "y"      FP32 [n, num_outputs]
-// Tensor data comes either in raw_input_contents (little-endian, one entry per input) or in each
-// input's contents.fp32_contents. The reply carries y in raw_output_contents unless the request
-// asks for typed contents: the bool parameter "binary_data_output" = false on the request, or
-// "binary_data" = false on its requested output "y" (Triton's names for the same choice).
+// A model in OIP terms is its signature: named inputs and outputs of a datatype (FP32, INT64,
+// ...) and shape ([n, dims...] when it batches: n rows, at most its max_batch_size). Tensor data
+// comes either in raw_input_contents (little-endian, one entry per input: the fast path, the only
+// one for FP16 and BF16) or in each input's typed contents (fp32_contents, int64_contents,
+// int_contents for INT8/16/32, uint_contents for UINT8, bool_contents, fp64_contents). An
+// optional input may be left out and takes its default; the seed mapping's parameter input may
+// also come as one row [1, P] for all rows. The reply carries the requested outputs (all of them
+// when the request names none) in raw_output_contents, unless the request asks for typed
+// contents: the bool parameter "binary_data_output" = false on the request, or "binary_data" =
+// false on every output it names (Triton's names for the same choice).
 
 #include <cstdint>
 #include <limits>
@@ -27,6 +28,7 @@
 
 namespace model_server::protocol::oip {
 
+// The tensor names of a model that describes itself with the seed's attributes.
 inline constexpr char kInput[] = "x";
 inline constexpr char kParams[] = "params";
 inline constexpr char kOutput[] = "y";
@@ -34,36 +36,56 @@ inline constexpr char kFp32[] = "FP32";
 
 // --- Server side ---
 
-// A decoded ModelInferRequest: the rows for the batch and how the reply must carry y.
+// A decoded ModelInferRequest: the tensors for the batch and what the reply carries.
 struct DecodedInfer {
-  // Its output_names stay empty: the reply carries every output column, as y.
   handlers::InferenceRequest request;
-  // raw_output_contents (true) or contents.fp32_contents (false).
+  // The signature's outputs the reply carries, by index, in the order the request names them
+  // (all, in the signature's order, when it names none).
+  std::vector<size_t> outputs;
+  // raw_output_contents (true) or typed contents (false).
   bool raw_output = true;
 };
 
 // Decodes the tensors of `request` (model_name and model_version are the caller's to route) and
-// checks them against the model. Errors are INVALID_ARGUMENT naming the problem: an unknown,
-// repeated or missing input, a datatype other than FP32, a wrong shape, raw contents whose size
-// does not match the shape, contents in the wrong field or in both forms, an unknown requested
-// output, more than `max_rows` rows. Thread-safe.
+// checks them against the model. Raw input data is not copied: the request must outlive the
+// decoded request. Errors are INVALID_ARGUMENT naming the problem: an unknown, repeated or
+// missing input, a datatype or shape the model does not take, inputs whose rows differ, more
+// rows than `max_rows`, raw contents whose size does not match the shape, contents in the wrong
+// field or in both forms, BOOL values other than 0 and 1, an unknown or repeated output, typed
+// contents asked for an FP16 or BF16 output, outputs asking for different forms. Thread-safe.
 absl::StatusOr<DecodedInfer> DecodeInferRequest(
     const inference::ModelInferRequest& request, const handlers::ModelSignature& signature,
     int64_t max_rows = std::numeric_limits<int64_t>::max());
 
-// What a reply says besides y.
+// What a reply says besides its outputs.
 struct InferReplyHeader {
   std::string_view model_name;
   std::string_view model_version;
   std::string_view id;  // the request's, echoed
 };
 
-// Fills `response` (cleared first, its memory reused) with y: `rows` rows of `columns` floats,
-// row-major at `outputs`, in raw_output_contents or contents.fp32_contents.
-void EncodeInferResponse(const InferReplyHeader& header, const float* outputs, int64_t rows,
-                         int64_t columns, bool raw_output, inference::ModelInferResponse* response);
+// One output of a reply: its name, type, shape and elements (row-major, little-endian).
+struct ReplyTensor {
+  std::string_view name;
+  handlers::DataType type = handlers::DataType::kFp32;
+  handlers::Dims shape;
+  std::string data;
+};
+
+// Fills `response` (cleared first, its memory reused) with `outputs`, in raw_output_contents
+// or typed contents (moving their data out).
+void EncodeInferResponse(const InferReplyHeader& header, std::vector<ReplyTensor>& outputs,
+                         bool raw_output, inference::ModelInferResponse* response);
 
 // --- Client side ---
+
+// A tensor of any datatype: its elements row-major and little-endian in `data`.
+struct Tensor {
+  std::string name;
+  handlers::DataType type = handlers::DataType::kFp32;
+  std::vector<int64_t> shape;
+  std::string data;
+};
 
 struct Fp32Tensor {
   std::string name;
@@ -72,12 +94,17 @@ struct Fp32Tensor {
 };
 
 // A request for `model_name` with `inputs`, their data in raw_input_contents (`raw`) or in
-// contents.fp32_contents.
+// typed contents (not for FP16 or BF16).
+inference::ModelInferRequest EncodeInferRequest(const std::string& model_name,
+                                                const std::vector<Tensor>& inputs, bool raw);
 inference::ModelInferRequest EncodeInferRequest(const std::string& model_name,
                                                 const std::vector<Fp32Tensor>& inputs, bool raw);
 
 // The output `name` of a response, from whichever form it came in. INVALID_ARGUMENT when it is
-// missing, not FP32, or its data does not match its shape.
+// missing, of an unknown datatype, or its data does not match its shape.
+absl::StatusOr<Tensor> DecodeTensor(const inference::ModelInferResponse& response,
+                                    const std::string& name);
+// The same for an FP32 output (INVALID_ARGUMENT when it is another datatype).
 absl::StatusOr<Fp32Tensor> DecodeOutput(const inference::ModelInferResponse& response,
                                         const std::string& name = kOutput);
 

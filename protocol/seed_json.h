@@ -32,12 +32,21 @@ using Columns = std::vector<std::pair<std::string, std::vector<double>>>;
 
 // --- Server side ---
 
-// Decodes a request and checks it against the model. Errors are INVALID_ARGUMENT naming the
-// problem. Unknown keys are ignored. A request of more than `max_rows` rows is refused.
-// Thread-safe (each thread keeps its own parser).
-absl::StatusOr<handlers::InferenceRequest> DecodeRequest(
-    std::string_view payload, const handlers::ModelSignature& signature,
-    int64_t max_rows = std::numeric_limits<int64_t>::max());
+// A decoded request: the tensors for the batch, and the names of the output columns the reply
+// carries (columns 0..output_names.size()-1 of the model's seed output).
+struct SeedRequest {
+  handlers::InferenceRequest request;
+  std::vector<std::string> output_names;
+};
+
+// Decodes a request and checks it against the model's seed mapping (signature.seed, which must
+// be set): the columns go into the seed's columns input, the tunable parameters (or the model's
+// defaults) into its params input as one row for all rows, and every other input takes its
+// default. Errors are INVALID_ARGUMENT naming the problem. Unknown keys are ignored. A request of
+// more than `max_rows` rows is refused. Thread-safe (each thread keeps its own parser).
+absl::StatusOr<SeedRequest> DecodeRequest(std::string_view payload,
+                                          const handlers::ModelSignature& signature,
+                                          int64_t max_rows = std::numeric_limits<int64_t>::max());
 
 // Writes the response for output columns 0..names.size()-1 of `rows` rows that are `stride`
 // floats apart, each value as the shortest text that reads back as the same float. Replaces

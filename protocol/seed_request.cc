@@ -30,7 +30,9 @@ namespace model_server::protocol {
 namespace {
 
 using handlers::InferenceRequest;
+using handlers::InputTensor;
 using handlers::ModelSignature;
+using handlers::SeedSignature;
 
 // What a recorded path held.
 enum class Kind : uint8_t { kAbsent, kObject, kArray, kOther };
@@ -835,8 +837,9 @@ absl::StatusOr<const std::vector<std::string>*> VarOrder(
 }
 
 absl::Status DecodeInputs(const Scratch& s, const std::vector<std::string>& names, int64_t max_rows,
-                          InferenceRequest& request) {
+                          InferenceRequest& request, InputTensor& tensor) {
   const size_t columns = names.size();
+  float* inputs = nullptr;
   std::string unescaped;
   for (size_t column = 0; column < columns; ++column) {
     const std::string& name = names[column];
@@ -858,7 +861,8 @@ absl::Status DecodeInputs(const Scratch& s, const std::vector<std::string>& name
             "request has ", rows, " rows; this server takes at most ", max_rows, " per request"));
       }
       request.rows = static_cast<int64_t>(rows);
-      request.inputs.resize(rows * columns);
+      tensor.shape = {request.rows, static_cast<int64_t>(columns)};
+      inputs = reinterpret_cast<float*>(tensor.Allocate(rows * columns * sizeof(float)));
     } else if (rows != static_cast<size_t>(request.rows)) {
       return absl::InvalidArgumentError(absl::StrCat("inputs.", name, " has ", rows,
                                                      " values but inputs.", names[0], " has ",
@@ -869,51 +873,76 @@ absl::Status DecodeInputs(const Scratch& s, const std::vector<std::string>& name
           absl::StrCat("inputs.", name, "[", *values.first_non_number, "] is not a number"));
     }
     const float* from = s.numbers.get() + values.begin;
-    float* to = request.inputs.data() + column;
+    float* to = inputs + column;
     for (size_t row = 0; row < rows; ++row) to[row * columns] = from[row];
   }
   return absl::OkStatus();
 }
 
-absl::Status DecodeParams(const Scratch& s, const ModelSignature& signature,
-                          InferenceRequest& request) {
+// One row of floats for every row of the request.
+void BroadcastFloats(const float* values, int64_t count, InputTensor& tensor) {
+  tensor.shape = {1, count};
+  tensor.broadcast = true;
+  std::memcpy(tensor.Allocate(count * sizeof(float)), values, count * sizeof(float));
+}
+
+absl::Status DecodeParams(const Scratch& s, const SeedSignature& seed, InferenceRequest& request) {
   constexpr char kPath[] = "analyticSettings.tunableParams.bias_weight_array";
   if (s.settings == Kind::kObject && s.tunable != Kind::kAbsent && s.tunable != Kind::kObject) {
     return absl::InvalidArgumentError("analyticSettings.tunableParams must be a JSON object");
   }
   const NumberArray& values = s.params;
   if (values.kind == Kind::kAbsent) {
-    if (signature.num_params > 0 && signature.default_params.empty()) {
+    if (seed.num_params > 0 && seed.default_params.empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("request has no ", kPath, " and the model has no default parameters"));
     }
-    request.params = signature.default_params;
+    if (seed.params_input) {
+      BroadcastFloats(seed.default_params.data(), seed.num_params,
+                      request.inputs[*seed.params_input]);
+    }
     return absl::OkStatus();
   }
   if (values.kind != Kind::kArray) {
     return absl::InvalidArgumentError(absl::StrCat(kPath, " must be an array of numbers"));
   }
-  if (signature.num_params == 0) {
+  if (seed.num_params == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("the model takes no tunable parameters but the request gives ", kPath));
   }
-  if (values.size != static_cast<size_t>(signature.num_params)) {
+  if (values.size != static_cast<size_t>(seed.num_params)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        kPath, " has ", values.size, " values but the model takes ", signature.num_params));
+        kPath, " has ", values.size, " values but the model takes ", seed.num_params));
   }
   if (values.first_non_number) {
     return absl::InvalidArgumentError(
         absl::StrCat(kPath, "[", *values.first_non_number, "] is not a number"));
   }
-  request.params.assign(s.numbers.get() + values.begin,
-                        s.numbers.get() + values.begin + values.size);
+  BroadcastFloats(s.numbers.get() + values.begin, seed.num_params,
+                  request.inputs[*seed.params_input]);
   return absl::OkStatus();
+}
+
+// The inputs the seed does not fill take their defaults, one row for every row.
+void DefaultOtherInputs(const ModelSignature& signature, InferenceRequest& request) {
+  const SeedSignature& seed = *signature.seed;
+  for (size_t i = 0; i < signature.inputs.size(); ++i) {
+    if (i == seed.columns_input || (seed.params_input && i == *seed.params_input)) continue;
+    const handlers::TensorSpec& spec = signature.inputs[i];
+    InputTensor& tensor = request.inputs[i];
+    const std::string& value = *spec.default_value;  // the seed mapping's contract
+    tensor.shape = {1};
+    tensor.shape.insert(tensor.shape.end(), spec.dims.begin(), spec.dims.end());
+    tensor.broadcast = true;
+    std::memcpy(tensor.Allocate(value.size()), value.data(), value.size());
+  }
 }
 
 }  // namespace
 
-absl::StatusOr<InferenceRequest> DecodeRequest(std::string_view payload,
-                                               const ModelSignature& signature, int64_t max_rows) {
+absl::StatusOr<SeedRequest> DecodeRequest(std::string_view payload,
+                                          const ModelSignature& signature, int64_t max_rows) {
+  const SeedSignature& seed = *signature.seed;
   if (!simdjson::validate_utf8(payload.data(), payload.size())) {
     return absl::InvalidArgumentError("request is not valid UTF-8");
   }
@@ -929,25 +958,25 @@ absl::StatusOr<InferenceRequest> DecodeRequest(std::string_view payload,
     return absl::InvalidArgumentError("analyticSettings.modelParams must be a JSON object");
   }
   absl::StatusOr<const std::vector<std::string>*> input_order =
-      VarOrder(s.input_names, "input_var_order", signature.input_names);
+      VarOrder(s.input_names, "input_var_order", seed.input_names);
   if (!input_order.ok()) return input_order.status();
   const std::vector<std::string>& input_names = **input_order;
-  if (static_cast<int64_t>(input_names.size()) != signature.num_inputs) {
+  if (static_cast<int64_t>(input_names.size()) != seed.num_inputs) {
     return absl::InvalidArgumentError(absl::StrCat("input_var_order names ", input_names.size(),
                                                    " variables but the model takes ",
-                                                   signature.num_inputs, " input columns"));
+                                                   seed.num_inputs, " input columns"));
   }
-  InferenceRequest request;
+  SeedRequest decoded;
   absl::StatusOr<const std::vector<std::string>*> output_order =
-      VarOrder(s.output_names, "output_var_order", signature.output_names);
+      VarOrder(s.output_names, "output_var_order", seed.output_names);
   if (!output_order.ok()) return output_order.status();
   const std::vector<std::string>& output_names = **output_order;
-  if (output_names.empty() || static_cast<int64_t>(output_names.size()) > signature.num_outputs) {
+  if (output_names.empty() || static_cast<int64_t>(output_names.size()) > seed.num_outputs) {
     return absl::InvalidArgumentError(absl::StrCat("output_var_order names ", output_names.size(),
                                                    " outputs but the model produces ",
-                                                   signature.num_outputs));
+                                                   seed.num_outputs));
   }
-  request.output_names = output_names;
+  decoded.output_names = output_names;
 
   if (s.inputs == Kind::kAbsent) {
     return absl::InvalidArgumentError("request has no \"inputs\" object");
@@ -955,11 +984,16 @@ absl::StatusOr<InferenceRequest> DecodeRequest(std::string_view payload,
   if (s.inputs != Kind::kObject) {
     return absl::InvalidArgumentError("\"inputs\" must be a JSON object of columns");
   }
-  if (absl::Status decoded = DecodeInputs(s, input_names, max_rows, request); !decoded.ok()) {
-    return decoded;
+  InferenceRequest& request = decoded.request;
+  request.inputs.resize(signature.inputs.size());
+  if (absl::Status read = DecodeInputs(s, input_names, max_rows, request,
+                                       request.inputs[seed.columns_input]);
+      !read.ok()) {
+    return read;
   }
-  if (absl::Status decoded = DecodeParams(s, signature, request); !decoded.ok()) return decoded;
-  return request;
+  if (absl::Status read = DecodeParams(s, seed, request); !read.ok()) return read;
+  DefaultOtherInputs(signature, request);
+  return decoded;
 }
 
 }  // namespace model_server::protocol

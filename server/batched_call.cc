@@ -21,9 +21,10 @@ class CallTask final : public handlers::InferenceTask {
     metrics_.RecordQueueTime(std::chrono::duration<double>(now - enqueued_).count());
     return call_->Liveness(now);
   }
-  void Complete(const float* outputs, int64_t stride) override {
-    call_->Complete(outputs, request().rows, stride);
-    completed_ = true;
+  void Complete(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,
+                int64_t task_row, int64_t rows) override {
+    completed_ = task_row + rows == request().rows;
+    call_->Complete(outputs, batch_row, task_row, rows, completed_);
   }
   void Fail(absl::Status status) override { call_->Fail(status); }
 
@@ -108,9 +109,10 @@ void BatchedCall::DecodeAndEnqueue() {
   if (absl::Status queued = routed->model->Enqueue(task); !queued.ok()) Fail(queued);
 }
 
-void BatchedCall::Complete(const float* outputs, int64_t rows, int64_t stride) {
-  KeepOutputs(outputs, rows, stride);
-  state_ = State::kReplying;
+void BatchedCall::Complete(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,
+                           int64_t task_row, int64_t rows, bool last) {
+  KeepOutputs(outputs, batch_row, task_row, rows);
+  if (last) state_ = State::kReplying;
 }
 
 void BatchedCall::ReplyAll(const std::vector<std::unique_ptr<handlers::InferenceTask>>& batch,

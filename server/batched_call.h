@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "handlers/inference_task.h"
+#include "handlers/model_handler.h"
 #include "handlers/model_types.h"
 #include "server/completion_queue.h"
 #include "server/drain_gate.h"
@@ -25,8 +26,6 @@ class ServedModel;
 
 // What every batched call needs; owned by the server and outlives all calls.
 struct CallContext {
-  // Rows one request may carry.
-  int64_t max_rows_per_request = 0;
   metrics::ServerMetrics* metrics = nullptr;
   // Where calls decode their requests; null: on the completion-queue thread that received them.
   // (Replies go where their model sends them: ServedModel.)
@@ -65,9 +64,11 @@ class BatchedCall : public Tag, public WorkPool::Item {
   // Codec pool: decodes the request, or encodes the reply, as the call's state says.
   void Run() final;
 
-  // Called once, by the batch thread, through the call's task: keeps this call's `rows` rows of
-  // the batch's outputs (`stride` floats apart, valid only during the call) for its reply.
-  void Complete(const float* outputs, int64_t rows, int64_t stride);
+  // Called by the batch thread, through the call's task (see InferenceTask::Complete): keeps
+  // this call's rows [task_row, task_row + rows), rows [batch_row, ...) of the batch's `outputs`
+  // (valid only during the call), for its reply; `last` once it has all its rows.
+  void Complete(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,
+                int64_t task_row, int64_t rows, bool last);
   void Fail(const absl::Status& status);
 
   // DEADLINE_EXCEEDED or CANCELLED once the call is no longer worth computing. Any thread.
@@ -85,7 +86,8 @@ class BatchedCall : public Tag, public WorkPool::Item {
   // errors are answered as they are.
   virtual absl::StatusOr<Routed> Decode() = 0;
   // Copies this call's rows of the outputs (see Complete); batch thread.
-  virtual void KeepOutputs(const float* outputs, int64_t rows, int64_t stride) = 0;
+  virtual void KeepOutputs(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,
+                           int64_t task_row, int64_t rows) = 0;
   // Encodes the kept outputs into the reply, which ran on `model_version`; codec thread (or the
   // batch thread).
   virtual void EncodeReply(int64_t model_version) = 0;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "protocol/seed_json.h"
 #include "server/served_model.h"
 
@@ -25,24 +26,36 @@ void EvaluateCall::RequestCall() {
 void EvaluateCall::ListenAgain() { Listen(context_, methods_, cq_); }
 
 absl::StatusOr<Routed> EvaluateCall::Decode() {
-  absl::StatusOr<handlers::InferenceRequest> decoded = protocol::DecodeRequest(
-      request_.inp_dict_bytes(), methods_.model->signature(), context_.max_rows_per_request);
+  const handlers::ModelSignature& signature = methods_.model->signature();
+  if (!signature.seed) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model ", methods_.model->name(),
+        " cannot be called through ModelService: its tensors do not map onto the seed's columns "
+        "(call it through the Open Inference Protocol)"));
+  }
+  absl::StatusOr<protocol::SeedRequest> decoded = protocol::DecodeRequest(
+      request_.inp_dict_bytes(), signature, methods_.model->max_rows_per_request());
   if (!decoded.ok()) return decoded.status();
   output_names_ = std::move(decoded->output_names);
-  return Routed{*std::move(decoded), methods_.model};
+  seed_output_ = signature.seed->output;
+  rows_ = decoded->request.rows;
+  outputs_.resize(rows_ * output_names_.size());
+  return Routed{std::move(decoded->request), methods_.model};
 }
 
-void EvaluateCall::KeepOutputs(const float* outputs, int64_t rows, int64_t stride) {
+void EvaluateCall::KeepOutputs(const std::vector<handlers::OutputTensor>& outputs,
+                               int64_t batch_row, int64_t task_row, int64_t rows) {
+  const handlers::OutputTensor& output = outputs[seed_output_];
+  const int64_t stride = output.shape[1];
   const size_t columns = output_names_.size();
-  rows_ = rows;
-  outputs_.resize(rows * columns);
-  float* to = outputs_.data();
+  const float* from = reinterpret_cast<const float*>(output.data) + batch_row * stride;
+  float* to = outputs_.data() + task_row * columns;
   if (static_cast<int64_t>(columns) == stride) {
-    std::copy_n(outputs, rows * stride, to);
-  } else {
-    for (int64_t row = 0; row < rows; ++row, outputs += stride) {
-      for (size_t column = 0; column < columns; ++column) *to++ = outputs[column];
-    }
+    std::copy_n(from, rows * stride, to);
+    return;
+  }
+  for (int64_t row = 0; row < rows; ++row, from += stride) {
+    for (size_t column = 0; column < columns; ++column) *to++ = from[column];
   }
 }
 

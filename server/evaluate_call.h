@@ -30,11 +30,13 @@ class EvaluateCall final : public BatchedCallOf<inRequest, outCalc> {
   void RequestCall() override;
   void ListenAgain() override;
   absl::StatusOr<Routed> Decode() override;
-  void KeepOutputs(const float* outputs, int64_t rows, int64_t stride) override;
+  void KeepOutputs(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,
+                   int64_t task_row, int64_t rows) override;
   void EncodeReply(int64_t model_version) override;
 
   const Methods& methods_;
   std::vector<std::string> output_names_;  // the reply's columns, from the request
+  size_t seed_output_ = 0;                 // the model's output that holds the columns
   std::vector<float> outputs_;             // [rows_, output_names_.size()] for the reply
   int64_t rows_ = 0;
 };

@@ -1,6 +1,7 @@
 #include "server/infer_call.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "protocol/oip.h"
@@ -28,24 +29,50 @@ absl::StatusOr<Routed> InferCall::Decode() {
   absl::StatusOr<ServedModel*> model =
       FindModel(*methods_.models, request_.model_name(), request_.model_version());
   if (!model.ok()) return model.status();
+  const handlers::ModelSignature& signature = (*model)->signature();
   absl::StatusOr<protocol::oip::DecodedInfer> decoded = protocol::oip::DecodeInferRequest(
-      request_, (*model)->signature(), context_.max_rows_per_request);
+      request_, signature, (*model)->max_rows_per_request());
   if (!decoded.ok()) return decoded.status();
   model_ = *model;
   raw_output_ = decoded->raw_output;
+  rows_ = decoded->request.rows;
+  output_indices_ = std::move(decoded->outputs);
+  outputs_.clear();
+  for (const size_t index : output_indices_) {
+    const handlers::TensorSpec& spec = signature.outputs[index];
+    outputs_.push_back({spec.name, spec.type, {}, {}});
+  }
   return Routed{std::move(decoded->request), *model};
 }
 
-void InferCall::KeepOutputs(const float* outputs, int64_t rows, int64_t stride) {
-  // Every column: the stride is the model's num_outputs.
-  rows_ = rows;
-  outputs_.assign(outputs, outputs + rows * stride);
+void InferCall::KeepOutputs(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,
+                            int64_t task_row, int64_t rows) {
+  const bool batches = model_->signature().batches();
+  for (size_t i = 0; i < outputs_.size(); ++i) {
+    protocol::oip::ReplyTensor& reply = outputs_[i];
+    const handlers::OutputTensor& output = outputs[output_indices_[i]];
+    const size_t all_bytes =
+        handlers::ElementCount(output.shape).value_or(0) * handlers::ElementSize(output.type);
+    if (!batches) {
+      reply.shape = output.shape;
+      reply.data.assign(output.data, all_bytes);
+      continue;
+    }
+    const size_t row_bytes = output.shape[0] > 0 ? all_bytes / output.shape[0] : 0;
+    if (task_row == 0) {
+      reply.shape = output.shape;
+      reply.shape[0] = rows_;
+      reply.data.resize(rows_ * row_bytes);
+    }
+    std::memcpy(reply.data.data() + task_row * row_bytes, output.data + batch_row * row_bytes,
+                rows * row_bytes);
+  }
 }
 
 void InferCall::EncodeReply(int64_t model_version) {
   const std::string version = std::to_string(model_version);
-  protocol::oip::EncodeInferResponse({model_->name(), version, request_.id()}, outputs_.data(),
-                                     rows_, model_->signature().num_outputs, raw_output_, &reply_);
+  protocol::oip::EncodeInferResponse({model_->name(), version, request_.id()}, outputs_,
+                                     raw_output_, &reply_);
 }
 
 }  // namespace model_server::server

@@ -5,6 +5,7 @@
 #include <memory>
 #include <vector>
 
+#include "protocol/oip.h"
 #include "protos/grpc_predict_v2.grpc.pb.h"
 #include "server/batched_call.h"
 
@@ -32,14 +33,18 @@ class InferCall final
   void RequestCall() override;
   void ListenAgain() override;
   absl::StatusOr<Routed> Decode() override;
-  void KeepOutputs(const float* outputs, int64_t rows, int64_t stride) override;
+  void KeepOutputs(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,
+                   int64_t task_row, int64_t rows) override;
   void EncodeReply(int64_t model_version) override;
 
   const Methods& methods_;
   const ServedModel* model_ = nullptr;  // set by Decode
   bool raw_output_ = true;
-  std::vector<float> outputs_;  // [rows_, the model's num_outputs] for the reply
   int64_t rows_ = 0;
+  // The outputs the reply carries: the signature's index of each, and its name, type, shape and
+  // this call's elements.
+  std::vector<size_t> output_indices_;
+  std::vector<protocol::oip::ReplyTensor> outputs_;
 };
 
 }  // namespace model_server::server

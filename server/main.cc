@@ -419,7 +419,7 @@ int Main(int argc, char** argv) {
       source.path = flag.path;
       source.load = [handler, count = config.instances] { return LoadInstances(handler, count); };
     }
-    models.push_back({flag.name, *std::move(instances), std::move(source)});
+    models.push_back({flag.name, *std::move(instances), std::move(source), std::nullopt});
   }
   absl::StatusOr<std::unique_ptr<server::ModelServer>> started =
       server::ModelServer::Start(options, std::move(models));

@@ -161,17 +161,19 @@ absl::Status ModelServer::Build(std::vector<ModelSpec> models) {
   if (!metrics.ok()) return metrics.status();
   metrics_ = *std::move(metrics);
   for (ModelSpec& spec : models) {
+    // A request the queue can never hold is refused as such.
+    const int64_t max_rows = std::min<int64_t>(
+        spec.max_rows_per_request.value_or(options_.max_rows_per_request),
+        options_.batching.max_queue_rows);
     absl::StatusOr<std::unique_ptr<ServedModel>> model =
         ServedModel::Create(std::move(spec.name), std::move(spec.instances), std::move(spec.source),
-                            options_.batching, codec_pool_.get(), metrics_.get());
+                            options_.batching, max_rows, codec_pool_.get(), metrics_.get());
     if (!model.ok()) return model.status();
     models_.push_back(*std::move(model));
   }
 
-  call_context_ = CallContext{
-      // A request the queue can never hold is refused as such.
-      std::min<int64_t>(options_.max_rows_per_request, options_.batching.max_queue_rows),
-      metrics_.get(), codec.decode_there ? codec_pool_.get() : nullptr, &drain_gate_};
+  call_context_ = CallContext{metrics_.get(), codec.decode_there ? codec_pool_.get() : nullptr,
+                              &drain_gate_};
   evaluate_methods_ = EvaluateCall::Methods{&service_, models_.front().get()};
   infer_methods_ = InferCall::Methods{&oip_service_, &models_};
   oip_ = std::make_unique<OipService>(&oip_service_, &models_, &serving_, metrics_.get());

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -125,6 +126,8 @@ struct ModelSpec {
   std::string name = kDefaultModelName;
   Instances instances;
   ModelSource source;
+  // Rows one request may carry; nullopt: ServerOptions::max_rows_per_request.
+  std::optional<int64_t> max_rows_per_request;
 };
 
 // The gRPC front end on completion queues, all on one port: the seed's ModelService

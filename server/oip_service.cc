@@ -16,14 +16,16 @@ constexpr char kServerVersion[] = "1.0.0";
 // KServe's platform name for TorchScript models.
 constexpr char kPlatform[] = "pytorch_torchscript";
 
-void AddTensor(
-    const char* name, int64_t columns,
+void AddTensors(
+    const std::vector<handlers::TensorSpec>& specs, bool batches,
     google::protobuf::RepeatedPtrField<inference::ModelMetadataResponse::TensorMetadata>* tensors) {
-  inference::ModelMetadataResponse::TensorMetadata* tensor = tensors->Add();
-  tensor->set_name(name);
-  tensor->set_datatype(oip::kFp32);
-  tensor->add_shape(-1);  // rows: any number
-  tensor->add_shape(columns);
+  for (const handlers::TensorSpec& spec : specs) {
+    inference::ModelMetadataResponse::TensorMetadata* tensor = tensors->Add();
+    tensor->set_name(spec.name);
+    tensor->set_datatype(handlers::WireName(spec.type));
+    if (batches) tensor->add_shape(-1);  // rows: any number
+    for (const int64_t size : spec.dims) tensor->add_shape(size);
+  }
 }
 
 }  // namespace
@@ -86,11 +88,8 @@ OipService::OipService(GRPCInferenceService::AsyncService* service,
     response->set_name((*model)->name());
     response->add_versions(std::to_string((*model)->version()));
     response->set_platform(kPlatform);
-    AddTensor(oip::kInput, signature.num_inputs, response->mutable_inputs());
-    if (signature.num_params > 0) {
-      AddTensor(oip::kParams, signature.num_params, response->mutable_inputs());
-    }
-    AddTensor(oip::kOutput, signature.num_outputs, response->mutable_outputs());
+    AddTensors(signature.inputs, signature.batches(), response->mutable_inputs());
+    AddTensors(signature.outputs, signature.batches(), response->mutable_outputs());
     return counted(metrics::Method::kModelMetadata, grpc::Status::OK);
   };
 }

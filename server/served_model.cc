@@ -8,28 +8,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "handlers/signature.h"
 #include "server/batched_call.h"
 
 namespace model_server::server {
 namespace {
-
-// What differs between two signatures, for the error that refuses a swap; empty when nothing.
-std::string SignatureDifference(const handlers::ModelSignature& serving,
-                                const handlers::ModelSignature& next) {
-  std::vector<std::string> differences;
-  const auto widths = [](const handlers::ModelSignature& s) {
-    return absl::StrCat(s.num_inputs, " inputs, ", s.num_params, " params, ", s.num_outputs,
-                        " outputs");
-  };
-  if (serving.num_inputs != next.num_inputs || serving.num_params != next.num_params ||
-      serving.num_outputs != next.num_outputs) {
-    differences.push_back(absl::StrCat(widths(next), " instead of ", widths(serving)));
-  }
-  if (serving.input_names != next.input_names) differences.push_back("other input_var_order");
-  if (serving.output_names != next.output_names) differences.push_back("other output_var_order");
-  if (serving.default_params != next.default_params) differences.push_back("other default_params");
-  return absl::StrJoin(differences, ", ");
-}
 
 // Model names go into metric labels and OIP URLs: letters, digits, '_', '-', '.'.
 bool ValidName(const std::string& name) {
@@ -66,9 +49,8 @@ ServedModel::FileIdentity ServedModel::Identify(const std::string& path) {
 }
 
 absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(
-    std::string name, Instances instances, ModelSource source,
-    const batching::BatchingOptions& batching, WorkPool* codec_pool,
-    metrics::ServerMetrics* metrics) {
+    std::string name, Instances instances, ModelSource source, batching::BatchingOptions batching,
+    int64_t max_rows_per_request, WorkPool* codec_pool, metrics::ServerMetrics* metrics) {
   if (!ValidName(name)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "model name \"", name, "\" must be 1 to 128 letters, digits, '_', '-' or '.'"));
@@ -77,13 +59,17 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(
     return absl::InvalidArgumentError(absl::StrCat("model ", name, " has no instance to serve"));
   }
   for (const auto& instance : instances) {
-    if (!SignatureDifference(instances[0]->signature(), instance->signature()).empty()) {
+    if (!handlers::SignatureDifference(instances[0]->signature(), instance->signature()).empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("instances of model ", name, " differ in their signatures"));
     }
   }
   const handlers::InitializeTimes times = TotalTimes(instances);
   const size_t workers = instances.size();
+  // A batch holds what the model takes; a model without a batch dimension runs requests alone.
+  const handlers::ModelSignature& signature = instances[0]->signature();
+  batching.max_batch_rows = signature.batches() ? signature.max_batch_size : 1;
+  batching.max_queue_rows = std::max(batching.max_queue_rows, batching.max_batch_rows);
   metrics::ModelMetrics* model_metrics = metrics->AddModel(name);
   std::unique_ptr<ServedModel> model(new ServedModel(name,
                                                      MakeVersion(name, 1, std::move(instances)),
@@ -96,6 +82,7 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(
       });
   if (!batcher.ok()) return batcher.status();
   model->batcher_ = *std::move(batcher);
+  model->max_rows_per_request_ = max_rows_per_request;
   model_metrics->SetLoadSeconds(times.load_seconds);
   model_metrics->SetWarmupSeconds(times.warmup_seconds);
   model_metrics->SetVersion(1);
@@ -185,7 +172,7 @@ absl::Status ServedModel::Reload() {
                                " batch threads"));
   }
   for (const auto& instance : *instances) {
-    const std::string difference = SignatureDifference(signature_, instance->signature());
+    const std::string difference = handlers::SignatureDifference(signature_, instance->signature());
     if (!difference.empty()) return refuse(absl::StrCat("its signature differs: ", difference));
   }
   const handlers::InitializeTimes times = TotalTimes(*instances);

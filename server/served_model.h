@@ -53,13 +53,15 @@ class ServedModel {
  public:
   // Serves `instances` (at least one, all of the same signature) as version 1 of `name`, each on
   // its own batch thread; takes ownership and releases them (LoadedModel's Cleanup) once they are
-  // replaced and done, or shut down. New versions come from `source`. Replies go through
+  // replaced and done, or shut down. New versions come from `source`. Batches hold at most the
+  // signature's max_batch_size rows (one request for a model that does not batch), whatever
+  // `batching` says; requests may carry `max_rows_per_request` rows. Replies go through
   // `codec_pool` (may be null); the model's metrics are added to `metrics` (labelled with its
   // name). Both outlive the model. Errors: INVALID_ARGUMENT for a bad name, no instances,
   // instances that differ, or bad batching options.
   static absl::StatusOr<std::unique_ptr<ServedModel>> Create(
       std::string name, Instances instances, ModelSource source,
-      const batching::BatchingOptions& batching, WorkPool* codec_pool,
+      batching::BatchingOptions batching, int64_t max_rows_per_request, WorkPool* codec_pool,
       metrics::ServerMetrics* metrics);
 
   // Shutdown, if it has not run.
@@ -69,6 +71,8 @@ class ServedModel {
   // What every version of this model takes and gives; fixed for the model's life (a new version
   // with another signature is refused).
   const handlers::ModelSignature& signature() const { return signature_; }
+  // Rows one request may carry.
+  int64_t max_rows_per_request() const { return max_rows_per_request_; }
   // The version new batches run on: 1, then +1 per swap. Any thread.
   int64_t version() const;
   // Versions in memory: the current one, and any replaced one still running a batch.
@@ -134,6 +138,7 @@ class ServedModel {
   mutable std::mutex identity_mu_;
   FileIdentity attempted_;
   std::unique_ptr<Batcher> batcher_;
+  int64_t max_rows_per_request_ = 0;
 };
 
 // The model `name` (and, when `version` is not empty, that version of it) among `models`, for

@@ -1,6 +1,8 @@
 #pragma once
 
-// A model without torch for tests of the executor and the transport:
+// A model without torch for tests of the executor and the transport: inputs x FP32 [n, 3] and
+// params FP32 [n, 2] (optional, default {1, 0}), output y FP32 [n, 2] (the seed's x_1..x_3 and
+// y_1, y_2):
 //   y_1 = params[0] * (x_1 + x_2 + x_3) + params[1] + offset,  y_2 = x_1
 // (offset 0 unless given: tests tell models and versions apart by it).
 // A row with x_1 == kPoison makes the forward pass fail, as a model's runtime check would.
@@ -10,6 +12,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "handlers/model_handler.h"
@@ -63,27 +66,42 @@ class FakeModelControl {
 
 class FakeHandler final : public handlers::ModelHandler {
  public:
-  explicit FakeHandler(float offset = 0) : offset_(offset) {
-    signature_.input_names = {"x_1", "x_2", "x_3"};
-    signature_.output_names = {"y_1", "y_2"};
-    signature_.num_inputs = 3;
-    signature_.num_outputs = 2;
-    signature_.num_params = 2;
-    signature_.default_params = {1.0f, 0.0f};
+  // `max_batch_size` 0 makes a model without a batch dimension (x [3], y [2]).
+  explicit FakeHandler(float offset = 0, int64_t max_batch_size = 4096) : offset_(offset) {
+    using handlers::DataType;
+    signature_.max_batch_size = max_batch_size;
+    signature_.inputs.push_back(handlers::MakeSpec("x", DataType::kFp32, {3}));
+    handlers::TensorSpec params = handlers::MakeSpec("params", DataType::kFp32, {2});
+    const float defaults[] = {1.0f, 0.0f};
+    params.optional = true;
+    params.default_value = std::string(reinterpret_cast<const char*>(defaults), sizeof(defaults));
+    signature_.inputs.push_back(std::move(params));
+    signature_.outputs.push_back(handlers::MakeSpec("y", DataType::kFp32, {2}));
+    if (max_batch_size > 0) {
+      handlers::SeedSignature seed;
+      seed.params_input = 1;
+      seed.input_names = {"x_1", "x_2", "x_3"};
+      seed.output_names = {"y_1", "y_2"};
+      seed.num_inputs = 3;
+      seed.num_outputs = 2;
+      seed.num_params = 2;
+      seed.default_params = {1.0f, 0.0f};
+      signature_.seed = std::move(seed);
+    }
   }
 
   absl::Status Initialize() override { return absl::OkStatus(); }
   const handlers::ModelSignature& signature() const override { return signature_; }
   handlers::InitializeTimes initialize_times() const override { return {}; }
 
-  handlers::BatchBuffers PrepareBatch(int64_t rows) override {
-    rows_ = rows;
-    inputs_.resize(rows * 3);
-    params_.resize(rows * 2);
-    return {inputs_.data(), params_.data()};
+  std::vector<char*> PrepareBatch(const std::vector<handlers::Dims>& shapes) override {
+    rows_ = signature_.batches() ? shapes[0][0] : 1;
+    inputs_.resize(rows_ * 3);
+    params_.resize(rows_ * 2);
+    return {reinterpret_cast<char*>(inputs_.data()), reinterpret_cast<char*>(params_.data())};
   }
 
-  absl::StatusOr<const float*> Run() override {
+  absl::StatusOr<const std::vector<handlers::OutputTensor>*> Run() override {
     control_->StartForward(rows_);
     if (control_->fail_every_call_)
       return absl::InternalError("model forward failed: always broken");
@@ -96,7 +114,10 @@ class FakeHandler final : public handlers::ModelHandler {
       if (offset_ != 0) outputs_[row * 2] += offset_;  // (+0 would turn -0 into 0)
       outputs_[row * 2 + 1] = x[0];
     }
-    return outputs_.data();
+    output_.type = handlers::DataType::kFp32;
+    output_.shape = signature_.batches() ? handlers::Dims{rows_, 2} : handlers::Dims{2};
+    output_.data = reinterpret_cast<const char*>(outputs_.data());
+    return &output_list_;
   }
 
   void Cleanup() override { control_->cleaned_up_ = true; }
@@ -113,6 +134,8 @@ class FakeHandler final : public handlers::ModelHandler {
   handlers::ModelSignature signature_;
   int64_t rows_ = 0;
   std::vector<float> inputs_, params_, outputs_;
+  std::vector<handlers::OutputTensor> output_list_{1};
+  handlers::OutputTensor& output_ = output_list_[0];
   const std::shared_ptr<FakeModelControl> control_ = std::make_shared<FakeModelControl>();
 };
 

@@ -11,13 +11,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <unordered_map>
 #include <filesystem>
 #include <set>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "handlers/signature.h"
 #include "handlers/torch/demo_model.h"
+#include "handlers/torch/torch_signature.h"
 
 namespace model_server::handlers {
 namespace {
@@ -25,20 +29,6 @@ namespace {
 double SecondsBetween(std::chrono::steady_clock::time_point from,
                       std::chrono::steady_clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
-}
-
-// The line of a torch error message that says what went wrong. TorchScript errors put a
-// traceback first and the error itself on the last line; other errors lead with it (after
-// blank lines, for TorchScript compile errors).
-std::string Summary(const char* message) {
-  const std::string text(message);
-  if (text.find("Traceback of TorchScript") == std::string::npos) {
-    const size_t start = std::min(text.find_first_not_of('\n'), text.size());
-    return text.substr(start, text.find('\n', start) - start);
-  }
-  const size_t end = text.find_last_not_of("\n") + 1;
-  const size_t start = text.rfind('\n', end - 1);
-  return text.substr(start == std::string::npos ? 0 : start + 1, end - start - 1);
 }
 
 // Why a model file does not load, in one line. A file that uses an operator or a file format
@@ -98,53 +88,23 @@ absl::StatusOr<torch::Dtype> ResolvePrecision(const std::string& name) {
       absl::StrCat("unknown precision \"", name, "\"; use fp32, fp16 or bf16"));
 }
 
-absl::StatusOr<std::vector<std::string>> StringListAttribute(const torch::jit::Module& module,
-                                                             const std::string& name) {
-  std::vector<std::string> result;
-  if (!module.hasattr(name)) return result;
-  const c10::IValue value = module.attr(name);
-  if (!value.isList()) {
-    return absl::InvalidArgumentError(absl::StrCat("model attribute ", name, " must be List[str]"));
+
+// Size a variable dimension gets in the forward passes that warm a model up and read its
+// outputs, and a second size that tells which output dimensions follow it.
+constexpr int64_t kProbeSize = 16;
+constexpr int64_t kSecondProbeSize = 8;
+
+// Whether `spec` allows `shape` (batch dimension excluded).
+bool ShapeFits(const TensorSpec& spec, c10::IntArrayRef shape) {
+  if (shape.size() != spec.dims.size()) return false;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (spec.dims[i] != kAnySize && spec.dims[i] != shape[i]) return false;
   }
-  for (const c10::IValue& item : value.toListRef()) {
-    if (!item.isString()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model attribute ", name, " must be List[str]"));
-    }
-    result.push_back(item.toStringRef());
-  }
-  return result;
+  return true;
 }
 
-absl::StatusOr<std::vector<float>> FloatListAttribute(const torch::jit::Module& module,
-                                                      const std::string& name) {
-  std::vector<float> result;
-  if (!module.hasattr(name)) return result;
-  const c10::IValue value = module.attr(name);
-  if (!value.isList()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model attribute ", name, " must be List[float]"));
-  }
-  for (const c10::IValue& item : value.toListRef()) {
-    if (!item.isDouble() && !item.isInt()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model attribute ", name, " must be List[float]"));
-    }
-    result.push_back(static_cast<float>(item.isDouble() ? item.toDouble() : item.toInt()));
-  }
-  return result;
-}
-
-// An int attribute, or `fallback` when the module has none.
-absl::StatusOr<int64_t> IntAttribute(const torch::jit::Module& module, const std::string& name,
-                                     int64_t fallback) {
-  if (!module.hasattr(name)) return fallback;
-  const c10::IValue value = module.attr(name);
-  if (!value.isInt() || value.toInt() < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model attribute ", name, " must be a non-negative int"));
-  }
-  return value.toInt();
+std::string ShapeText(c10::IntArrayRef shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
 class TorchHandler final : public ModelHandler {
@@ -175,66 +135,59 @@ class TorchHandler final : public ModelHandler {
                  initialize_times_.load_seconds * 1e3);
     if (absl::Status warmed = WarmUp(); !warmed.ok()) return warmed;
     initialize_times_.warmup_seconds = SecondsBetween(loaded, std::chrono::steady_clock::now());
-    spdlog::info("model warmed up in {:.0f} ms: {} inputs, {} params, {} outputs",
-                 initialize_times_.warmup_seconds * 1e3, signature_.num_inputs,
-                 signature_.num_params, signature_.num_outputs);
+    spdlog::info("model warmed up in {:.0f} ms: {} inputs, {} outputs, max batch {}",
+                 initialize_times_.warmup_seconds * 1e3, signature_.inputs.size(),
+                 signature_.outputs.size(), signature_.max_batch_size);
     return absl::OkStatus();
   }
 
   const ModelSignature& signature() const override { return signature_; }
   InitializeTimes initialize_times() const override { return initialize_times_; }
 
-  BatchBuffers PrepareBatch(int64_t rows) override {
-    if (rows > capacity_) {
-      capacity_ = std::max(rows, 2 * capacity_);
-      // Pinned host memory lets the copy to the GPU run asynchronously.
-      const torch::TensorOptions host =
-          torch::TensorOptions(torch::kFloat).pinned_memory(device_.is_cuda());
-      inputs_ = torch::empty({capacity_, signature_.num_inputs}, host);
-      if (signature_.num_params > 0) {
-        params_ = torch::empty({capacity_, signature_.num_params}, host);
+  std::vector<char*> PrepareBatch(const std::vector<Dims>& shapes) override {
+    std::vector<char*> buffers;
+    buffers.reserve(shapes.size());
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const int64_t elements = ElementCount(shapes[i]).value_or(0);
+      torch::Tensor& buffer = buffers_[i];
+      if (!buffer.defined() || buffer.numel() < elements) {
+        // Pinned host memory lets the copy to the GPU run asynchronously.
+        const int64_t capacity = std::max<int64_t>(
+            elements, buffer.defined() ? 2 * buffer.numel() : elements);
+        buffer = torch::empty({std::max<int64_t>(capacity, 1)},
+                              torch::TensorOptions(TorchType(signature_.inputs[i].type))
+                                  .pinned_memory(device_.is_cuda()));
       }
+      batch_inputs_[i] = buffer.narrow(0, 0, elements).view(c10::IntArrayRef(shapes[i].data(), shapes[i].size()));
+      buffers.push_back(static_cast<char*>(buffer.data_ptr()));
     }
-    rows_ = rows;
-    return BatchBuffers{inputs_.data_ptr<float>(),
-                        signature_.num_params > 0 ? params_.data_ptr<float>() : nullptr};
+    return buffers;
   }
 
-  absl::StatusOr<const float*> Run() override {
+  absl::StatusOr<const std::vector<OutputTensor>*> Run() override {
+    absl::StatusOr<c10::IValue> result = Forward();
+    if (!result.ok()) return result.status();
     try {
-      c10::InferenceMode inference_mode;
-      const c10::StreamGuard stream_guard(stream_);
-      // One copy in per tensor (asynchronous from pinned memory); one copy out below.
-      arguments_.clear();
-      arguments_.emplace_back(
-          inputs_.narrow(0, 0, rows_).to(device_, dtype_, /*non_blocking=*/true));
-      if (signature_.num_params > 0) {
-        arguments_.emplace_back(
-            params_.narrow(0, 0, rows_).to(device_, dtype_, /*non_blocking=*/true));
+      absl::StatusOr<std::vector<torch::Tensor>> selected =
+          SelectOutputs(*result, signature_.outputs);
+      if (!selected.ok()) return selected.status();
+      const int64_t rows = signature_.batches() ? batch_inputs_[0].size(0) : 0;
+      for (size_t i = 0; i < signature_.outputs.size(); ++i) {
+        absl::Status converted = KeepOutput(i, (*selected)[i], rows);
+        if (!converted.ok()) return converted;
       }
-      const c10::IValue result = module_.forward(arguments_);
-      if (!result.isTensor()) {
-        return absl::InternalError(
-            absl::StrCat("model forward returned ", result.tagKind(), ", expected a Tensor"));
-      }
-      outputs_ = result.toTensor().to(torch::kCPU, torch::kFloat).contiguous();
-      if (signature_.num_outputs == 0) {
-        // The first forward (warm-up) tells the output width: [rows, k], or [rows] for k = 1.
-        signature_.num_outputs = outputs_.dim() == 2 ? outputs_.size(1) : outputs_.dim() == 1;
-      }
-      if (absl::Status shape = CheckOutputShape(outputs_, rows_); !shape.ok()) return shape;
-      return outputs_.data_ptr<float>();
     } catch (const c10::Error& error) {
       return absl::InternalError(
-          absl::StrCat("model forward failed: ", Summary(error.what_without_backtrace())));
-    } catch (const std::exception& error) {
-      return absl::InternalError(absl::StrCat("model forward failed: ", Summary(error.what())));
+          absl::StrCat("model output failed: ", Summary(error.what_without_backtrace())));
     }
+    return &outputs_;
   }
 
   void Cleanup() override {
-    arguments_.clear();
-    inputs_ = params_ = outputs_ = torch::Tensor();
+    buffers_.clear();
+    batch_inputs_.clear();
+    output_tensors_.clear();
+    outputs_.clear();
     module_ = torch::jit::Module();
   }
 
@@ -253,7 +206,7 @@ class TorchHandler final : public ModelHandler {
     }
     try {
       module_ = torch::jit::load(path, device_);
-      module_.to(dtype_);
+      if (dtype_ != torch::kFloat) module_.to(dtype_);
       module_.eval();
     } catch (const c10::Error& load_error) {
       return absl::InvalidArgumentError(
@@ -263,101 +216,236 @@ class TorchHandler final : public ModelHandler {
       return absl::InvalidArgumentError(absl::StrCat("cannot load TorchScript model ", path, ": ",
                                                      LoadErrorSummary(load_error.what())));
     }
+    if (!module_.find_method("forward")) {
+      return absl::InvalidArgumentError("model has no forward method");
+    }
     return absl::OkStatus();
   }
 
+  // The signature: as declared, as the module's seed attributes say, or read from forward; the
+  // outputs of the last two from probe forward passes.
   absl::Status ReadSignature() {
-    const auto forward = module_.find_method("forward");
-    if (!forward) return absl::InvalidArgumentError("model has no forward method");
-    const size_t arguments = forward->function().getSchema().arguments().size() - 1;  // self
-    if (arguments != 1 && arguments != 2) {
+    bool outputs_known = true;
+    try {
+      if (options_.signature) {
+        signature_ = *options_.signature;
+      } else {
+        absl::StatusOr<std::optional<ModelSignature>> seed =
+            SeedAttributeSignature(module_, options_.max_batch_rows);
+        if (!seed.ok()) return seed.status();
+        if (*seed) {
+          signature_ = **std::move(seed);
+        } else {
+          absl::StatusOr<std::vector<TensorSpec>> inputs = ReadInputs(module_);
+          if (!inputs.ok()) return inputs.status();
+          signature_.inputs = *std::move(inputs);
+          signature_.max_batch_size = options_.max_batch_rows;
+        }
+        outputs_known = false;
+      }
+      absl::StatusOr<std::vector<size_t>> positions = BindInputs(module_, signature_.inputs);
+      if (!positions.ok()) return positions.status();
+      positions_ = *std::move(positions);
+      const auto& arguments = module_.get_method("forward").function().getSchema().arguments();
+      for (size_t position : positions_) argument_names_.push_back(arguments[position + 1].name());
+    } catch (const c10::Error& error) {
       return absl::InvalidArgumentError(
-          absl::StrCat("model forward must take (x) or (x, params) tensors; it takes ", arguments,
-                       " arguments"));
+          absl::StrCat("cannot read the model's forward: ", Summary(error.what_without_backtrace())));
     }
-    absl::StatusOr<std::vector<std::string>> inputs =
-        StringListAttribute(module_, "input_var_order");
-    if (!inputs.ok()) return inputs.status();
-    absl::StatusOr<std::vector<std::string>> outputs =
-        StringListAttribute(module_, "output_var_order");
-    if (!outputs.ok()) return outputs.status();
-    absl::StatusOr<std::vector<float>> defaults = FloatListAttribute(module_, "default_params");
-    if (!defaults.ok()) return defaults.status();
-    absl::StatusOr<int64_t> num_inputs = IntAttribute(module_, "num_inputs", inputs->size());
-    if (!num_inputs.ok()) return num_inputs.status();
-    absl::StatusOr<int64_t> num_params = IntAttribute(module_, "num_params", defaults->size());
-    if (!num_params.ok()) return num_params.status();
-
-    if (*num_inputs == 0) {
-      return absl::InvalidArgumentError(
-          "model declares neither input_var_order (List[str]) nor num_inputs (int); "
-          "one is needed to know its input width");
+    buffers_.resize(signature_.inputs.size());
+    batch_inputs_.resize(signature_.inputs.size());
+    if (!outputs_known) {
+      if (absl::Status read = ReadOutputs(); !read.ok()) return read;
     }
-    if (!inputs->empty() && static_cast<int64_t>(inputs->size()) != *num_inputs) {
-      return absl::InvalidArgumentError("model attributes input_var_order and num_inputs disagree");
-    }
-    if (arguments == 2 && *num_params == 0) {
-      return absl::InvalidArgumentError(
-          "model forward takes params but the model declares neither default_params "
-          "(List[float]) nor num_params (int)");
-    }
-    if (arguments == 1 && (*num_params > 0 || !defaults->empty())) {
-      return absl::InvalidArgumentError(
-          "model declares tunable parameters but its forward takes only x");
-    }
-    if (!defaults->empty() && static_cast<int64_t>(defaults->size()) != *num_params) {
-      return absl::InvalidArgumentError("model attributes default_params and num_params disagree");
-    }
-    signature_.input_names = *std::move(inputs);
-    signature_.output_names = *std::move(outputs);
-    signature_.num_inputs = *num_inputs;
-    signature_.num_params = *num_params;
-    signature_.default_params = *std::move(defaults);
+    outputs_.resize(signature_.outputs.size());
+    output_tensors_.resize(signature_.outputs.size());
     return absl::OkStatus();
   }
 
-  absl::Status CheckOutputShape(const torch::Tensor& outputs, int64_t rows) const {
-    const bool matches =
-        outputs.dim() == 2
-            ? outputs.size(0) == rows && outputs.size(1) == signature_.num_outputs
-            : outputs.dim() == 1 && outputs.size(0) == rows && signature_.num_outputs == 1;
-    if (matches) return absl::OkStatus();
-    return absl::InternalError(
-        absl::StrCat("model forward returned shape [", absl::StrJoin(outputs.sizes(), ", "),
-                     "] for ", rows, " rows; expected [", rows, ", ", signature_.num_outputs, "]"));
+  // Outputs named and shaped as a probe forward pass gives them (of two rows, variable input
+  // dimensions kProbeSize; a second pass with kSecondProbeSize tells which output dimensions
+  // vary with them). A seed model's y takes the width forward gives.
+  absl::Status ReadOutputs() {
+    const bool variable = std::any_of(
+        signature_.inputs.begin(), signature_.inputs.end(), [](const TensorSpec& input) {
+          return std::find(input.dims.begin(), input.dims.end(), kAnySize) != input.dims.end();
+        });
+    std::vector<std::vector<std::pair<std::string, torch::Tensor>>> probes;
+    for (const int64_t size : {kProbeSize, kSecondProbeSize}) {
+      if (size == kSecondProbeSize && !variable) break;
+      FillZeros(signature_.batches() ? 2 : 0, size);
+      absl::StatusOr<c10::IValue> result = Forward();
+      if (!result.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("probe forward failed: ", result.status().message()));
+      }
+      absl::StatusOr<std::vector<std::pair<std::string, torch::Tensor>>> named =
+          NamedOutputs(*result);
+      if (!named.ok()) return named.status();
+      probes.push_back(*std::move(named));
+    }
+    const size_t skip = signature_.batches() ? 1 : 0;
+    if (signature_.seed) {  // y: [rows, k], or [rows] for k = 1
+      const torch::Tensor& y = probes[0][0].second;
+      if (probes[0].size() != 1 || !y.is_floating_point() || y.dim() < 1 || y.dim() > 2) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "a model with seed attributes must return one float tensor [rows, k] or [rows]; "
+            "it returned ", probes[0].size(), " outputs, the first of shape ", ShapeText(y.sizes())));
+      }
+      const int64_t width = y.dim() == 2 ? y.size(1) : 1;
+      TensorSpec& output = signature_.outputs[0];
+      output.dims = {width};
+      if (y.dim() == 1) output.reshaped = true;  // the model gives [rows]
+      SeedSignature& seed = *signature_.seed;
+      seed.num_outputs = width;
+      if (!seed.output_names.empty() && static_cast<int64_t>(seed.output_names.size()) != width) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("model attribute output_var_order names ", seed.output_names.size(),
+                         " outputs but forward returns ", width, " columns"));
+      }
+      return absl::OkStatus();
+    }
+    for (size_t i = 0; i < probes[0].size(); ++i) {
+      const auto& [name, tensor] = probes[0][i];
+      TensorSpec output;
+      output.name = name;
+      std::optional<DataType> type = WireType(tensor.scalar_type());
+      if (!type) {
+        return absl::InvalidArgumentError(absl::StrCat("output \"", name, "\" has type ",
+                                                       c10::toString(tensor.scalar_type()),
+                                                       ", which no wire protocol carries"));
+      }
+      // Reduced precision is this server's choice: the model as saved answers in float32.
+      output.type = tensor.is_floating_point() && dtype_ != torch::kFloat ? DataType::kFp32 : *type;
+      if (tensor.dim() < static_cast<int64_t>(skip)) {
+        return absl::InvalidArgumentError(absl::StrCat("output \"", name, "\" has no batch dimension"));
+      }
+      for (int64_t d = skip; d < tensor.dim(); ++d) {
+        const bool varies = probes.size() > 1 && (probes[1].size() != probes[0].size() ||
+                                                  probes[1][i].second.dim() != tensor.dim() ||
+                                                  probes[1][i].second.size(d) != tensor.size(d));
+        output.dims.push_back(varies ? kAnySize : tensor.size(d));
+      }
+      signature_.outputs.push_back(std::move(output));
+    }
+    signature_.seed = DefaultSeedSignature(signature_);
+    return absl::OkStatus();
+  }
+
+  // Zero inputs (optional ones their default) of `rows` rows (no batch dimension when 0),
+  // variable dimensions `size`.
+  void FillZeros(int64_t rows, int64_t size) {
+    std::vector<Dims> shapes;
+    for (const TensorSpec& input : signature_.inputs) {
+      Dims shape;
+      if (signature_.batches()) shape.push_back(rows);
+      for (const int64_t dim : input.dims) shape.push_back(dim == kAnySize ? size : dim);
+      shapes.push_back(std::move(shape));
+    }
+    const std::vector<char*> buffers = PrepareBatch(shapes);
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const TensorSpec& input = signature_.inputs[i];
+      const size_t bytes = ElementCount(shapes[i]).value_or(0) * ElementSize(input.type);
+      const std::string* value = input.default_value ? &*input.default_value : nullptr;
+      if (value == nullptr || value->empty() || bytes % value->size() != 0) {
+        std::memset(buffers[i], 0, bytes);
+        continue;
+      }
+      for (size_t at = 0; at < bytes; at += value->size()) {
+        std::memcpy(buffers[i] + at, value->data(), value->size());
+      }
+    }
+  }
+
+  // Forward over the batch inputs of the last PrepareBatch.
+  absl::StatusOr<c10::IValue> Forward() {
+    try {
+      c10::InferenceMode inference_mode;
+      const c10::StreamGuard stream_guard(stream_);
+      std::vector<c10::IValue> positional;
+      std::unordered_map<std::string, c10::IValue> named;
+      bool in_order = true;
+      for (size_t i = 0; i < positions_.size(); ++i) in_order = in_order && positions_[i] == i;
+      for (size_t i = 0; i < batch_inputs_.size(); ++i) {
+        const TensorSpec& spec = signature_.inputs[i];
+        torch::Tensor input = batch_inputs_[i];
+        if (spec.reshaped) {
+          std::vector<int64_t> shape;
+          if (signature_.batches()) shape.push_back(input.size(0));
+          shape.insert(shape.end(), spec.reshape.begin(), spec.reshape.end());
+          input = input.view(shape);
+        }
+        // One copy in per tensor (asynchronous from pinned memory); floats in the precision.
+        input = dtype_ != torch::kFloat && input.is_floating_point()
+                    ? input.to(device_, dtype_, /*non_blocking=*/true)
+                    : input.to(device_, /*non_blocking=*/true);
+        if (in_order) {
+          positional.emplace_back(std::move(input));
+        } else {
+          named.emplace(argument_names_[i], std::move(input));
+        }
+      }
+      return module_.get_method("forward")(std::move(positional), named);
+    } catch (const c10::Error& error) {
+      return absl::InternalError(
+          absl::StrCat("model forward failed: ", Summary(error.what_without_backtrace())));
+    } catch (const std::exception& error) {
+      return absl::InternalError(absl::StrCat("model forward failed: ", Summary(error.what())));
+    }
+  }
+
+  // Checks output `i` of forward against its spec and keeps it, in host memory, for the batch
+  // of `rows` rows (0: the model does not batch).
+  absl::Status KeepOutput(size_t i, const torch::Tensor& tensor, int64_t rows) {
+    const TensorSpec& spec = signature_.outputs[i];
+    const size_t skip = signature_.batches() ? 1 : 0;
+    const auto wrong = [&] {
+      std::string expected = DimsText(spec.reshaped ? spec.reshape : spec.dims);
+      if (skip == 1) expected.insert(1, absl::StrCat(rows, spec.dims.empty() && !spec.reshaped ? "" : ", "));
+      return absl::InternalError(absl::StrCat("model output \"", spec.name, "\" has shape ",
+                                              ShapeText(tensor.sizes()), "; expected ", expected));
+    };
+    if (skip == 1 && (tensor.dim() == 0 || tensor.size(0) != rows)) return wrong();
+    const c10::IntArrayRef per_row = tensor.sizes().slice(skip);
+    torch::Tensor host;
+    if (spec.reshaped) {
+      // The model gives the reshape; the wire the dims (same elements per row).
+      if (per_row.size() != spec.reshape.size()) return wrong();
+      std::vector<int64_t> shape(tensor.sizes().begin(), tensor.sizes().begin() + skip);
+      for (const int64_t dim : spec.dims) shape.push_back(dim);
+      host = tensor.reshape(shape);
+    } else {
+      if (!ShapeFits(spec, per_row)) return wrong();
+      host = tensor;
+    }
+    output_tensors_[i] = host.to(torch::kCPU, TorchType(spec.type)).contiguous();
+    OutputTensor& output = outputs_[i];
+    output.type = spec.type;
+    output.shape.assign(output_tensors_[i].sizes().begin(), output_tensors_[i].sizes().end());
+    output.data = static_cast<const char*>(output_tensors_[i].data_ptr());
+    return absl::OkStatus();
   }
 
   // Runs the batch sizes the batcher will produce before the server says SERVING: TorchScript's
-  // profiling executor specialises on its first calls, and those should not hit users.
+  // profiling executor specialises on its first calls, and those should not hit users. Checks
+  // the declared outputs against forward's.
   absl::Status WarmUp() {
-    std::set<int64_t> sizes = {1, 2, 7, 64, 512, options_.max_batch_rows};
-    for (auto it = sizes.begin(); it != sizes.end();) {
-      it = *it > options_.max_batch_rows ? sizes.erase(it) : std::next(it);
+    std::set<int64_t> sizes = {0};
+    if (signature_.batches()) {
+      sizes = {1, 2, 7, 64, 512, signature_.max_batch_size};
+      for (auto it = sizes.begin(); it != sizes.end();) {
+        it = *it > signature_.max_batch_size ? sizes.erase(it) : std::next(it);
+      }
     }
     for (int round = 0; round < 3; ++round) {
       for (const int64_t rows : sizes) {
-        BatchBuffers buffers = PrepareBatch(rows);
-        std::fill_n(buffers.inputs, rows * signature_.num_inputs, 0.0f);
-        for (int64_t row = 0; row < rows && buffers.params != nullptr; ++row) {
-          float* row_params = buffers.params + row * signature_.num_params;
-          if (signature_.default_params.empty()) {
-            std::fill_n(row_params, signature_.num_params, 0.0f);
-          } else {
-            std::copy(signature_.default_params.begin(), signature_.default_params.end(),
-                      row_params);
-          }
-        }
-        if (absl::StatusOr<const float*> ran = Run(); !ran.ok()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("warm-up forward on ", rows, " rows failed: ", ran.status().message()));
+        FillZeros(rows, kProbeSize);
+        if (absl::StatusOr<const std::vector<OutputTensor>*> ran = Run(); !ran.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "warm-up forward", signature_.batches() ? absl::StrCat(" on ", rows, " rows") : "",
+              " failed: ", ran.status().message()));
         }
       }
-    }
-    if (!signature_.output_names.empty() &&
-        static_cast<int64_t>(signature_.output_names.size()) != signature_.num_outputs) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model attribute output_var_order names ", signature_.output_names.size(),
-                       " outputs but forward returns ", signature_.num_outputs, " columns"));
     }
     return absl::OkStatus();
   }
@@ -369,12 +457,12 @@ class TorchHandler final : public ModelHandler {
   torch::jit::Module module_;
   ModelSignature signature_;
   InitializeTimes initialize_times_;
-  int64_t capacity_ = 0;  // rows inputs_ and params_ can hold
-  int64_t rows_ = 0;      // rows of the batch being prepared or run
-  torch::Tensor inputs_;
-  torch::Tensor params_;
-  torch::Tensor outputs_;
-  std::vector<c10::IValue> arguments_;
+  std::vector<size_t> positions_;            // input i → forward argument (after self)
+  std::vector<std::string> argument_names_;  // input i → that argument's name
+  std::vector<torch::Tensor> buffers_;       // per input: host memory, reused across batches
+  std::vector<torch::Tensor> batch_inputs_;  // per input: the batch's view of buffers_
+  std::vector<torch::Tensor> output_tensors_;  // per output: the batch's, on the host
+  std::vector<OutputTensor> outputs_;          // per output: views of output_tensors_
 };
 
 }  // namespace

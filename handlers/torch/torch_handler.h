@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -19,20 +20,37 @@ struct TorchHandlerOptions {
   int64_t demo_hidden = 32;
   // cpu, cuda, cuda:N, or auto (the first GPU when libtorch sees one, else cpu).
   std::string device = "auto";
-  // fp32, fp16 or bf16: the dtype the model computes in; the wire stays float32.
+  // fp32, fp16 or bf16: the dtype the model computes in (floating-point inputs are cast to it,
+  // outputs back to their declared types); fp32 leaves the model as it was saved.
   std::string precision = "fp32";
   // torch intra-op threads (process-wide); 0 leaves libtorch's default.
   int torch_threads = 1;
-  // Largest batch the batcher produces; warm-up runs batch sizes up to it.
+  // The largest batch of a model whose signature is read from the file (its max_batch_size);
+  // warm-up runs batch sizes up to the signature's max_batch_size.
   int64_t max_batch_rows = 4096;
+  // The model's inputs, outputs and batching as its configuration declares them (config.pbtxt);
+  // nullopt: read them from the file (see MakeTorchHandler).
+  std::optional<ModelSignature> signature;
 };
 
-// A handler that serves a TorchScript module whose forward takes (x) or (x, params):
-// x [rows, num_inputs] and params [rows, num_params] float tensors, returning [rows, outputs]
-// (or [rows] for one output). Optional module attributes describe it: input_var_order and
-// output_var_order (List[str]), default_params (List[float]), num_inputs and num_params (int).
-// Initialize fails with a clear message when the file is missing or corrupt, forward has
-// another signature, or the warm-up forward fails.
+// A handler that serves a TorchScript module.
+//
+// With a declared signature, inputs bind to forward's arguments by Triton's PyTorch convention:
+// a name ending in "__<i>" (INPUT__0, ...) is argument i, any other name the argument of that
+// name. Forward may return a tensor (one output), a tuple or list of tensors (outputs by their
+// "__<i>" index, else in declared order) or a dict of tensors (by name). Initialize checks the
+// declaration against a warm-up forward and fails naming the input or output that differs.
+//
+// Without one, the signature is read from the file: a model that describes itself for the seed
+// protocol with module attributes (input_var_order / output_var_order: List[str], default_params:
+// List[float], num_inputs / num_params: int) takes x [rows, num_inputs] (and params
+// [rows, num_params] when forward takes two arguments) as FP32 and gives y; any other model's
+// inputs are its forward's arguments, with types and sizes read from the first layer each one
+// reaches (linear, matmul/addmm, conv1d/2d/3d, embedding), outputs OUTPUT__<i> as the warm-up
+// gives them, batching up to max_batch_rows.
+//
+// Initialize fails with a clear message when the file is missing or corrupt, forward does not
+// match, or the warm-up forward fails.
 std::unique_ptr<ModelHandler> MakeTorchHandler(const TorchHandlerOptions& options);
 
 // Writes the demo model as a TorchScript file (loadable by PyTorch >= 1.13): an MLP over

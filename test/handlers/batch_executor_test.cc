@@ -1,6 +1,7 @@
 #include "handlers/batch_executor.h"
 
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <optional>
 
 #include "test/fake_handler.h"
@@ -18,27 +19,49 @@ class RecordingTask final : public InferenceTask {
       : InferenceTask(MakeRequest(x_1, std::move(params))) {}
 
   absl::Status Dequeue(batching::TimePoint) override { return absl::OkStatus(); }
-  void Complete(const float* outputs, int64_t stride) override {
-    outputs_.emplace();
-    for (int64_t row = 0; row < request().rows; ++row) outputs_->push_back(outputs[row * stride]);
+  void Complete(const std::vector<OutputTensor>& outputs, int64_t batch_row, int64_t task_row,
+                int64_t rows) override {
+    CHECK(task_row == given_rows_);  // in row order
+    if (!outputs_) outputs_.emplace();
+    const float* y = reinterpret_cast<const float*>(outputs[0].data);
+    for (int64_t row = 0; row < rows; ++row) outputs_->push_back(y[(batch_row + row) * 2]);
+    given_rows_ += rows;
+    ++completions_;
   }
   void Fail(absl::Status status) override { error_ = std::move(status); }
 
-  const std::optional<std::vector<float>>& outputs() const { return outputs_; }
+  // Its outputs once it has them all.
+  std::optional<std::vector<float>> outputs() const {
+    return given_rows_ == request().rows ? outputs_ : std::nullopt;
+  }
   const absl::Status& error() const { return error_; }
+  int completions() const { return completions_; }
 
  private:
-  // Rows (x_1, 1, 1): y_1 = p0 * (x_1 + 2) + p1.
+  // Rows (x_1, 1, 1): y_1 = p0 * (x_1 + 2) + p1. Two params: one vector for every row.
   static InferenceRequest MakeRequest(const std::vector<float>& x_1, std::vector<float> params) {
     InferenceRequest request;
     request.rows = static_cast<int64_t>(x_1.size());
-    for (float x : x_1) request.inputs.insert(request.inputs.end(), {x, 1, 1});
-    request.params = std::move(params);
-    request.output_names = {"y_1"};
+    request.inputs.resize(2);
+    InputTensor& x = request.inputs[0];
+    x.shape = {request.rows, 3};
+    float* to = reinterpret_cast<float*>(x.Allocate(x_1.size() * 3 * sizeof(float)));
+    for (float value : x_1) {
+      *to++ = value;
+      *to++ = 1;
+      *to++ = 1;
+    }
+    InputTensor& p = request.inputs[1];
+    p.broadcast = params.size() == 2;
+    p.shape = {p.broadcast ? 1 : request.rows, 2};
+    std::memcpy(p.Allocate(params.size() * sizeof(float)), params.data(),
+                params.size() * sizeof(float));
     return request;
   }
 
   std::optional<std::vector<float>> outputs_;
+  int64_t given_rows_ = 0;
+  int completions_ = 0;
   absl::Status error_;
 };
 
@@ -114,6 +137,42 @@ TEST_CASE("a model that fails every call fails every request with its error", "[
   }
   // One batched forward, then one per request.
   CHECK(forward_passes == 3);
+}
+
+TEST_CASE("a request larger than a batch runs in pieces of at most max_batch_size rows",
+          "[executor]") {
+  FakeHandler handler(/*offset=*/0, /*max_batch_size=*/4);
+  BatchExecutor executor(handler);
+  Batch batch;
+  batch.Add({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, {1, 0});
+  CHECK(executor.Execute(batch.tasks) == 3);
+  CHECK(handler.batch_rows() == std::vector<int64_t>{4, 4, 2});
+  CHECK(batch.views[0]->completions() == 3);
+  CHECK(*batch.views[0]->outputs() ==
+        std::vector<float>{3, 4, 5, 6, 7, 8, 9, 10, 11, 12});  // equal to the unsplit forward
+}
+
+TEST_CASE("a piece that fails fails its request once, after the pieces before it", "[executor]") {
+  FakeHandler handler(/*offset=*/0, /*max_batch_size=*/2);
+  BatchExecutor executor(handler);
+  Batch batch;
+  batch.Add({1, 2, kPoison, 4, 5}, {1, 0});
+  CHECK(executor.Execute(batch.tasks) == 2);  // the failed piece ends the request
+  CHECK(handler.batch_rows() == std::vector<int64_t>{2, 2});
+  CHECK_FALSE(batch.views[0]->outputs().has_value());
+  CHECK_THAT(std::string(batch.views[0]->error().message()), Catch::Contains("poison row"));
+}
+
+TEST_CASE("a model without a batch dimension runs each request alone", "[executor]") {
+  FakeHandler handler(/*offset=*/0, /*max_batch_size=*/0);
+  BatchExecutor executor(handler);
+  Batch batch;
+  batch.Add({1}, {1, 0});
+  batch.Add({2}, {2, 1});
+  CHECK(executor.Execute(batch.tasks) == 2);
+  CHECK(handler.batch_rows() == std::vector<int64_t>{1, 1});
+  CHECK(*batch.views[0]->outputs() == std::vector<float>{3});
+  CHECK(*batch.views[1]->outputs() == std::vector<float>{9});
 }
 
 }  // namespace

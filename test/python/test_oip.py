@@ -141,7 +141,7 @@ class Oip(unittest.TestCase):
             (infer_request([[1, 2, 3]], model="nope"), 'unknown model "nope"'),
             (wrong_type, 'input "x" has datatype "FP64"'),
             (short_raw, 'raw_input_contents of input "x" has 8 bytes'),
-            (infer_request([[1, 2]]), 'input "x" has shape [1, 2]; the model takes [n, 3]'),
+            (infer_request([[1, 2]]), 'input "x" has shape [1, 2]; the model takes "x" FP32 [n, 3]'),
             (infer_request([[1, 2, 3]] * 2, [PARAMS] * 3), 'input "params" has shape [3, 5]'),
         ]
         for request, message in cases:

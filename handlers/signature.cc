@@ -1,0 +1,93 @@
+#include "handlers/signature.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace model_server::handlers {
+namespace {
+
+// FP32 with one fixed dimension, as a seed column tensor is.
+bool IsColumns(const TensorSpec& spec) {
+  return spec.type == DataType::kFp32 && spec.dims.size() == 1 && spec.dims[0] > 0 &&
+         !spec.reshaped;
+}
+
+}  // namespace
+
+std::optional<SeedSignature> DefaultSeedSignature(const ModelSignature& signature) {
+  const std::vector<TensorSpec>& inputs = signature.inputs;
+  if (!signature.batches() || inputs.empty() || inputs.size() > 2) return std::nullopt;
+  SeedSignature seed;
+  if (inputs.size() == 2) {
+    const bool params_first = inputs[0].name == "params";
+    if (!params_first && inputs[1].name != "params") return std::nullopt;
+    seed.columns_input = params_first ? 1 : 0;
+    seed.params_input = params_first ? 0 : 1;
+    const TensorSpec& params = inputs[*seed.params_input];
+    if (!IsColumns(params)) return std::nullopt;
+    seed.num_params = params.dims[0];
+    if (params.default_value && params.default_value->size() == seed.num_params * sizeof(float)) {
+      seed.default_params.resize(seed.num_params);
+      std::memcpy(seed.default_params.data(), params.default_value->data(),
+                  seed.default_params.size() * sizeof(float));
+    }
+  }
+  if (!IsColumns(inputs[seed.columns_input]) || inputs[seed.columns_input].optional) {
+    return std::nullopt;
+  }
+  seed.num_inputs = inputs[seed.columns_input].dims[0];
+  for (size_t i = 0; i < signature.outputs.size(); ++i) {
+    if (!IsColumns(signature.outputs[i])) continue;
+    seed.output = i;
+    seed.num_outputs = signature.outputs[i].dims[0];
+    return seed;
+  }
+  return std::nullopt;
+}
+
+std::string SignatureDifference(const ModelSignature& serving, const ModelSignature& next) {
+  std::vector<std::string> differences;
+  const auto compare = [&](const char* kind, const std::vector<TensorSpec>& before,
+                           const std::vector<TensorSpec>& after) {
+    for (size_t i = 0; i < std::max(before.size(), after.size()); ++i) {
+      if (i >= before.size()) {
+        differences.push_back(absl::StrCat("new ", kind, " ", SpecText(after[i], next.batches())));
+      } else if (i >= after.size()) {
+        differences.push_back(
+            absl::StrCat("no ", kind, " ", SpecText(before[i], serving.batches())));
+      } else {
+        const TensorSpec& a = before[i];
+        const TensorSpec& b = after[i];
+        if (a.name != b.name || a.type != b.type || a.dims != b.dims ||
+            a.optional != b.optional || a.default_value != b.default_value) {
+          differences.push_back(absl::StrCat(kind, " ", SpecText(b, next.batches()),
+                                             b.optional ? " (optional)" : "", " instead of ",
+                                             SpecText(a, serving.batches()),
+                                             a.optional ? " (optional)" : ""));
+        }
+      }
+    }
+  };
+  compare("input", serving.inputs, next.inputs);
+  compare("output", serving.outputs, next.outputs);
+  if (serving.max_batch_size != next.max_batch_size) {
+    differences.push_back(absl::StrCat("max_batch_size ", next.max_batch_size, " instead of ",
+                                       serving.max_batch_size));
+  }
+  if (serving.seed.has_value() != next.seed.has_value()) {
+    differences.push_back(next.seed ? "a seed mapping" : "no seed mapping");
+  } else if (serving.seed) {
+    const SeedSignature& a = *serving.seed;
+    const SeedSignature& b = *next.seed;
+    if (a.input_names != b.input_names) differences.push_back("other input_var_order");
+    if (a.output_names != b.output_names) differences.push_back("other output_var_order");
+    if (a.default_params != b.default_params) differences.push_back("other default_params");
+  }
+  return absl::StrJoin(differences, ", ");
+}
+
+}  // namespace model_server::handlers
