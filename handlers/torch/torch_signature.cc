@@ -73,7 +73,7 @@ const c10::FunctionSchema& ForwardSchema(const torch::jit::Module& module) {
 
 // The tensor a graph value holds when it is a module attribute (self.a.b) or a constant.
 std::optional<torch::Tensor> ParameterOf(const torch::jit::Module& module, torch::jit::Value* value) {
-  if (std::optional<c10::IValue> constant = torch::jit::toIValue(value)) {
+  if (const auto constant = torch::jit::toIValue(value)) {
     if (constant->isTensor()) return constant->toTensor();
     return std::nullopt;
   }
@@ -127,7 +127,7 @@ std::optional<TensorSpec> SpecFromLayer(const torch::jit::Module& module, torch:
     if (!weight || weight->dim() < 3) return std::nullopt;
     int64_t groups = 1;
     if (kind != "aten::_convolution" && user->inputs().size() >= 7) {
-      std::optional<c10::IValue> value = torch::jit::toIValue(user->input(6));
+      const auto value = torch::jit::toIValue(user->input(6));
       if (!value || !value->isInt()) return std::nullopt;
       groups = value->toInt();
     }

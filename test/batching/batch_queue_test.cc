@@ -14,8 +14,10 @@ struct FakeTask final : BatchTask {
   size_t rows_ = 0;
   int id = 0;
   absl::Status liveness = absl::OkStatus();
+  std::vector<int64_t> key;
 
   size_t rows() const override { return rows_; }
+  absl::Span<const int64_t> batch_key() const override { return key; }
   absl::Status Dequeue(TimePoint) override { return liveness; }
   void Fail(absl::Status) override {}
 };
@@ -27,8 +29,10 @@ std::unique_ptr<FakeTask> MakeTask(size_t rows, int id) {
   return task;
 }
 
-void Push(BatchQueue<FakeTask>& queue, size_t rows, int id, TimePoint now) {
+void Push(BatchQueue<FakeTask>& queue, size_t rows, int id, TimePoint now,
+          std::vector<int64_t> key = {}) {
   std::unique_ptr<FakeTask> task = MakeTask(rows, id);
+  task->key = std::move(key);
   REQUIRE(queue.Push(task, now).ok());
 }
 
@@ -54,6 +58,18 @@ TEST_CASE("a batch closes when its rows reach max_batch_rows", "[batch_queue]") 
   CHECK(queue.ReadyAt() == kStart + microseconds(1000));
   CHECK(queue.Pop(kStart + microseconds(999), false).batch.empty());
   CHECK(Ids(queue.Pop(kStart + microseconds(1000), false)) == std::vector<int>{3});
+  CHECK(queue.empty());
+}
+
+TEST_CASE("a batch holds only tasks whose batch key equals its first task's", "[batch_queue]") {
+  BatchQueue<FakeTask> queue({.max_batch_rows = 10, .max_queue_delay = microseconds(0)});
+  Push(queue, 1, 1, kStart, {3, 32, 32});
+  Push(queue, 1, 2, kStart, {3, 32, 32});
+  Push(queue, 1, 3, kStart, {3, 64, 64});  // another image size: the batch closes before it
+  Push(queue, 1, 4, kStart, {3, 32, 32});
+  CHECK(Ids(queue.Pop(kStart, false)) == std::vector<int>{1, 2});
+  CHECK(Ids(queue.Pop(kStart, false)) == std::vector<int>{3});  // order kept, nothing skipped
+  CHECK(Ids(queue.Pop(kStart, false)) == std::vector<int>{4});
   CHECK(queue.empty());
 }
 

@@ -6,10 +6,12 @@
 #undef CHECK
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "handlers/torch/demo_model.h"
+#include "handlers/torch/torch_signature.h"
 #include "test/handlers/torch/run_rows.h"
 
 namespace model_server::handlers {
@@ -43,24 +45,64 @@ void DeclareInputs(torch::jit::Module& module, std::vector<std::string> names) {
                             c10::List<std::string>(names));
 }
 
-std::unique_ptr<ModelHandler> Handler(const std::string& path, int64_t max_batch_rows = 64) {
+std::unique_ptr<ModelHandler> Handler(const std::string& path, int64_t max_batch_rows = 64,
+                                      std::optional<ModelSignature> signature = std::nullopt) {
   TorchHandlerOptions options;
   options.model_path = path;
   options.device = "cpu";
   options.max_batch_rows = max_batch_rows;
+  options.signature = std::move(signature);
   return MakeTorchHandler(options);
+}
+
+// One input of a batch: its shape and elements.
+struct Given {
+  Dims shape;
+  torch::Tensor values;  // of the input's type, contiguous
+};
+
+// Runs one batch through `handler`; returns its outputs as tensors (copied).
+std::vector<torch::Tensor> RunBatch(ModelHandler& handler, const std::vector<Given>& inputs) {
+  std::vector<Dims> shapes;
+  for (const Given& input : inputs) shapes.push_back(input.shape);
+  const std::vector<char*> buffers = handler.PrepareBatch(shapes);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    std::memcpy(buffers[i], inputs[i].values.data_ptr(), inputs[i].values.nbytes());
+  }
+  absl::StatusOr<const std::vector<OutputTensor>*> outputs = handler.Run();
+  REQUIRE(outputs.ok());
+  std::vector<torch::Tensor> result;
+  const ModelSignature& signature = handler.signature();
+  for (size_t i = 0; i < (*outputs)->size(); ++i) {
+    const OutputTensor& output = (**outputs)[i];
+    CHECK(output.type == signature.outputs[i].type);
+    std::vector<int64_t> shape(output.shape.begin(), output.shape.end());
+    torch::Tensor copy = torch::empty(shape, torch::TensorOptions(TorchType(output.type)));
+    std::memcpy(copy.data_ptr(), output.data, copy.nbytes());
+    result.push_back(copy);
+  }
+  return result;
+}
+
+ModelSignature Declared(int64_t max_batch_size, std::vector<TensorSpec> inputs,
+                        std::vector<TensorSpec> outputs) {
+  ModelSignature signature;
+  signature.max_batch_size = max_batch_size;
+  signature.inputs = std::move(inputs);
+  signature.outputs = std::move(outputs);
+  return signature;
 }
 
 TEST_CASE("the demo model declares its signature and matches its own forward", "[torch]") {
   std::unique_ptr<ModelHandler> handler = MakeTorchHandler({});
   REQUIRE(handler->Initialize().ok());
   const ModelSignature& signature = handler->signature();
-  CHECK(signature.input_names == std::vector<std::string>{"x_1", "x_2", "x_3"});
-  CHECK(signature.output_names == std::vector<std::string>{"y_1"});
-  CHECK(signature.num_inputs == 3);
-  CHECK(signature.num_outputs == 1);
-  CHECK(signature.num_params == 5);
-  CHECK(signature.default_params == std::vector<float>{0.1f, 0.2f, 0.3f, 0.4f, 0.5f});
+  CHECK(signature.seed->input_names == std::vector<std::string>{"x_1", "x_2", "x_3"});
+  CHECK(signature.seed->output_names == std::vector<std::string>{"y_1"});
+  CHECK(signature.seed->num_inputs == 3);
+  CHECK(signature.seed->num_outputs == 1);
+  CHECK(signature.seed->num_params == 5);
+  CHECK(signature.seed->default_params == std::vector<float>{0.1f, 0.2f, 0.3f, 0.4f, 0.5f});
 
   const std::vector<float> inputs = {0.5f, -1, 2, 3, 0.25f, -0.75f};
   const std::vector<float> params = {0.3f, -1, 2, 0.5f, 1.5f};
@@ -87,7 +129,7 @@ TEST_CASE("an exported demo model loads and serves the same answers", "[torch]")
   const std::vector<float> inputs = {1, 2, 3};
   const std::vector<float> params = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f};
   CHECK(RunRows(*exported, inputs, params) == RunRows(*builtin, inputs, params));
-  CHECK(exported->signature().default_params == builtin->signature().default_params);
+  CHECK(exported->signature().seed->default_params == builtin->signature().seed->default_params);
 }
 
 TEST_CASE("a one-input model with two output columns", "[torch]") {
@@ -101,8 +143,8 @@ def forward(self, x: Tensor) -> Tensor:
             });
   std::unique_ptr<ModelHandler> handler = Handler(file.path());
   REQUIRE(handler->Initialize().ok());
-  CHECK(handler->signature().num_params == 0);
-  CHECK(handler->signature().num_outputs == 2);
+  CHECK(handler->signature().seed->num_params == 0);
+  CHECK(handler->signature().seed->num_outputs == 2);
   CHECK(RunRows(*handler, {1, 2, 3, 4}, {}) == std::vector<float>{3, 2, 7, 6});
 }
 
@@ -116,9 +158,8 @@ def forward(self, x: Tensor) -> Tensor:
             [](torch::jit::Module& m) { DeclareInputs(m, {"a"}); });
   std::unique_ptr<ModelHandler> handler = Handler(file.path());
   REQUIRE(handler->Initialize().ok());
-  BatchBuffers buffers = handler->PrepareBatch(1);
-  buffers.inputs[0] = 1000;
-  absl::StatusOr<const float*> failed = handler->Run();
+  *reinterpret_cast<float*>(handler->PrepareBatch({{1, 1}})[0]) = 1000;
+  absl::StatusOr<const std::vector<OutputTensor>*> failed = handler->Run();
   REQUIRE_FALSE(failed.ok());
   CHECK(failed.status().code() == absl::StatusCode::kInternal);
   CHECK_THAT(std::string(failed.status().message()), Catch::Contains("input above 100"));
@@ -157,7 +198,9 @@ def forward(self, x: Tensor, p: Tensor, q: Tensor) -> Tensor:
 def forward(self, x: Tensor) -> Tensor:
     return x
 )");
-    CHECK_THAT(error_of(file.path()), Catch::Contains("neither input_var_order"));
+    CHECK_THAT(error_of(file.path()),
+               Catch::Contains("cannot read the type and size of forward argument \"x\"") &&
+                   Catch::Contains("config.pbtxt"));
   }
   SECTION("params without a declared length") {
     TempFile file("no_params.pt");
@@ -176,7 +219,7 @@ def forward(self, x: Tensor) -> Tensor:
 )",
               [](torch::jit::Module& m) { DeclareInputs(m, {"a"}); });
     CHECK_THAT(error_of(file.path()),
-               Catch::Contains("warm-up forward") && Catch::Contains("expected ["));
+               Catch::Contains("must return one float tensor [rows, k] or [rows]"));
   }
 }
 
@@ -212,6 +255,148 @@ TEST_CASE("devices are resolved or refused", "[torch]") {
     CHECK(status.code() == absl::StatusCode::kFailedPrecondition);
     CHECK_THAT(std::string(status.message()), Catch::Contains("CUDA is not available"));
   }
+}
+
+// An MLP over 4 features whose first layer is torch.addmm: its input is read from the file.
+void DefineMlp(torch::jit::Module& module) {
+  module.register_parameter("w", torch::arange(12, torch::kFloat).reshape({4, 3}) / 10, false);
+  module.register_parameter("b", torch::tensor({0.5f, -0.5f, 1.0f}), false);
+}
+
+TEST_CASE("a plain model's inputs and outputs are read from its file", "[torch]") {
+  TempFile file("plain_mlp.pt");
+  SaveModel(file, R"(
+def forward(self, features: Tensor) -> Tensor:
+    return torch.relu(torch.addmm(self.b, features, self.w))
+)",
+            DefineMlp);
+  std::unique_ptr<ModelHandler> handler = Handler(file.path(), /*max_batch_rows=*/8);
+  const absl::Status initialized = handler->Initialize();
+  INFO(initialized.message());
+  REQUIRE(initialized.ok());
+  const ModelSignature& signature = handler->signature();
+  REQUIRE(signature.inputs.size() == 1);
+  CHECK(signature.inputs[0].name == "features");
+  CHECK(signature.inputs[0].type == DataType::kFp32);
+  CHECK(signature.inputs[0].dims == Dims{4});
+  REQUIRE(signature.outputs.size() == 1);
+  CHECK(signature.outputs[0].name == "OUTPUT__0");
+  CHECK(signature.outputs[0].dims == Dims{3});
+  CHECK(signature.max_batch_size == 8);
+  // One FP32 input of fixed width and one such output: the seed protocol can call it too.
+  REQUIRE(signature.seed.has_value());
+  CHECK(signature.seed->num_inputs == 4);
+  CHECK(signature.seed->num_outputs == 3);
+
+  const torch::Tensor x = torch::linspace(-1, 1, 8).reshape({2, 4});
+  const std::vector<torch::Tensor> served = RunBatch(*handler, {{{2, 4}, x}});
+  torch::jit::Module reference = torch::jit::load(file.path());
+  CHECK(torch::allclose(served[0], reference.forward({x}).toTensor()));
+}
+
+TEST_CASE("a convolution's and an embedding's inputs are read from the file", "[torch]") {
+  TempFile file("conv_embed.pt");
+  SaveModel(
+      file, R"(
+def forward(self, image: Tensor, ids: Tensor) -> Tuple[Tensor, Tensor]:
+    features = torch.conv2d(image, self.kernel, self.bias, 1, 1).mean(dim=[2, 3])
+    return features, torch.embedding(self.table, ids).sum(dim=1)
+)",
+      [](torch::jit::Module& m) {
+        m.register_parameter("kernel", torch::randn({5, 3, 3, 3}), false);
+        m.register_parameter("bias", torch::randn({5}), false);
+        m.register_parameter("table", torch::randn({10, 2}), false);
+      });
+  std::unique_ptr<ModelHandler> handler = Handler(file.path(), /*max_batch_rows=*/4);
+  const absl::Status initialized = handler->Initialize();
+  INFO(initialized.message());
+  REQUIRE(initialized.ok());
+  const ModelSignature& signature = handler->signature();
+  REQUIRE(signature.inputs.size() == 2);
+  CHECK(SpecText(signature.inputs[0], true) == "\"image\" FP32 [n, 3, -1, -1]");
+  CHECK(SpecText(signature.inputs[1], true) == "\"ids\" INT64 [n, -1]");
+  REQUIRE(signature.outputs.size() == 2);
+  CHECK(SpecText(signature.outputs[0], true) == "\"OUTPUT__0\" FP32 [n, 5]");
+  CHECK(SpecText(signature.outputs[1], true) == "\"OUTPUT__1\" FP32 [n, 2]");
+  CHECK_FALSE(signature.seed.has_value());
+
+  const torch::Tensor image = torch::randn({3, 3, 6, 5});
+  const torch::Tensor ids = torch::tensor({1, 2, 3, 9, 0, 0}, torch::kLong).reshape({3, 2});
+  const std::vector<torch::Tensor> served = RunBatch(*handler, {{{3, 3, 6, 5}, image}, {{3, 2}, ids}});
+  const auto expected =
+      torch::jit::load(file.path()).forward({image, ids}).toTupleRef().elements();
+  CHECK(torch::allclose(served[0], expected[0].toTensor(), 1e-5, 1e-6));
+  CHECK(torch::allclose(served[1], expected[1].toTensor(), 1e-5, 1e-6));
+}
+
+TEST_CASE("declared inputs bind by name or __index, outputs by __index or dict key", "[torch]") {
+  TempFile file("two_inputs.pt");
+  SaveModel(file, R"(
+def forward(self, dense: Tensor, ids: Tensor) -> Dict[str, Tensor]:
+    return {"score": torch.addmm(self.b, dense, self.w), "twice": ids * 2}
+)",
+            DefineMlp);
+  const ModelSignature declared =
+      Declared(16,
+               {MakeSpec("ids", DataType::kInt64, {2}), MakeSpec("INPUT__0", DataType::kFp32, {4})},
+               {MakeSpec("twice", DataType::kInt64, {2}), MakeSpec("score", DataType::kFp32, {3})});
+  std::unique_ptr<ModelHandler> handler = Handler(file.path(), 64, declared);
+  REQUIRE(handler->Initialize().ok());
+  const torch::Tensor dense = torch::linspace(0, 1, 12).reshape({3, 4});
+  const torch::Tensor ids = torch::tensor({int64_t{1}, int64_t{-2}, int64_t{3}, int64_t{4}, int64_t{5}, int64_t{1} << 40}, torch::kLong).reshape({3, 2});
+  const std::vector<torch::Tensor> served = RunBatch(*handler, {{{3, 2}, ids}, {{3, 4}, dense}});
+  CHECK(torch::equal(served[0], ids * 2));  // integers exactly
+  CHECK(torch::allclose(served[1], torch::addmm(torch::tensor({0.5f, -0.5f, 1.0f}), dense,
+                                                torch::arange(12, torch::kFloat).reshape({4, 3}) / 10)));
+}
+
+TEST_CASE("a declaration that forward does not match is refused naming what differs",
+          "[torch]") {
+  TempFile file("mismatch.pt");
+  SaveModel(file, R"(
+def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+    y = torch.addmm(self.b, x, self.w)
+    return y, y.sum(dim=1)
+)",
+            DefineMlp);
+  const auto error_of = [&](const ModelSignature& declared) {
+    const absl::Status status = Handler(file.path(), 64, declared)->Initialize();
+    REQUIRE_FALSE(status.ok());
+    return std::string(status.message());
+  };
+  const TensorSpec x = MakeSpec("INPUT__0", DataType::kFp32, {4});
+  CHECK_THAT(error_of(Declared(8, {x}, {MakeSpec("OUTPUT__0", DataType::kFp32, {5}),
+                                        MakeSpec("OUTPUT__1", DataType::kFp32, {})})),
+             Catch::Contains("output \"OUTPUT__0\" has shape [1, 3]; expected [1, 5]"));
+  CHECK_THAT(error_of(Declared(8, {x}, {MakeSpec("OUTPUT__0", DataType::kFp32, {3}),
+                                        MakeSpec("OUTPUT__7", DataType::kFp32, {})})),
+             Catch::Contains("no tensor 7 for output \"OUTPUT__7\""));
+  CHECK_THAT(error_of(Declared(8, {MakeSpec("z", DataType::kFp32, {4})},
+                               {MakeSpec("OUTPUT__0", DataType::kFp32, {3})})),
+             Catch::Contains("input \"z\" binds to no argument of forward(x)"));
+  CHECK_THAT(error_of(Declared(8, {MakeSpec("INPUT__0", DataType::kFp32, {5})},
+                               {MakeSpec("OUTPUT__0", DataType::kFp32, {3})})),
+             Catch::Contains("warm-up forward on 1 rows failed"));
+}
+
+TEST_CASE("a model without a batch dimension, and a reshaped input", "[torch]") {
+  TempFile file("unbatched.pt");
+  SaveModel(file, R"(
+def forward(self, x: Tensor) -> Tensor:
+    return x.sum(dim=0) * 2.0
+)");
+  // The wire sends [2, 3]; forward gets [6] (reshape) and gives a scalar, declared as [1].
+  TensorSpec input = MakeSpec("x", DataType::kFp32, {2, 3});
+  input.reshaped = true;
+  input.reshape = {6};
+  TensorSpec output = MakeSpec("OUTPUT__0", DataType::kFp32, {1});
+  output.reshaped = true;  // the model gives [] for the wire's [1]
+  std::unique_ptr<ModelHandler> handler = Handler(file.path(), 64, Declared(0, {input}, {output}));
+  REQUIRE(handler->Initialize().ok());
+  const std::vector<torch::Tensor> served =
+      RunBatch(*handler, {{{2, 3}, torch::arange(6, torch::kFloat)}});
+  CHECK(served[0].sizes() == c10::IntArrayRef({1}));
+  CHECK(served[0].item<float>() == 30);
 }
 
 }  // namespace
