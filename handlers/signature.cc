@@ -18,6 +18,28 @@ bool IsColumns(const TensorSpec& spec) {
 
 }  // namespace
 
+ModelSignature SeedModelSignature(SeedSignature seed, int64_t max_batch_size) {
+  ModelSignature signature;
+  signature.max_batch_size = max_batch_size;
+  seed.columns_input = 0;
+  signature.inputs.push_back(MakeSpec("x", DataType::kFp32, {seed.num_inputs}));
+  seed.params_input.reset();
+  if (seed.num_params > 0) {
+    TensorSpec params = MakeSpec("params", DataType::kFp32, {seed.num_params});
+    if (!seed.default_params.empty()) {
+      params.optional = true;
+      params.default_value = std::string(reinterpret_cast<const char*>(seed.default_params.data()),
+                                         seed.default_params.size() * sizeof(float));
+    }
+    seed.params_input = signature.inputs.size();
+    signature.inputs.push_back(std::move(params));
+  }
+  seed.output = 0;
+  signature.outputs.push_back(MakeSpec("y", DataType::kFp32, {seed.num_outputs}));
+  signature.seed = std::move(seed);
+  return signature;
+}
+
 std::optional<SeedSignature> DefaultSeedSignature(const ModelSignature& signature) {
   const std::vector<TensorSpec>& inputs = signature.inputs;
   if (!signature.batches() || inputs.empty() || inputs.size() > 2) return std::nullopt;

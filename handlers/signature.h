@@ -7,6 +7,11 @@
 
 namespace model_server::handlers {
 
+// The signature of a model made for the seed protocol: inputs "x" FP32 [num_inputs] and, when it
+// takes parameters, "params" FP32 [num_params] (optional, defaulting to default_params, when it
+// has them), output "y" FP32 [num_outputs]; `seed` maps onto them.
+ModelSignature SeedModelSignature(SeedSignature seed, int64_t max_batch_size);
+
 // The seed mapping a signature allows by itself, for a model that batches: the columns come in
 // an FP32 input of one fixed dimension [k] — the only input, or one of two whose other is named
 // "params" and is FP32 [P] (the tunable parameters; optional with a default when the model has

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "handlers/model_handler.h"
+#include "handlers/signature.h"
 
 namespace model_server::testing_support {
 
@@ -67,28 +68,8 @@ class FakeModelControl {
 class FakeHandler final : public handlers::ModelHandler {
  public:
   // `max_batch_size` 0 makes a model without a batch dimension (x [3], y [2]).
-  explicit FakeHandler(float offset = 0, int64_t max_batch_size = 4096) : offset_(offset) {
-    using handlers::DataType;
-    signature_.max_batch_size = max_batch_size;
-    signature_.inputs.push_back(handlers::MakeSpec("x", DataType::kFp32, {3}));
-    handlers::TensorSpec params = handlers::MakeSpec("params", DataType::kFp32, {2});
-    const float defaults[] = {1.0f, 0.0f};
-    params.optional = true;
-    params.default_value = std::string(reinterpret_cast<const char*>(defaults), sizeof(defaults));
-    signature_.inputs.push_back(std::move(params));
-    signature_.outputs.push_back(handlers::MakeSpec("y", DataType::kFp32, {2}));
-    if (max_batch_size > 0) {
-      handlers::SeedSignature seed;
-      seed.params_input = 1;
-      seed.input_names = {"x_1", "x_2", "x_3"};
-      seed.output_names = {"y_1", "y_2"};
-      seed.num_inputs = 3;
-      seed.num_outputs = 2;
-      seed.num_params = 2;
-      seed.default_params = {1.0f, 0.0f};
-      signature_.seed = std::move(seed);
-    }
-  }
+  explicit FakeHandler(float offset = 0, int64_t max_batch_size = 4096)
+      : offset_(offset), signature_(MakeSignature(max_batch_size)) {}
 
   absl::Status Initialize() override { return absl::OkStatus(); }
   const handlers::ModelSignature& signature() const override { return signature_; }
@@ -130,8 +111,22 @@ class FakeHandler final : public handlers::ModelHandler {
   std::vector<int64_t> batch_rows() { return control_->batch_rows(); }
 
  private:
+  static handlers::ModelSignature MakeSignature(int64_t max_batch_size) {
+    handlers::SeedSignature seed;
+    seed.input_names = {"x_1", "x_2", "x_3"};
+    seed.output_names = {"y_1", "y_2"};
+    seed.num_inputs = 3;
+    seed.num_outputs = 2;
+    seed.num_params = 2;
+    seed.default_params = {1.0f, 0.0f};
+    handlers::ModelSignature signature =
+        handlers::SeedModelSignature(std::move(seed), max_batch_size);
+    if (max_batch_size == 0) signature.seed.reset();  // the seed's columns need rows
+    return signature;
+  }
+
   const float offset_;
-  handlers::ModelSignature signature_;
+  const handlers::ModelSignature signature_;
   int64_t rows_ = 0;
   std::vector<float> inputs_, params_, outputs_;
   std::vector<handlers::OutputTensor> output_list_{1};

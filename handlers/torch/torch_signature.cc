@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "handlers/signature.h"
 
 namespace model_server::handlers {
 namespace {
@@ -239,27 +240,14 @@ absl::StatusOr<std::optional<ModelSignature>> SeedAttributeSignature(
     return absl::InvalidArgumentError("model attributes default_params and num_params disagree");
   }
 
-  ModelSignature signature;
-  signature.max_batch_size = max_batch_size;
   SeedSignature seed;
-  signature.inputs.push_back(MakeSpec("x", DataType::kFp32, {*num_inputs}));
-  if (arguments == 2) {
-    TensorSpec params = MakeSpec("params", DataType::kFp32, {*num_params});
-    if (!defaults->empty()) {
-      params.optional = true;
-      params.default_value = std::string(reinterpret_cast<const char*>(defaults->data()),
-                                         defaults->size() * sizeof(float));
-    }
-    seed.params_input = signature.inputs.size();
-    signature.inputs.push_back(std::move(params));
-  }
-  signature.outputs.push_back(MakeSpec("y", DataType::kFp32, {kAnySize}));
   seed.input_names = *std::move(inputs);
   seed.output_names = *std::move(outputs);
   seed.num_inputs = *num_inputs;
   seed.num_params = *num_params;
   seed.default_params = *std::move(defaults);
-  signature.seed = std::move(seed);
+  ModelSignature signature = SeedModelSignature(std::move(seed), max_batch_size);
+  signature.outputs[0].dims = {kAnySize};  // until a forward tells the width
   return signature;
 }
 

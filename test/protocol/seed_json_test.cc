@@ -1,3 +1,4 @@
+#include "handlers/signature.h"
 #include "protocol/seed_json.h"
 
 #include <simdjson.h>
@@ -15,21 +16,53 @@
 namespace model_server::protocol {
 namespace {
 
-using handlers::InferenceRequest;
-using handlers::ModelSignature;
+using handlers::SeedSignature;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-ModelSignature Signature() {
-  ModelSignature signature;
-  signature.input_names = {"x_1", "x_2", "x_3"};
-  signature.output_names = {"y_1", "y_2"};
-  signature.num_inputs = 3;
-  signature.num_outputs = 2;
-  signature.num_params = 2;
-  signature.default_params = {1.0f, 0.0f};
-  return signature;
+SeedSignature Seed() {
+  SeedSignature seed;
+  seed.input_names = {"x_1", "x_2", "x_3"};
+  seed.output_names = {"y_1", "y_2"};
+  seed.num_inputs = 3;
+  seed.num_outputs = 2;
+  seed.num_params = 2;
+  seed.default_params = {1.0f, 0.0f};
+  return seed;
+}
+
+// A decoded request as the tests read it: the columns row-major, the parameter row.
+struct Decoded {
+  int64_t rows = 0;
+  std::vector<float> inputs;
+  std::vector<float> params;  // empty when the model takes none
+  std::vector<std::string> output_names;
+};
+
+std::vector<float> Floats(const handlers::InputTensor& tensor) {
+  std::vector<float> values(tensor.data.size() / sizeof(float));
+  std::memcpy(values.data(), tensor.data.data(), tensor.data.size());
+  return values;
+}
+
+// DecodeRequest for a model made for the seed (SeedModelSignature), read back.
+absl::StatusOr<Decoded> Decode(std::string_view payload, const SeedSignature& seed = Seed(),
+                               int64_t max_rows = std::numeric_limits<int64_t>::max()) {
+  const handlers::ModelSignature signature = handlers::SeedModelSignature(seed, 4096);
+  absl::StatusOr<SeedRequest> decoded = DecodeRequest(payload, signature, max_rows);
+  if (!decoded.ok()) return decoded.status();
+  const handlers::InferenceRequest& request = decoded->request;
+  REQUIRE(request.inputs.size() == signature.inputs.size());
+  Decoded result{request.rows, Floats(request.inputs[0]), {}, decoded->output_names};
+  CHECK(request.inputs[0].shape == handlers::Dims{request.rows, seed.num_inputs});
+  if (signature.seed->params_input) {
+    const handlers::InputTensor& params = request.inputs[*signature.seed->params_input];
+    CHECK(params.broadcast);  // one vector for every row
+    CHECK(params.shape == handlers::Dims{1, seed.num_params});
+    result.params = Floats(params);
+  }
+  return result;
 }
 
 const char* const kSeedPayload = R"({
@@ -42,8 +75,8 @@ const char* const kSeedPayload = R"({
 
 // The error for `payload`, which must be INVALID_ARGUMENT and mention `fragment`.
 void RequireRejected(const std::string& payload, const std::string& fragment,
-                     const ModelSignature& signature = Signature()) {
-  absl::StatusOr<InferenceRequest> decoded = DecodeRequest(payload, signature);
+                     const SeedSignature& signature = Seed()) {
+  absl::StatusOr<Decoded> decoded = Decode(payload, signature);
   INFO("payload: " << payload.substr(0, 200));
   REQUIRE_FALSE(decoded.ok());
   CHECK(decoded.status().code() == absl::StatusCode::kInvalidArgument);
@@ -51,7 +84,7 @@ void RequireRejected(const std::string& payload, const std::string& fragment,
 }
 
 TEST_CASE("the seed's payload decodes into row-major inputs and its parameters", "[codec]") {
-  absl::StatusOr<InferenceRequest> decoded = DecodeRequest(kSeedPayload, Signature());
+  absl::StatusOr<Decoded> decoded = Decode(kSeedPayload, Seed());
   REQUIRE(decoded.ok());
   CHECK(decoded->rows == 2);
   CHECK(decoded->inputs == std::vector<float>{1, 0.25f, -1.5f, 2, 300, 0});
@@ -60,11 +93,11 @@ TEST_CASE("the seed's payload decodes into row-major inputs and its parameters",
 }
 
 TEST_CASE("input_var_order picks the columns and their order", "[codec]") {
-  absl::StatusOr<InferenceRequest> decoded = DecodeRequest(
+  absl::StatusOr<Decoded> decoded = Decode(
       R"({"analyticSettings": {"modelParams": {"input_var_order": ["b", "c", "a"],
                                                "output_var_order": ["out"]}},
           "inputs": {"a": [1], "b": [2], "c": [3]}})",
-      Signature());
+      Seed());
   REQUIRE(decoded.ok());
   CHECK(decoded->inputs == std::vector<float>{2, 3, 1});
   CHECK(decoded->output_names == std::vector<std::string>{"out"});
@@ -76,39 +109,39 @@ TEST_CASE("one thread's decodes carry nothing over from the request before", "[c
                                                "output_var_order": ["out"]}},
           "inputs": {"a": [1], "b": [2], "c": [3]}})";
   for (int round = 0; round < 2; ++round) {
-    absl::StatusOr<InferenceRequest> decoded = DecodeRequest(named, Signature());
+    absl::StatusOr<Decoded> decoded = Decode(named, Seed());
     REQUIRE(decoded.ok());
     CHECK(decoded->inputs == std::vector<float>{2, 3, 1});
     CHECK(decoded->output_names == std::vector<std::string>{"out"});
   }
-  absl::StatusOr<InferenceRequest> unnamed =
-      DecodeRequest(R"({"inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})", Signature());
+  absl::StatusOr<Decoded> unnamed =
+      Decode(R"({"inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})", Seed());
   REQUIRE(unnamed.ok());
   CHECK(unnamed->inputs == std::vector<float>{1, 2, 3});
   CHECK(unnamed->output_names == std::vector<std::string>{"y_1", "y_2"});
   RequireRejected(R"({"analyticSettings": {"modelParams": {"input_var_order": ["a", 1]}},
                       "inputs": {"a": [1]}})",
                   "input_var_order must be an array of strings");
-  absl::StatusOr<InferenceRequest> after_bad = DecodeRequest(named, Signature());
+  absl::StatusOr<Decoded> after_bad = Decode(named, Seed());
   REQUIRE(after_bad.ok());
   CHECK(after_bad->inputs == std::vector<float>{2, 3, 1});
 }
 
 TEST_CASE("without modelParams or tunableParams the model's own names and defaults apply",
           "[codec]") {
-  absl::StatusOr<InferenceRequest> decoded =
-      DecodeRequest(R"({"inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})", Signature());
+  absl::StatusOr<Decoded> decoded =
+      Decode(R"({"inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})", Seed());
   REQUIRE(decoded.ok());
   CHECK(decoded->params == std::vector<float>{1, 0});
   CHECK(decoded->output_names == std::vector<std::string>{"y_1", "y_2"});
 }
 
 TEST_CASE("a model without tunable parameters gets none", "[codec]") {
-  ModelSignature signature = Signature();
+  SeedSignature signature = Seed();
   signature.num_params = 0;
   signature.default_params.clear();
-  absl::StatusOr<InferenceRequest> decoded =
-      DecodeRequest(R"({"inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})", signature);
+  absl::StatusOr<Decoded> decoded =
+      Decode(R"({"inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})", signature);
   REQUIRE(decoded.ok());
   CHECK(decoded->params.empty());
   RequireRejected(R"({"analyticSettings": {"tunableParams": {"bias_weight_array": [1]}},
@@ -155,8 +188,8 @@ TEST_CASE("every bad input is refused with a message naming the problem", "[code
 TEST_CASE("a request over the row limit is refused", "[codec]") {
   const std::string payload =
       R"({"inputs": {"x_1": [1, 2, 3], "x_2": [1, 2, 3], "x_3": [1, 2, 3]}})";
-  CHECK(DecodeRequest(payload, Signature(), 3).ok());
-  absl::StatusOr<InferenceRequest> refused = DecodeRequest(payload, Signature(), 2);
+  CHECK(Decode(payload, Seed(), 3).ok());
+  absl::StatusOr<Decoded> refused = Decode(payload, Seed(), 2);
   REQUIRE_FALSE(refused.ok());
   CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
   CHECK_THAT(std::string(refused.status().message()), Catch::Contains("at most 2 per request"));
@@ -171,17 +204,17 @@ TEST_CASE("JSON nested deeper than 32 levels is refused, however deep it goes", 
     return "{\"x\": " + std::string(arrays, '[') + std::string(arrays, ']') +
            R"(, "inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})";
   }(31);
-  CHECK(DecodeRequest(nested, Signature()).ok());
+  CHECK(Decode(nested, Seed()).ok());
   RequireRejected("{\"x\": " + std::string(32, '[') + std::string(32, ']') + "}",
                   "nested deeper than 32 levels");
 }
 
 TEST_CASE("NaN, Infinity and -Infinity are read as Python's json reads them", "[codec]") {
-  absl::StatusOr<InferenceRequest> decoded = DecodeRequest(
+  absl::StatusOr<Decoded> decoded = Decode(
       R"({"analyticSettings": {"tunableParams": {"bias_weight_array": [NaN, -Infinity]}},
           "inputs": {"x_1": [Infinity, 1], "x_2": [-Infinity, NaN], "x_3": [0, 2]},
           "ignored": [NaN, {"a": Infinity}]})",
-      Signature());
+      Seed());
   REQUIRE(decoded.ok());
   REQUIRE(decoded->inputs.size() == 6);
   CHECK(decoded->inputs[0] == std::numeric_limits<float>::infinity());
@@ -201,9 +234,9 @@ TEST_CASE("numbers are JSON numbers, in simdjson's ranges, rounded once to doubl
   // after them, its inline path for the usual -d.ddd form. Every check runs on both.
   const std::string padding = GENERATE(std::string(), std::string(48, ' '));
   auto x_1 = [&padding](const std::string& number) -> absl::StatusOr<float> {
-    absl::StatusOr<InferenceRequest> decoded = DecodeRequest(
+    absl::StatusOr<Decoded> decoded = Decode(
         absl::StrCat(R"({"inputs": {"x_1": [)", number, padding, R"(], "x_2": [0], "x_3": [0]}})"),
-        Signature());
+        Seed());
     if (!decoded.ok()) return decoded.status();
     return decoded->inputs[0];
   };
@@ -268,11 +301,11 @@ TEST_CASE("every number rounds as the double it denotes does, near float midpoin
   }
   std::string column;
   for (const std::string& text : texts) absl::StrAppend(&column, column.empty() ? "" : ",", text);
-  ModelSignature signature = Signature();
+  SeedSignature signature = Seed();
   signature.num_inputs = 1;
   signature.input_names = {"x"};
-  absl::StatusOr<InferenceRequest> decoded =
-      DecodeRequest(absl::StrCat(R"({"inputs": {"x": [)", column, "]}}"), signature);
+  absl::StatusOr<Decoded> decoded =
+      Decode(absl::StrCat(R"({"inputs": {"x": [)", column, "]}}"), signature);
   REQUIRE(decoded.ok());
   REQUIRE(decoded->inputs.size() == texts.size());
   size_t wrong = 0;
@@ -288,12 +321,12 @@ TEST_CASE("every number rounds as the double it denotes does, near float midpoin
 }
 
 TEST_CASE("keys and names may be escaped; the first of duplicate keys counts", "[codec]") {
-  absl::StatusOr<InferenceRequest> decoded = DecodeRequest(
+  absl::StatusOr<Decoded> decoded = Decode(
       R"({"inputs": {"x\u005f1": [1], "x_1": [9], "x_2": [2], "x_3": [3]},
           "analytic\u0053ettings": {"modelParams": {"output_var_order": ["\u00e9\ud83d\ude00"]}},
           "analyticSettings": {"modelParams": {"output_var_order": ["ignored"]}},
           "inputs": {"x_1": [7], "x_2": [7], "x_3": [7]}})",
-      Signature());
+      Seed());
   REQUIRE(decoded.ok());
   CHECK(decoded->inputs == std::vector<float>{1, 2, 3});
   CHECK(decoded->output_names == std::vector<std::string>{"\xc3\xa9\xf0\x9f\x98\x80"});
@@ -305,11 +338,11 @@ TEST_CASE("keys and names may be escaped; the first of duplicate keys counts", "
 }
 
 TEST_CASE("inputs may come before analyticSettings", "[codec]") {
-  absl::StatusOr<InferenceRequest> decoded = DecodeRequest(
+  absl::StatusOr<Decoded> decoded = Decode(
       R"({"inputs": {"a": [1, 4], "b": [2, 5], "c": [3, 6]},
           "analyticSettings": {"modelParams": {"input_var_order": ["c", "a", "b"]},
                                "tunableParams": {"bias_weight_array": [7, 8]}}})",
-      Signature());
+      Seed());
   REQUIRE(decoded.ok());
   CHECK(decoded->inputs == std::vector<float>{3, 1, 2, 6, 4, 5});
   CHECK(decoded->params == std::vector<float>{7, 8});
@@ -317,7 +350,7 @@ TEST_CASE("inputs may come before analyticSettings", "[codec]") {
 
 TEST_CASE("anything after the object, or a broken value anywhere, is refused", "[codec]") {
   const std::string ok = R"({"inputs": {"x_1": [1], "x_2": [2], "x_3": [3]})";
-  CHECK(DecodeRequest(ok + "}  \n", Signature()).ok());
+  CHECK(Decode(ok + "}  \n", Seed()).ok());
   RequireRejected(ok + "} x", "not valid JSON");
   RequireRejected(ok + "}\x0b", "not valid JSON");
   RequireRejected(ok + ", \"other\": [1, 2,]}", "not valid JSON");
@@ -328,11 +361,11 @@ TEST_CASE("anything after the object, or a broken value anywhere, is refused", "
 
 TEST_CASE("requests without parameters need model defaults; without names, model names",
           "[codec]") {
-  ModelSignature signature = Signature();
+  SeedSignature signature = Seed();
   signature.default_params.clear();
   RequireRejected(R"({"inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})",
                   "no analyticSettings.tunableParams.bias_weight_array", signature);
-  signature = Signature();
+  signature = Seed();
   signature.input_names.clear();
   RequireRejected(R"({"inputs": {"x_1": [1], "x_2": [2], "x_3": [3]}})",
                   "no analyticSettings.modelParams.input_var_order", signature);
@@ -393,14 +426,14 @@ TEST_CASE("an encoded response decodes back to the same floats", "[codec]") {
   std::string out;
   EncodeResponse({"x_1"}, outputs, 4, 1, &out);
   // The response is itself valid input for a one-column model: decode it back.
-  ModelSignature signature;
+  SeedSignature signature;
   signature.input_names = {"x_1"};
   signature.output_names = {"y"};
   signature.num_inputs = 1;
   signature.num_outputs = 1;
   std::string payload = out;
   payload.replace(0, std::string("{\"prediction\"").size(), "{\"inputs\"");
-  absl::StatusOr<InferenceRequest> decoded = DecodeRequest(payload, signature);
+  absl::StatusOr<Decoded> decoded = Decode(payload, signature);
   REQUIRE(decoded.ok());
   CHECK(decoded->inputs == std::vector<float>(std::begin(outputs), std::end(outputs)));
 }
