@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <cxxopts.hpp>
 #include <iostream>
 #include <sstream>
@@ -12,6 +13,37 @@
 #include "handlers/torch/torch_handler.h"
 
 namespace handlers = model_server::handlers;
+
+namespace {
+
+// `count` elements of `type` at `to`: sin(i) for floats (the demo model's default params come
+// out as 0.1 * (i % 5) within its rows), small non-negative integers (valid embedding ids),
+// alternating booleans.
+void Fill(handlers::DataType type, int64_t count, char* to) {
+  using handlers::DataType;
+  for (int64_t i = 0; i < count; ++i) {
+    switch (type) {
+      case DataType::kFp32:
+        reinterpret_cast<float*>(to)[i] = std::sin(static_cast<float>(i));
+        break;
+      case DataType::kFp64:
+        reinterpret_cast<double*>(to)[i] = std::sin(static_cast<double>(i));
+        break;
+      case DataType::kInt64:
+        reinterpret_cast<int64_t*>(to)[i] = i % 8;
+        break;
+      case DataType::kInt32:
+        reinterpret_cast<int32_t*>(to)[i] = static_cast<int32_t>(i % 8);
+        break;
+      default:  // one-byte and two-byte types: small integers or their bit patterns
+        std::memset(to + i * handlers::ElementSize(type), static_cast<int>(i % 2),
+                    handlers::ElementSize(type));
+        break;
+    }
+  }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   cxxopts::Options options("model_forward_bench",
@@ -25,11 +57,14 @@ int main(int argc, char** argv) {
     ("seconds", "seconds timed per batch size", cxxopts::value<double>()->default_value("2"))
     ("torch-threads", "torch intra-op threads", cxxopts::value<int>()->default_value("1"))
     ("demo-hidden", "hidden width of the demo model", cxxopts::value<int64_t>()->default_value("32"))
+    ("variable-size", "size given to the model's variable dimensions",
+     cxxopts::value<int64_t>()->default_value("16"))
     ("h,help", "show this help");
   // clang-format on
   std::vector<int64_t> sizes;
   handlers::TorchHandlerOptions handler_options;
   double seconds = 0;
+  int64_t variable_size = 0;
   try {
     const cxxopts::ParseResult flags = options.parse(argc, argv);
     if (flags.count("help") > 0) {
@@ -39,6 +74,7 @@ int main(int argc, char** argv) {
     std::stringstream list(flags["batch-rows"].as<std::string>());
     for (std::string item; std::getline(list, item, ',');) sizes.push_back(std::stoll(item));
     seconds = flags["seconds"].as<double>();
+    variable_size = flags["variable-size"].as<int64_t>();
     handler_options.model_path = flags["model"].as<std::string>();
     handler_options.torch_threads = flags["torch-threads"].as<int>();
     handler_options.demo_hidden = flags["demo-hidden"].as<int64_t>();
@@ -65,15 +101,23 @@ int main(int argc, char** argv) {
   const handlers::ModelSignature& signature = handler->signature();
   std::printf("%10s %12s %14s %12s\n", "batch_rows", "forwards/s", "rows/s", "us/forward");
   for (const int64_t rows : sizes) {
+    std::vector<handlers::Dims> shapes;
+    for (const handlers::TensorSpec& input : signature.inputs) {
+      handlers::Dims shape;
+      if (signature.batches()) shape.push_back(rows);
+      for (const int64_t size : input.dims) shape.push_back(size < 0 ? variable_size : size);
+      shapes.push_back(std::move(shape));
+    }
     int64_t forwards = 0;
     const auto start = std::chrono::steady_clock::now();
     std::chrono::duration<double> elapsed{0};
     while (elapsed.count() < seconds) {
       // Fresh inputs every pass, as the batch executor writes them.
-      handlers::BatchBuffers buffers = handler->PrepareBatch(rows);
-      for (int64_t i = 0; i < rows * signature.num_inputs; ++i) buffers.inputs[i] = std::sin(i);
-      for (int64_t i = 0; i < rows * signature.num_params; ++i) buffers.params[i] = 0.1f * (i % 5);
-      const absl::StatusOr<const float*> outputs = handler->Run();
+      const std::vector<char*> buffers = handler->PrepareBatch(shapes);
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        Fill(signature.inputs[i].type, *handlers::ElementCount(shapes[i]), buffers[i]);
+      }
+      const absl::StatusOr<const std::vector<handlers::OutputTensor>*> outputs = handler->Run();
       if (!outputs.ok()) {
         std::cerr << "model_forward_bench: " << outputs.status().message() << std::endl;
         return 1;

@@ -22,6 +22,7 @@
 
 #include "bench/model_bench/built_in_payload.h"
 #include "fast_float/fast_float.h"
+#include "handlers/signature.h"
 #include "protocol/seed_json.h"
 
 namespace {
@@ -103,12 +104,13 @@ int main(int argc, char** argv) {
   }
   const int iterations = std::atoi(argv[2]);
   const std::string payload = Payload();
-  handlers::ModelSignature signature;
-  signature.input_names = {"x_1", "x_2", "x_3"};
-  signature.output_names = {"y_1"};
-  signature.num_inputs = 3;
-  signature.num_outputs = 1;
-  signature.num_params = 5;
+  handlers::SeedSignature seed;
+  seed.input_names = {"x_1", "x_2", "x_3"};
+  seed.output_names = {"y_1"};
+  seed.num_inputs = 3;
+  seed.num_outputs = 1;
+  seed.num_params = 5;
+  const handlers::ModelSignature signature = handlers::SeedModelSignature(seed, 4096);
   std::vector<float> outputs(50);
   for (int r = 0; r < 50; ++r) outputs[r] = std::sin(0.37f * r + 0.1f);
   const simdjson::padded_string padded(payload);
@@ -123,15 +125,14 @@ int main(int argc, char** argv) {
   double checksum = 0;  // keeps the work observable
   for (int i = 0; i < iterations; ++i) {
     if (mode == "decode") {
-      absl::StatusOr<handlers::InferenceRequest> request =
-          protocol::DecodeRequest(payload, signature);
+      absl::StatusOr<protocol::SeedRequest> request = protocol::DecodeRequest(payload, signature);
       if (!request.ok()) {
         std::fprintf(stderr, "decode failed: %s\n", request.status().ToString().c_str());
         return 1;
       }
-      checksum += request->inputs[7];
+      checksum += reinterpret_cast<const float*>(request->request.inputs[0].data.data())[7];
     } else if (mode == "encode") {
-      protocol::EncodeResponse(signature.output_names, outputs.data(), 50, 1, &reply);
+      protocol::EncodeResponse(seed.output_names, outputs.data(), 50, 1, &reply);
       checksum += static_cast<double>(reply.size());
     } else if (mode == "fastfloat") {
       for (size_t k = 0; k < starts.size(); ++k) {

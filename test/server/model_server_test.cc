@@ -479,16 +479,18 @@ TEST_CASE("instances of different models are refused", "[server]") {
     absl::Status Initialize() override { return absl::OkStatus(); }
     const handlers::ModelSignature& signature() const override { return signature_; }
     handlers::InitializeTimes initialize_times() const override { return {}; }
-    handlers::BatchBuffers PrepareBatch(int64_t) override { return {}; }
-    absl::StatusOr<const float*> Run() override { return absl::InternalError("unused"); }
+    std::vector<char*> PrepareBatch(const std::vector<handlers::Dims>&) override { return {}; }
+    absl::StatusOr<const std::vector<handlers::OutputTensor>*> Run() override {
+      return absl::InternalError("unused");
+    }
     void Cleanup() override {}
 
    private:
     handlers::ModelSignature signature_ = [] {
-      handlers::ModelSignature signature;
-      signature.num_inputs = 7;
-      signature.num_outputs = 1;
-      return signature;
+      handlers::SeedSignature seed;
+      seed.num_inputs = 7;
+      seed.num_outputs = 1;
+      return handlers::SeedModelSignature(seed, 4096);
     }();
   };
   std::vector<std::unique_ptr<handlers::LoadedModel>> instances;

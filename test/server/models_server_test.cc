@@ -156,18 +156,20 @@ class FourInputs final : public handlers::ModelHandler {
   absl::Status Initialize() override { return absl::OkStatus(); }
   const handlers::ModelSignature& signature() const override { return signature_; }
   handlers::InitializeTimes initialize_times() const override { return {}; }
-  handlers::BatchBuffers PrepareBatch(int64_t) override { return {}; }
-  absl::StatusOr<const float*> Run() override { return absl::InternalError("never run"); }
+  std::vector<char*> PrepareBatch(const std::vector<handlers::Dims>&) override { return {}; }
+  absl::StatusOr<const std::vector<handlers::OutputTensor>*> Run() override {
+    return absl::InternalError("never run");
+  }
   void Cleanup() override {}
 
  private:
   handlers::ModelSignature signature_ = [] {
-    handlers::ModelSignature signature;
-    signature.num_inputs = 4;
-    signature.num_outputs = 2;
-    signature.num_params = 2;
-    signature.default_params = {1, 0};
-    return signature;
+    handlers::SeedSignature seed;
+    seed.num_inputs = 4;
+    seed.num_outputs = 2;
+    seed.num_params = 2;
+    seed.default_params = {1, 0};
+    return handlers::SeedModelSignature(seed, 4096);
   }();
 };
 

@@ -27,21 +27,22 @@ class ScalingService final : public ModelService::Service {
   grpc::Status EvaluateModel(grpc::ServerContext*, const inRequest* request,
                              outCalc* reply) override {
     if (calls_++ < refuse_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "not yet");
-    handlers::ModelSignature signature;
-    signature.num_inputs = 2;
-    signature.num_outputs = 1;
-    signature.num_params = 5;
-    absl::StatusOr<handlers::InferenceRequest> decoded =
-        protocol::DecodeRequest(request->inp_dict_bytes(), signature);
+    handlers::SeedSignature seed;
+    seed.num_inputs = 2;
+    seed.num_outputs = 1;
+    seed.num_params = 5;
+    absl::StatusOr<protocol::SeedRequest> decoded = protocol::DecodeRequest(
+        request->inp_dict_bytes(), handlers::SeedModelSignature(seed, 4096));
     if (!decoded.ok()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           std::string(decoded.status().message()));
     }
-    std::vector<float> y(decoded->rows);
-    for (int64_t row = 0; row < decoded->rows; ++row) {
-      y[row] = decoded->inputs[row * 2] * decoded->params[0];
-    }
-    protocol::EncodeResponse(decoded->output_names, y.data(), decoded->rows, 1,
+    const handlers::InferenceRequest& columns = decoded->request;
+    const float* x = reinterpret_cast<const float*>(columns.inputs[0].data.data());
+    const float* params = reinterpret_cast<const float*>(columns.inputs[1].data.data());
+    std::vector<float> y(columns.rows);
+    for (int64_t row = 0; row < columns.rows; ++row) y[row] = x[row * 2] * params[0];
+    protocol::EncodeResponse(decoded->output_names, y.data(), columns.rows, 1,
                              reply->mutable_response_bytes());
     return grpc::Status::OK;
   }
