@@ -66,10 +66,13 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(
   }
   const handlers::InitializeTimes times = TotalTimes(instances);
   const size_t workers = instances.size();
-  // A batch holds what the model takes; a model without a batch dimension runs requests alone.
+  // A batch holds no more than the model takes; a model without a batch dimension runs requests
+  // alone.
   const handlers::ModelSignature& signature = instances[0]->signature();
-  batching.max_batch_rows = signature.batches() ? signature.max_batch_size : 1;
-  batching.max_queue_rows = std::max(batching.max_queue_rows, batching.max_batch_rows);
+  batching.max_batch_rows =
+      signature.batches()
+          ? std::min<size_t>(batching.max_batch_rows, signature.max_batch_size)
+          : 1;
   metrics::ModelMetrics* model_metrics = metrics->AddModel(name);
   std::unique_ptr<ServedModel> model(new ServedModel(name,
                                                      MakeVersion(name, 1, std::move(instances)),

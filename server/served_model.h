@@ -54,8 +54,8 @@ class ServedModel {
   // Serves `instances` (at least one, all of the same signature) as version 1 of `name`, each on
   // its own batch thread; takes ownership and releases them (LoadedModel's Cleanup) once they are
   // replaced and done, or shut down. New versions come from `source`. Batches hold at most the
-  // signature's max_batch_size rows (one request for a model that does not batch), whatever
-  // `batching` says; requests may carry `max_rows_per_request` rows. Replies go through
+  // signature's max_batch_size rows, and batching.max_batch_rows (one request for a model that
+  // does not batch); requests may carry `max_rows_per_request` rows. Replies go through
   // `codec_pool` (may be null); the model's metrics are added to `metrics` (labelled with its
   // name). Both outlive the model. Errors: INVALID_ARGUMENT for a bad name, no instances,
   // instances that differ, or bad batching options.
