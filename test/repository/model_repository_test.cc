@@ -389,11 +389,14 @@ TEST_CASE("the fingerprint changes when a model's files change, and only then", 
   CHECK(fingerprint() != before);
   before = fingerprint();
 
-  // Replaced by rename (the usual atomic update): a new inode, even with the old time.
-  temp.Write("m/new.pt", "weights");
-  set_mtime("m/new.pt", 2);
+  // Replaced by rename (the usual atomic update) with the same bytes and times, the folder's
+  // time put back too: the new inode (and status-change time) still tell.
+  temp.Write("staging/model.pt", "WEIGHTS");
+  set_mtime("staging/model.pt", 2);
+  set_mtime("m/1", 3);
   before = fingerprint();
-  fs::rename(temp.Path("m/new.pt"), temp.Path("m/1/model.pt"));
+  fs::rename(temp.Path("staging/model.pt"), temp.Path("m/1/model.pt"));
+  set_mtime("m/1", 3);
   CHECK(fingerprint() != before);
   before = fingerprint();
 
