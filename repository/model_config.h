@@ -32,7 +32,7 @@ inline constexpr uint64_t kMaxQueueDelayMicroseconds = uint64_t{3600} * 1000 * 1
 // Parses `text` (protobuf text format of inference::ModelConfig). Errors are INVALID_ARGUMENT
 // "<source_name>:<line>:<column>: <what>" (1-based; protobuf's parser places an error where it
 // stopped, just after the offending name or value), e.g. an unknown field on line 7:
-// `models/cnn/config.pbtxt:7:6: Message type "inference.ModelConfig" has no field named "foo".`
+// `models/cnn/config.pbtxt:7:4: Message type "inference.ModelConfig" has no field named "foo".`
 // Parsing checks only the syntax and the field names; ValidateModelConfig checks the meaning.
 absl::StatusOr<inference::ModelConfig> ParseModelConfig(std::string_view text,
                                                         std::string_view source_name);
