@@ -3,7 +3,8 @@
 # each on a scratch copy of its seed corpus for FUZZ_SECONDS (default 30), printing executions/s
 # and total executions.
 #
-#   scripts/fuzz.sh                   # decode_fuzzer, batch_fuzzer and oip_fuzzer, 30 s each
+#   scripts/fuzz.sh                   # decode_fuzzer, batch_fuzzer, oip_fuzzer and config_fuzzer,
+#                                     # 30 s each
 #   FUZZ_SECONDS=300 scripts/fuzz.sh decode_fuzzer
 #
 # Exit status: non-zero on any crash, leak, UB report, timeout or broken invariant (a reproducer
@@ -16,14 +17,14 @@ SECONDS_EACH=${FUZZ_SECONDS:-30}
 JOBS=${JOBS:-$(nproc)}
 CXX=${FUZZ_CXX:-clang++}
 FUZZERS=("$@")
-((${#FUZZERS[@]} > 0)) || FUZZERS=(decode_fuzzer batch_fuzzer oip_fuzzer)
+((${#FUZZERS[@]} > 0)) || FUZZERS=(decode_fuzzer batch_fuzzer oip_fuzzer config_fuzzer)
 BUILD=build-fuzz
 
 command -v "$CXX" >/dev/null || { echo "fuzz: $CXX not found (apt-get install clang libclang-rt-14-dev)" >&2; exit 2; }
 
 start=$SECONDS
-# The libraries under test (handlers, batching) get coverage and sanitizers too; the fuzzers'
-# own CMakeLists adds -fsanitize=fuzzer to link libFuzzer's main.
+# The libraries under test (handlers, batching, protocol, repository) get coverage and sanitizers
+# too; the fuzzers' own CMakeLists adds -fsanitize=fuzzer to link libFuzzer's main.
 FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -D_GLIBCXX_ASSERTIONS"
 cmake -S test/fuzz -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_COMPILER="$CXX" -DCMAKE_CXX_FLAGS="$FLAGS" >/dev/null
@@ -42,6 +43,7 @@ for fuzzer in "${FUZZERS[@]}"; do
     decode_fuzzer) seeds=test/fuzz/corpus/decode dict=test/fuzz/json.dict ;;
     batch_fuzzer) seeds=test/fuzz/corpus/batch dict=test/fuzz/json.dict ;;
     oip_fuzzer) seeds=test/fuzz/corpus/oip dict="" ;;
+    config_fuzzer) seeds=test/fuzz/corpus/config dict=test/fuzz/config.dict ;;
     *) echo "fuzz: unknown fuzzer $fuzzer" >&2; exit 2 ;;
   esac
   # A scratch copy: what the run adds stays out of the tree.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the tests that need no libtorch (batching_tests, handlers_tests, protocol_tests,
-# metrics_tests, server_tests) under ASan+UBSan (build-asan) and TSan (build-tsan), and runs them
-# through ctest.
+# repository_tests, metrics_tests, server_tests, ...) under ASan+UBSan (build-asan) and TSan
+# (build-tsan), and runs them through ctest.
 # The sanitizers see only our code: MODEL_SERVER_WITH_TORCH=OFF keeps libtorch out of these
 # builds entirely.
 #
@@ -19,8 +19,8 @@ if [ -z "${CXX:-}" ]; then
   if command -v clang++ >/dev/null; then CXX=clang++; else CXX=g++; fi
 fi
 JOBS=${JOBS:-$(nproc)}
-TARGETS=(batching_tests handlers_tests protocol_tests metrics_tests server_tests client_tests
-  bench_unit_tests)
+TARGETS=(batching_tests handlers_tests protocol_tests repository_tests metrics_tests server_tests
+  client_tests bench_unit_tests)
 KINDS=("$@")
 ((${#KINDS[@]} > 0)) || KINDS=(asan tsan)
 
