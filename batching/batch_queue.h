@@ -1,8 +1,10 @@
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <type_traits>
@@ -23,6 +25,13 @@ struct BatchingOptions {
   std::chrono::microseconds max_queue_delay{0};
   // Rows the queue holds at most; a task that would go beyond it is rejected.
   size_t max_queue_rows = 65536;
+  // Tasks a batch holds at most (1: every task runs alone, as Triton runs a model without
+  // dynamic batching).
+  size_t max_batch_tasks = std::numeric_limits<size_t>::max();
+  // Batch sizes (rows) to cut at once, without waiting for max_queue_delay, as soon as the queue
+  // holds one of them: the largest one the queue can fill (Triton's preferred_batch_size).
+  // Ascending; empty: none.
+  std::vector<size_t> preferred_batch_rows;
   // Where the batcher reads time and waits; tests pass a fake clock.
   Clock* clock = RealClock();
 };
@@ -63,7 +72,10 @@ class BatchQueue {
   // The earliest time at which Pop returns a batch; nullopt while the queue is empty.
   std::optional<TimePoint> ReadyAt() const {
     if (entries_.empty()) return std::nullopt;
-    if (queued_rows_ >= options_.max_batch_rows) return entries_.front().enqueued;
+    const bool full = queued_rows_ >= options_.max_batch_rows ||
+                      entries_.size() >= options_.max_batch_tasks ||
+                      PreferredRows().has_value();
+    if (full) return entries_.front().enqueued;
     return entries_.front().enqueued + options_.max_queue_delay;
   }
 
@@ -74,12 +86,14 @@ class BatchQueue {
     Cut<Task> cut;
     const std::optional<TimePoint> ready_at = ReadyAt();
     if (!ready_at || (!flush && now < *ready_at)) return cut;
+    const size_t limit = PreferredRows().value_or(options_.max_batch_rows);
     size_t batch_rows = 0;
     while (!entries_.empty()) {
       const Task& next = *entries_.front().task;
       const size_t rows = next.rows();
-      if (!cut.batch.empty() && (batch_rows + rows > options_.max_batch_rows ||
-                                 next.batch_key() != cut.batch.front()->batch_key())) {
+      if (!cut.batch.empty() &&
+          (batch_rows + rows > limit || cut.batch.size() >= options_.max_batch_tasks ||
+           next.batch_key() != cut.batch.front()->batch_key())) {
         break;
       }
       std::unique_ptr<Task> task = std::move(entries_.front().task);
@@ -92,7 +106,7 @@ class BatchQueue {
       }
       batch_rows += rows;
       cut.batch.push_back(std::move(task));
-      if (batch_rows >= options_.max_batch_rows) break;
+      if (batch_rows >= limit) break;
     }
     return cut;
   }
@@ -102,6 +116,17 @@ class BatchQueue {
   size_t queued_rows() const { return queued_rows_; }
 
  private:
+  // The largest preferred batch size the queued rows fill (within max_batch_rows); nullopt
+  // when they fill none.
+  std::optional<size_t> PreferredRows() const {
+    const size_t fillable = std::min(queued_rows_, options_.max_batch_rows);
+    std::optional<size_t> preferred;
+    for (const size_t rows : options_.preferred_batch_rows) {
+      if (rows <= fillable) preferred = rows;
+    }
+    return preferred;
+  }
+
   struct Entry {
     TimePoint enqueued;
     std::unique_ptr<Task> task;

@@ -17,44 +17,44 @@ size_t RowBytes(const Dims& shape, DataType type) {
 
 }  // namespace
 
-size_t BatchExecutor::Execute(std::vector<std::unique_ptr<InferenceTask>>& batch) {
+Execution BatchExecutor::Execute(std::vector<std::unique_ptr<InferenceTask>>& batch) {
   const ModelSignature& signature = handler_.signature();
   const auto fits = [&](const std::unique_ptr<InferenceTask>& task) {
     return task->request().rows <= signature.max_batch_size;
   };
+  Execution execution;
   if (batch.size() == 1 || !signature.batches() || !std::all_of(batch.begin(), batch.end(), fits)) {
     // The batcher cuts a larger task as a batch of its own, and batches of one for a model that
     // does not batch; running each alone keeps the contract if it did not.
-    size_t forwards = 0;
-    for (const auto& task : batch) forwards += ExecuteAlone(*task);
-    return forwards;
+    for (const auto& task : batch) ExecuteAlone(*task, execution);
+    return execution;
   }
   std::vector<Piece> pieces;
   pieces.reserve(batch.size());
   for (const auto& task : batch) pieces.push_back({task.get(), 0, task->request().rows});
-  if (Forward(pieces).ok()) return 1;
+  if (Forward(pieces, execution).ok()) return execution;
   // Some request broke the shared forward pass: rerun each alone so only the culprit fails.
-  size_t forwards = 1;
-  for (const auto& task : batch) forwards += ExecuteAlone(*task);
-  return forwards;
+  for (const auto& task : batch) ExecuteAlone(*task, execution);
+  return execution;
 }
 
-size_t BatchExecutor::ExecuteAlone(InferenceTask& task) {
+void BatchExecutor::ExecuteAlone(InferenceTask& task, Execution& execution) {
   const ModelSignature& signature = handler_.signature();
   const int64_t rows = task.request().rows;
   const int64_t step = signature.batches() ? std::max<int64_t>(signature.max_batch_size, 1) : rows;
-  size_t forwards = 0;
   for (int64_t first = 0; first < rows; first += step) {
-    ++forwards;
-    if (absl::Status ran = Forward({{&task, first, std::min(step, rows - first)}}); !ran.ok()) {
+    absl::Status ran = Forward({{&task, first, std::min(step, rows - first)}}, execution);
+    if (!ran.ok()) {
       task.Fail(std::move(ran));
-      break;
+      return;
     }
   }
-  return forwards;
 }
 
-absl::Status BatchExecutor::Forward(const std::vector<Piece>& pieces) {
+absl::Status BatchExecutor::Forward(const std::vector<Piece>& pieces, Execution& execution) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
+  ++execution.forward_passes;
   const ModelSignature& signature = handler_.signature();
   const bool batches = signature.batches();
   int64_t total_rows = 0;
@@ -88,7 +88,11 @@ absl::Status BatchExecutor::Forward(const std::vector<Piece>& pieces) {
     }
   }
 
+  const Clock::time_point gathered = Clock::now();
+  execution.input += gathered - start;
   absl::StatusOr<const std::vector<OutputTensor>*> outputs = handler_.Run();
+  const Clock::time_point ran = Clock::now();
+  execution.infer += ran - gathered;
   if (!outputs.ok()) return outputs.status();
   if ((*outputs)->size() != signature.outputs.size()) {
     return absl::InternalError(absl::StrCat("model gave ", (*outputs)->size(),
@@ -107,6 +111,7 @@ absl::Status BatchExecutor::Forward(const std::vector<Piece>& pieces) {
     piece.task->Complete(**outputs, batch_row, piece.first_row, piece.rows);
     batch_row += piece.rows;
   }
+  execution.output += Clock::now() - ran;
   return absl::OkStatus();
 }
 

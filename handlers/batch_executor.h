@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <vector>
 
@@ -7,6 +8,16 @@
 #include "handlers/model_handler.h"
 
 namespace model_server::handlers {
+
+// What executing a batch took: its forward passes and the time spent gathering the inputs
+// (compute_input), in the forward passes (compute_infer) and handing the outputs to the tasks
+// (compute_output), summed over the passes.
+struct Execution {
+  size_t forward_passes = 0;
+  std::chrono::nanoseconds input{0};
+  std::chrono::nanoseconds infer{0};
+  std::chrono::nanoseconds output{0};
+};
 
 // Turns a batch of tasks into one forward pass on a handler and fans the outputs back out.
 // Owned by one batch thread; Execute is never called concurrently on one executor.
@@ -17,9 +28,8 @@ class BatchExecutor {
   // Completes every task: each gets its rows of the batch's outputs or its own error. When the
   // batched forward fails, each task is run alone, so one bad request fails only itself. A
   // model that does not batch runs each task alone; a task larger than the model's
-  // max_batch_size runs in pieces of at most that many rows, one forward each. Returns the
-  // number of forward passes run.
-  size_t Execute(std::vector<std::unique_ptr<InferenceTask>>& batch);
+  // max_batch_size runs in pieces of at most that many rows, one forward each.
+  Execution Execute(std::vector<std::unique_ptr<InferenceTask>>& batch);
 
  private:
   // Rows [first_row, first_row + rows) of a task.
@@ -29,11 +39,11 @@ class BatchExecutor {
     int64_t rows;
   };
 
-  // Runs one task alone: in pieces when it is larger than a batch may be. Returns the forward
-  // passes run; fails the task on error.
-  size_t ExecuteAlone(InferenceTask& task);
+  // Runs one task alone: in pieces when it is larger than a batch may be; fails the task on
+  // error.
+  void ExecuteAlone(InferenceTask& task, Execution& execution);
   // One forward over `pieces`; on OK each of them has been given its rows.
-  absl::Status Forward(const std::vector<Piece>& pieces);
+  absl::Status Forward(const std::vector<Piece>& pieces, Execution& execution);
 
   ModelHandler& handler_;
 };

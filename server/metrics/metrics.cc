@@ -231,6 +231,9 @@ ServerMetrics::ServerMetrics()
 
 ModelMetrics* ServerMetrics::AddModel(const std::string& name) {
   std::lock_guard<std::mutex> lock(models_mu_);
+  for (const auto& model : models_) {
+    if (model->name() == name) return model.get();
+  }
   models_.push_back(std::unique_ptr<ModelMetrics>(new ModelMetrics(name)));
   return models_.back().get();
 }

@@ -154,8 +154,9 @@ class ServerMetrics {
   // All Record*/Set*/Add* calls are thread-safe, lock-free (relaxed atomics) and allocate
   // nothing, so they may be called from any thread on the request path.
 
-  // The metrics of the model `name`, rendered from now on; valid as long as this object. Any
-  // thread (takes a lock: not for the request path).
+  // The metrics of the model `name` (made on the first call for a name, the same object on every
+  // later one: a model reloaded or loaded again keeps its series), rendered from now on; valid
+  // as long as this object. Any thread (takes a lock: not for the request path).
   ModelMetrics* AddModel(const std::string& name);
 
   // One finished RPC: its final gRPC status code (0..16; others count as UNKNOWN) and the time

@@ -73,6 +73,45 @@ TEST_CASE("a batch holds only tasks whose batch key equals its first task's", "[
   CHECK(queue.empty());
 }
 
+TEST_CASE("max_batch_tasks 1 runs every task alone, at once", "[batch_queue]") {
+  BatchQueue<FakeTask> queue({.max_batch_rows = 10,
+                              .max_queue_delay = microseconds(1000),
+                              .max_batch_tasks = 1});
+  Push(queue, 2, 1, kStart);
+  Push(queue, 3, 2, kStart);
+  CHECK(queue.ReadyAt() == kStart);  // a full batch: no waiting
+  CHECK(Ids(queue.Pop(kStart, false)) == std::vector<int>{1});
+  CHECK(Ids(queue.Pop(kStart, false)) == std::vector<int>{2});
+}
+
+TEST_CASE("a preferred batch size cuts at once, at the largest one the queue fills",
+          "[batch_queue]") {
+  BatchQueue<FakeTask> queue({.max_batch_rows = 16,
+                              .max_queue_delay = microseconds(1000),
+                              .preferred_batch_rows = {4, 8}});
+  Push(queue, 1, 1, kStart);
+  Push(queue, 2, 2, kStart);
+  CHECK(queue.ReadyAt() == kStart + microseconds(1000));  // 3 rows fill no preferred size
+  Push(queue, 2, 3, kStart);
+  CHECK(queue.ReadyAt() == kStart);  // 5 rows fill 4
+  CHECK(Ids(queue.Pop(kStart, false)) == std::vector<int>{1, 2});  // 3 rows: 4 would not fit
+  for (int id = 4; id < 12; ++id) Push(queue, 1, id, kStart);
+  CHECK(Ids(queue.Pop(kStart, false)) == std::vector<int>{3, 4, 5, 6, 7, 8, 9});  // 8 rows
+}
+
+TEST_CASE("preferred batch sizes and max_batch_tasks are validated", "[batch_queue]") {
+  BatchingOptions options;
+  options.max_batch_rows = 8;
+  options.preferred_batch_rows = {4, 2};
+  CHECK(ValidateBatchingOptions(options).code() == absl::StatusCode::kInvalidArgument);
+  options.preferred_batch_rows = {4, 16};
+  CHECK(ValidateBatchingOptions(options).code() == absl::StatusCode::kInvalidArgument);
+  options.preferred_batch_rows = {2, 8};
+  CHECK(ValidateBatchingOptions(options).ok());
+  options.max_batch_tasks = 0;
+  CHECK(ValidateBatchingOptions(options).code() == absl::StatusCode::kInvalidArgument);
+}
+
 TEST_CASE("a batch closes when its oldest task has waited max_queue_delay", "[batch_queue]") {
   BatchQueue<FakeTask> queue({.max_batch_rows = 100, .max_queue_delay = microseconds(500)});
   Push(queue, 3, 1, kStart);

@@ -83,7 +83,7 @@ TEST_CASE("a batch runs as one forward pass and each task gets its own rows", "[
   batch.Add({1, 2}, {1, 0});
   batch.Add({3}, {2, 10});
   batch.Add({4, 5, 6}, {0, -1});
-  CHECK(executor.Execute(batch.tasks) == 1);  // forward passes
+  CHECK(executor.Execute(batch.tasks).forward_passes == 1);  // forward passes
   CHECK(handler.batch_rows() == std::vector<int64_t>{6});
   REQUIRE(batch.views[0]->outputs().has_value());
   CHECK(*batch.views[0]->outputs() == std::vector<float>{3, 4});
@@ -99,7 +99,7 @@ TEST_CASE("requests with a vector per row share a batch with requests with one v
   batch.Add({1, 2}, {1, 0});                 // one vector for both rows
   batch.Add({3, 4, 5}, {1, 0, 2, 0, 3, 1});  // a vector per row
   batch.Add({6}, {0, 7});                    // one row: either reading
-  CHECK(executor.Execute(batch.tasks) == 1);
+  CHECK(executor.Execute(batch.tasks).forward_passes == 1);
   CHECK(handler.batch_rows() == std::vector<int64_t>{6});
   CHECK(*batch.views[0]->outputs() == std::vector<float>{3, 4});
   CHECK(*batch.views[1]->outputs() == std::vector<float>{5, 12, 22});
@@ -113,7 +113,7 @@ TEST_CASE("a request that breaks the forward pass fails alone", "[executor]") {
   batch.Add({1}, {1, 0});
   batch.Add({2, kPoison}, {1, 0});
   batch.Add({3}, {1, 1});
-  CHECK(executor.Execute(batch.tasks) == 4);
+  CHECK(executor.Execute(batch.tasks).forward_passes == 4);
   // One batched forward, then one per request.
   CHECK(handler.batch_rows() == std::vector<int64_t>{4, 1, 2, 1});
   CHECK(*batch.views[0]->outputs() == std::vector<float>{3});
@@ -130,7 +130,7 @@ TEST_CASE("a model that fails every call fails every request with its error", "[
   Batch batch;
   batch.Add({1}, {1, 0});
   batch.Add({2}, {1, 0});
-  const size_t forward_passes = executor.Execute(batch.tasks);
+  const size_t forward_passes = executor.Execute(batch.tasks).forward_passes;
   for (RecordingTask* task : batch.views) {
     CHECK_FALSE(task->outputs().has_value());
     CHECK_THAT(std::string(task->error().message()), Catch::Contains("always broken"));
@@ -145,7 +145,7 @@ TEST_CASE("a request larger than a batch runs in pieces of at most max_batch_siz
   BatchExecutor executor(handler);
   Batch batch;
   batch.Add({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, {1, 0});
-  CHECK(executor.Execute(batch.tasks) == 3);
+  CHECK(executor.Execute(batch.tasks).forward_passes == 3);
   CHECK(handler.batch_rows() == std::vector<int64_t>{4, 4, 2});
   CHECK(batch.views[0]->completions() == 3);
   CHECK(*batch.views[0]->outputs() ==
@@ -157,7 +157,7 @@ TEST_CASE("a piece that fails fails its request once, after the pieces before it
   BatchExecutor executor(handler);
   Batch batch;
   batch.Add({1, 2, kPoison, 4, 5}, {1, 0});
-  CHECK(executor.Execute(batch.tasks) == 2);  // the failed piece ends the request
+  CHECK(executor.Execute(batch.tasks).forward_passes == 2);  // the failed piece ends the request
   CHECK(handler.batch_rows() == std::vector<int64_t>{2, 2});
   CHECK_FALSE(batch.views[0]->outputs().has_value());
   CHECK_THAT(std::string(batch.views[0]->error().message()), Catch::Contains("poison row"));
@@ -169,7 +169,7 @@ TEST_CASE("a model without a batch dimension runs each request alone", "[executo
   Batch batch;
   batch.Add({1}, {1, 0});
   batch.Add({2}, {2, 1});
-  CHECK(executor.Execute(batch.tasks) == 2);
+  CHECK(executor.Execute(batch.tasks).forward_passes == 2);
   CHECK(handler.batch_rows() == std::vector<int64_t>{1, 1});
   CHECK(*batch.views[0]->outputs() == std::vector<float>{3});
   CHECK(*batch.views[1]->outputs() == std::vector<float>{9});

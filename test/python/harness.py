@@ -17,7 +17,7 @@ def generate_stubs(out_dir):
         ["protoc", f"--python_out={out_dir}", f"--grpc_out={out_dir}",
          "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
          "-I", os.path.join(REPO, "protos"), "model_interface.proto", "health.proto",
-         "grpc_predict_v2.proto"],
+         "grpc_predict_v2.proto", "triton_extensions.proto", "model_config.proto"],
         check=True)
     sys.path.insert(0, out_dir)
 
