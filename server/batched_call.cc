@@ -11,29 +11,41 @@ namespace {
 // The batcher's view of a call: the decoded request plus the way back to the client.
 class CallTask final : public handlers::InferenceTask {
  public:
-  CallTask(handlers::InferenceRequest request, BatchedCall* call, metrics::ModelMetrics& metrics)
+  CallTask(handlers::InferenceRequest request, BatchedCall* call, ServedModel& model)
       : InferenceTask(std::move(request)),
         call_(call),
-        metrics_(metrics),
+        metrics_(model.metrics()),
+        statistics_(model.statistics()),
         enqueued_(std::chrono::steady_clock::now()) {}
 
   absl::Status Dequeue(batching::TimePoint now) override {
     metrics_.RecordQueueTime(std::chrono::duration<double>(now - enqueued_).count());
+    statistics_.RecordQueue(now - enqueued_);
     return call_->Liveness(now);
   }
   void Complete(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,
                 int64_t task_row, int64_t rows) override {
     completed_ = task_row + rows == request().rows;
     call_->Complete(outputs, batch_row, task_row, rows, completed_);
+    if (completed_) {
+      statistics_.RecordSuccess(std::chrono::steady_clock::now() - call_->arrived(),
+                                request().rows);
+    }
   }
-  void Fail(absl::Status status) override { call_->Fail(status); }
+  void Fail(absl::Status status) override {
+    completed_ = false;
+    statistics_.RecordFailure(std::chrono::steady_clock::now() - call_->arrived());
+    call_->Fail(status);
+  }
 
   // The call, once the task has completed; null when it failed instead.
   BatchedCall* completed_call() const { return completed_ ? call_ : nullptr; }
 
  private:
-  BatchedCall* const call_;         // alive until it is finished through this task
-  metrics::ModelMetrics& metrics_;  // the model's it is queued for
+  BatchedCall* const call_;  // alive until it is finished through this task
+  // The model version's: it outlives its queued and running tasks.
+  metrics::ModelMetrics& metrics_;
+  InferenceStatistics& statistics_;
   const batching::TimePoint enqueued_;
   bool completed_ = false;
 };
@@ -104,9 +116,11 @@ void BatchedCall::DecodeAndEnqueue() {
     return;
   }
   std::unique_ptr<handlers::InferenceTask> task =
-      std::make_unique<CallTask>(std::move(routed->request), this, routed->model->metrics());
+      std::make_unique<CallTask>(std::move(routed->request), this, *routed->model);
   state_ = State::kQueued;
   if (absl::Status queued = routed->model->Enqueue(task); !queued.ok()) Fail(queued);
+  // `routed` lets go of the model version here: a version removed meanwhile is released once
+  // its queue, this request included, has run.
 }
 
 void BatchedCall::Complete(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,

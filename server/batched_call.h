@@ -34,10 +34,10 @@ struct CallContext {
   DrainGate* drain = nullptr;
 };
 
-// A request decoded for one model.
+// A request decoded for one model version, which the call holds until the request is queued.
 struct Routed {
   handlers::InferenceRequest request;
-  ServedModel* model = nullptr;
+  std::shared_ptr<ServedModel> model;
 };
 
 // The life of a unary call whose request is computed in a batch, whatever its wire protocol:
@@ -73,6 +73,8 @@ class BatchedCall : public Tag, public WorkPool::Item {
 
   // DEADLINE_EXCEEDED or CANCELLED once the call is no longer worth computing. Any thread.
   absl::Status Liveness(TimePoint now) const;
+  // When the request arrived.
+  TimePoint arrived() const { return arrived_; }
 
  protected:
   BatchedCall(const CallContext& context, grpc::ServerCompletionQueue* cq, metrics::Method method);

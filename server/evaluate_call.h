@@ -7,17 +7,19 @@
 
 #include "protos/model_interface.grpc.pb.h"
 #include "server/batched_call.h"
+#include "server/model_registry.h"
 
 namespace model_server::server {
 
 // One EvaluateModel call (the seed's ModelService): the seed's JSON in and out, computed by the
-// server's first model. BatchedCall says which thread runs each step.
+// latest version of the server's seed model. BatchedCall says which thread runs each step.
 class EvaluateCall final : public BatchedCallOf<inRequest, outCalc> {
  public:
   // What EvaluateModel calls need beyond CallContext; outlives every call.
   struct Methods {
     ModelService::AsyncService* service = nullptr;
-    ServedModel* model = nullptr;  // the model EvaluateModel computes with
+    const ModelRegistry* models = nullptr;
+    std::string model;  // the model EvaluateModel computes with (its latest version)
   };
 
   // Arms one call waiting for the next request on `cq`.

@@ -26,14 +26,14 @@ void InferCall::RequestCall() {
 void InferCall::ListenAgain() { Listen(context_, methods_, cq_); }
 
 absl::StatusOr<Routed> InferCall::Decode() {
-  absl::StatusOr<ServedModel*> model =
-      FindModel(*methods_.models, request_.model_name(), request_.model_version());
+  absl::StatusOr<std::shared_ptr<ServedModel>> model =
+      methods_.models->Find(request_.model_name(), request_.model_version());
   if (!model.ok()) return model.status();
   const handlers::ModelSignature& signature = (*model)->signature();
   absl::StatusOr<protocol::oip::DecodedInfer> decoded = protocol::oip::DecodeInferRequest(
       request_, signature, (*model)->max_rows_per_request());
   if (!decoded.ok()) return decoded.status();
-  model_ = *model;
+  batches_ = signature.batches();
   raw_output_ = decoded->raw_output;
   rows_ = decoded->request.rows;
   output_indices_ = std::move(decoded->outputs);
@@ -42,18 +42,17 @@ absl::StatusOr<Routed> InferCall::Decode() {
     const handlers::TensorSpec& spec = signature.outputs[index];
     outputs_.push_back({spec.name, spec.type, {}, {}});
   }
-  return Routed{std::move(decoded->request), *model};
+  return Routed{std::move(decoded->request), *std::move(model)};
 }
 
 void InferCall::KeepOutputs(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,
                             int64_t task_row, int64_t rows) {
-  const bool batches = model_->signature().batches();
   for (size_t i = 0; i < outputs_.size(); ++i) {
     protocol::oip::ReplyTensor& reply = outputs_[i];
     const handlers::OutputTensor& output = outputs[output_indices_[i]];
     const size_t all_bytes =
         handlers::ElementCount(output.shape).value_or(0) * handlers::ElementSize(output.type);
-    if (!batches) {
+    if (!batches_) {
       reply.shape = output.shape;
       reply.data.assign(output.data, all_bytes);
       continue;
@@ -71,7 +70,7 @@ void InferCall::KeepOutputs(const std::vector<handlers::OutputTensor>& outputs, 
 
 void InferCall::EncodeReply(int64_t model_version) {
   const std::string version = std::to_string(model_version);
-  protocol::oip::EncodeInferResponse({model_->name(), version, request_.id()}, outputs_,
+  protocol::oip::EncodeInferResponse({request_.model_name(), version, request_.id()}, outputs_,
                                      raw_output_, &reply_);
 }
 

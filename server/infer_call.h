@@ -8,6 +8,7 @@
 #include "protocol/oip.h"
 #include "protos/grpc_predict_v2.grpc.pb.h"
 #include "server/batched_call.h"
+#include "server/model_registry.h"
 
 namespace model_server::server {
 
@@ -20,7 +21,7 @@ class InferCall final
   // What ModelInfer calls need beyond CallContext; outlives every call.
   struct Methods {
     inference::GRPCInferenceService::AsyncService* service = nullptr;
-    const std::vector<std::unique_ptr<ServedModel>>* models = nullptr;
+    const ModelRegistry* models = nullptr;
   };
 
   // Arms one call waiting for the next request on `cq`.
@@ -38,7 +39,7 @@ class InferCall final
   void EncodeReply(int64_t model_version) override;
 
   const Methods& methods_;
-  const ServedModel* model_ = nullptr;  // set by Decode
+  bool batches_ = true;  // whether the model has a batch dimension; set by Decode
   bool raw_output_ = true;
   int64_t rows_ = 0;
   // The outputs the reply carries: the signature's index of each, and its name, type, shape and

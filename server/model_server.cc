@@ -4,6 +4,7 @@
 #include <grpcpp/security/tls_credentials_options.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <climits>
 #include <fstream>
 #include <sstream>
@@ -110,14 +111,32 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
 absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerOptions& options,
                                                                 std::vector<ModelSpec> models) {
   if (models.empty()) return absl::InvalidArgumentError("no model to serve");
-  for (size_t i = 0; i < models.size(); ++i) {
-    for (size_t j = 0; j < i; ++j) {
-      if (models[i].name == models[j].name) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("model name \"", models[i].name, "\" is given twice"));
-      }
+  std::vector<FileModel> files;
+  for (ModelSpec& spec : models) {
+    if (spec.instances.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model ", spec.name, " has no instance to serve"));
     }
+    // Version 1 is the instances given; later versions come from the source.
+    auto first = std::make_shared<Instances>(std::move(spec.instances));
+    files.push_back({spec.name, spec.source.path,
+                     [first, load = std::move(spec.source.load)](
+                         const repository::RepositoryModel&,
+                         const repository::VersionFile&) -> absl::StatusOr<Instances> {
+                       if (!first->empty()) return std::move(*first);
+                       if (!load) return absl::FailedPreconditionError("the model has no file");
+                       return load();
+                     }});
   }
+  ServerOptions file_options = options;
+  if (file_options.seed_model.empty()) file_options.seed_model = files.front().name;
+  absl::StatusOr<std::unique_ptr<ModelCatalog>> catalog = MakeFileCatalog(std::move(files));
+  if (!catalog.ok()) return catalog.status();
+  return Start(file_options, *std::move(catalog));
+}
+
+absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(
+    const ServerOptions& options, std::unique_ptr<ModelCatalog> catalog) {
   if (options.max_message_bytes <= 0) {
     return absl::InvalidArgumentError("max_message_bytes must be positive");
   }
@@ -127,8 +146,8 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerOpti
   if (options.max_concurrent_streams <= 0) {
     return absl::InvalidArgumentError("max_concurrent_streams must be positive");
   }
-  if (options.model_poll_interval.count() < 0) {
-    return absl::InvalidArgumentError("model_poll_interval must not be negative");
+  if (options.models.poll_interval.count() < 0) {
+    return absl::InvalidArgumentError("the repository poll interval must not be negative");
   }
   if (options.self_check.interval.count() < 0 || options.self_check.max_failures < 1) {
     return absl::InvalidArgumentError(
@@ -137,8 +156,11 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerOpti
   if (options.codec_threads < -1) {
     return absl::InvalidArgumentError("codec_threads must be -1 (none), 0 (one per CPU) or more");
   }
+  if (absl::Status valid = batching::ValidateBatchingOptions(options.batching); !valid.ok()) {
+    return valid;
+  }
   std::unique_ptr<ModelServer> server(new ModelServer(options));
-  if (absl::Status built = server->Build(std::move(models)); !built.ok()) return built;
+  if (absl::Status built = server->Build(std::move(catalog)); !built.ok()) return built;
   return server;
 }
 
@@ -151,7 +173,7 @@ CodecPlan PlanCodec(const ServerOptions& options) {
   return {cpus, cpus > 1};
 }
 
-absl::Status ModelServer::Build(std::vector<ModelSpec> models) {
+absl::Status ModelServer::Build(std::unique_ptr<ModelCatalog> catalog) {
   const CodecPlan codec = PlanCodec(options_);
   if (codec.threads > 0) codec_pool_ = std::make_unique<WorkPool>(codec.threads);
   metrics::MetricsOptions metrics_options;
@@ -160,23 +182,31 @@ absl::Status ModelServer::Build(std::vector<ModelSpec> models) {
       metrics::ServerMetrics::Start(metrics_options);
   if (!metrics.ok()) return metrics.status();
   metrics_ = *std::move(metrics);
-  for (ModelSpec& spec : models) {
-    // A request the queue can never hold is refused as such.
-    const int64_t max_rows = std::min<int64_t>(
-        spec.max_rows_per_request.value_or(options_.max_rows_per_request),
-        options_.batching.max_queue_rows);
-    absl::StatusOr<std::unique_ptr<ServedModel>> model =
-        ServedModel::Create(std::move(spec.name), std::move(spec.instances), std::move(spec.source),
-                            options_.batching, max_rows, codec_pool_.get(), metrics_.get());
-    if (!model.ok()) return model.status();
-    models_.push_back(*std::move(model));
-  }
+  models_ = std::make_unique<ModelRegistry>(metrics_.get());
+  ManagerOptions manager_options = options_.models;
+  manager_options.serving.batching = options_.batching;
+  // A request the queue can never hold is refused as such.
+  manager_options.serving.max_rows_per_request = std::min<int64_t>(
+      options_.max_rows_per_request, options_.batching.max_queue_rows);
+  absl::StatusOr<std::unique_ptr<ModelManager>> manager = ModelManager::Start(
+      std::move(catalog), models_.get(), codec_pool_.get(), metrics_.get(), manager_options);
+  if (!manager.ok()) return manager.status();
+  manager_ = *std::move(manager);
 
+  std::string seed_model = options_.seed_model;
+  if (seed_model.empty()) {
+    const std::vector<IndexEntry> index = manager_->Index(/*ready_only=*/false);
+    const bool has_default = std::any_of(index.begin(), index.end(), [](const IndexEntry& entry) {
+      return entry.name == kDefaultModelName;
+    });
+    seed_model = has_default || index.empty() ? kDefaultModelName : index.front().name;
+  }
   call_context_ = CallContext{metrics_.get(), codec.decode_there ? codec_pool_.get() : nullptr,
                               &drain_gate_};
-  evaluate_methods_ = EvaluateCall::Methods{&service_, models_.front().get()};
-  infer_methods_ = InferCall::Methods{&oip_service_, &models_};
-  oip_ = std::make_unique<OipService>(&oip_service_, &models_, &serving_, metrics_.get());
+  evaluate_methods_ = EvaluateCall::Methods{&service_, models_.get(), seed_model};
+  infer_methods_ = InferCall::Methods{&oip_service_, models_.get()};
+  oip_ = std::make_unique<OipService>(&oip_service_, models_.get(), manager_.get(), &serving_,
+                                      metrics_.get());
   absl::StatusOr<Credentials> credentials = MakeCredentials(options_.tls);
   if (!credentials.ok()) return credentials.status();
   health_methods_.request = [this](grpc::ServerContext* context, google::protobuf::Empty* request,
@@ -227,17 +257,12 @@ absl::Status ModelServer::Build(std::vector<ModelSpec> models) {
     oip_->Listen(cq.get(), kHealthCallsPerQueue);
     pollers_.emplace_back([queue = cq.get()] { PollCompletionQueue(queue); });
   }
-  reloader_ = std::make_unique<ModelReloader>(&models_, options_.model_poll_interval);
   SetServing(true);
   if (options_.self_check.interval.count() > 0) StartSelfCheck(credentials->self_check);
   return absl::OkStatus();
 }
 
-size_t ModelServer::QueuedRequests() const {
-  size_t queued = 0;
-  for (const auto& model : models_) queued += model->QueuedRequests();
-  return queued;
-}
+size_t ModelServer::QueuedRequests() const { return models_->QueuedRequests(); }
 
 void ModelServer::StartSelfCheck(std::shared_ptr<grpc::ChannelCredentials> credentials) {
   const std::string target = SelfCheckTarget(options_.address, port_);
@@ -275,7 +300,7 @@ void ModelServer::SetServing(bool serving) {
 
 void ModelServer::Shutdown() {
   std::call_once(shutdown_once_, [this] {
-    reloader_->Stop();    // no swap while draining
+    manager_->Stop();     // no load, swap or unload while draining
     self_check_.reset();  // new calls are about to be refused: that is no failure
     SetServing(false);
     if (options_.drain_grace.count() > 0) {
@@ -299,7 +324,7 @@ void ModelServer::Shutdown() {
     // Anything still queued after a drain timeout is computed or dropped (its call was
     // cancelled), and finished before the queues close: the batcher's last replies run on the
     // codec pool, which stops after them.
-    for (auto& model : models_) model->Shutdown();  // runs LoadedModel's Cleanup
+    models_->ShutdownAll();  // runs LoadedModel's Cleanup
     if (codec_pool_ != nullptr) codec_pool_->Shutdown();
     for (auto& cq : queues_) cq->Shutdown();
     for (std::thread& poller : pollers_) poller.join();

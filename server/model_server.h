@@ -5,8 +5,8 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <functional>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,7 +21,9 @@
 #include "server/evaluate_call.h"
 #include "server/infer_call.h"
 #include "server/metrics/metrics.h"
-#include "server/model_reloader.h"
+#include "server/model_catalog.h"
+#include "server/model_manager.h"
+#include "server/model_registry.h"
 #include "server/oip_service.h"
 #include "server/self_check.h"
 #include "server/served_model.h"
@@ -101,9 +103,12 @@ struct ServerOptions {
   std::chrono::milliseconds drain_grace{0};
   // How long Shutdown, after the grace period, lets accepted calls finish before cancelling them.
   std::chrono::milliseconds drain_timeout{30000};
-  // How often the models' files are checked for a new version to swap in; zero: never (a
-  // ReloadModels call still swaps).
-  std::chrono::milliseconds model_poll_interval{0};
+  // How models are loaded, reloaded and unloaded (Triton's model control modes); its serving
+  // options are taken from `batching` and `max_rows_per_request` above.
+  ManagerOptions models;
+  // The model ModelService's EvaluateModel computes with (its latest version); empty: the model
+  // named "default" when there is one, else the first by name.
+  std::string seed_model;
   // Time and ping bounds on each client connection.
   ConnectionOptions connections;
   // Checks that new connections are still accepted (see SelfCheck); on by default.
@@ -120,14 +125,21 @@ CodecPlan PlanCodec(const ServerOptions& options);
 // The name of the model a server serves when it is given one without a name.
 inline constexpr char kDefaultModelName[] = "default";
 
-// One model to serve: its name, its loaded instances (one per batch thread, all alike) and where
-// its new versions come from (nowhere by default).
+// Where a model's new versions come from.
+struct ModelSource {
+  // The model's file, polled for changes; empty: the model has no file (the built-in demo model)
+  // and is never reloaded.
+  std::string path;
+  // Loads and warms up a new version from `path`: one instance per batch thread, as at startup.
+  std::function<absl::StatusOr<Instances>()> load;
+};
+
+// One model to serve from loaded instances (one per batch thread, all alike) as its version 1,
+// and where its new versions come from (nowhere by default).
 struct ModelSpec {
   std::string name = kDefaultModelName;
   Instances instances;
   ModelSource source;
-  // Rows one request may carry; nullopt: ServerOptions::max_rows_per_request.
-  std::optional<int64_t> max_rows_per_request;
 };
 
 // The gRPC front end on completion queues, all on one port: the seed's ModelService
@@ -137,13 +149,19 @@ struct ModelSpec {
 // model they name, and both protocols' calls for one model share its batches.
 class ModelServer {
  public:
-  // Serves `models` (at least one; distinct names), each instance on its own batch thread;
-  // takes ownership and releases them (LoadedModel's Cleanup) once shut down. Health (and OIP
-  // readiness) says SERVING once this returns OK. With options.self_check on, one check has run
-  // by then: if it failed (e.g. under mTLS the client CA does not accept the server's own
-  // certificate), the self-check stays off and a warning says why. Errors: INVALID_ARGUMENT for bad
-  // options or models (no model, a name given twice, a bad name, no instances, instances that
-  // differ), UNAVAILABLE when the address cannot be bound (e.g. the port is in use).
+  // Serves the models of `catalog`: those options.models names at startup are loaded (each
+  // instance on its own batch thread) before this returns, and Health (and OIP readiness) says
+  // SERVING once it returns OK. With options.self_check on, one check has run by then: if it
+  // failed (e.g. under mTLS the client CA does not accept the server's own certificate), the
+  // self-check stays off and a warning says why. Errors: INVALID_ARGUMENT for bad options, a
+  // startup model's load error (with options.models.exit_on_error), UNAVAILABLE when the address
+  // cannot be bound (e.g. the port is in use).
+  static absl::StatusOr<std::unique_ptr<ModelServer>> Start(const ServerOptions& options,
+                                                            std::unique_ptr<ModelCatalog> catalog);
+  // Serves `models` (at least one; distinct names) from their instances; takes ownership and
+  // releases them (LoadedModel's Cleanup) once replaced or shut down. Errors as above, and
+  // INVALID_ARGUMENT for no model, a name given twice, a bad name, no instances, instances that
+  // differ.
   static absl::StatusOr<std::unique_ptr<ModelServer>> Start(const ServerOptions& options,
                                                             std::vector<ModelSpec> models);
   // The model "default" with these instances.
@@ -165,10 +183,10 @@ class ModelServer {
   // thread.
   void Shutdown();
 
-  // Swaps in a new version of every model that has a file, as soon as the reloader is free
-  // (what SIGHUP does); returns at once. A version that fails is logged and counted, and the old
-  // one serves on. Any thread.
-  void ReloadModels() { reloader_->RequestReload(); }
+  // Loads every serving model anew, as soon as the model manager is free (what SIGHUP does);
+  // returns at once. A version that fails is logged and counted, and the old one serves on. Any
+  // thread.
+  void ReloadModels() { manager_->RequestReload(); }
 
   // Requests waiting in the batchers' queues (not those being computed). Any thread.
   size_t QueuedRequests() const;
@@ -176,7 +194,7 @@ class ModelServer {
 
  private:
   explicit ModelServer(const ServerOptions& options);
-  absl::Status Build(std::vector<ModelSpec> models);
+  absl::Status Build(std::unique_ptr<ModelCatalog> catalog);
   void SetServing(bool serving);
   // Starts the self-check once a first check succeeds; logs why not otherwise.
   void StartSelfCheck(std::shared_ptr<grpc::ChannelCredentials> credentials);
@@ -184,8 +202,8 @@ class ModelServer {
   const ServerOptions options_;
   std::unique_ptr<metrics::ServerMetrics> metrics_;   // outlives everything that records
   std::unique_ptr<WorkPool> codec_pool_;              // null without codec threads
-  std::vector<std::unique_ptr<ServedModel>> models_;  // complete before any call arrives
-  std::unique_ptr<ModelReloader> reloader_;           // after models_: stopped before them
+  std::unique_ptr<ModelRegistry> models_;
+  std::unique_ptr<ModelManager> manager_;  // after models_: stopped before them
   ModelService::AsyncService service_;
   inference::GRPCInferenceService::AsyncService oip_service_;
   DrainGate drain_gate_;

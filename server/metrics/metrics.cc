@@ -48,6 +48,16 @@ const char* MethodName(Method method) {
       return "ServerMetadata";
     case Method::kModelMetadata:
       return "ModelMetadata";
+    case Method::kModelConfig:
+      return "ModelConfig";
+    case Method::kModelStatistics:
+      return "ModelStatistics";
+    case Method::kRepositoryIndex:
+      return "RepositoryIndex";
+    case Method::kRepositoryModelLoad:
+      return "RepositoryModelLoad";
+    case Method::kRepositoryModelUnload:
+      return "RepositoryModelUnload";
   }
   return "unknown";
 }
@@ -223,11 +233,17 @@ void ModelMetrics::SetSources(std::function<size_t()> queued_requests,
   loaded_versions_ = std::move(loaded_versions);
 }
 
+namespace {
+
+template <size_t... I>
+std::array<Histogram, sizeof...(I)> LatencyHistograms(std::index_sequence<I...>) {
+  return {((void)I, Histogram(LatencyBucketsSeconds()))...};
+}
+
+}  // namespace
+
 ServerMetrics::ServerMetrics()
-    : request_latency_{Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds()),
-                       Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds()),
-                       Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds()),
-                       Histogram(LatencyBucketsSeconds()), Histogram(LatencyBucketsSeconds())} {}
+    : request_latency_(LatencyHistograms(std::make_index_sequence<kMethodCount>())) {}
 
 ModelMetrics* ServerMetrics::AddModel(const std::string& name) {
   std::lock_guard<std::mutex> lock(models_mu_);

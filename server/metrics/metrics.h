@@ -39,8 +39,13 @@ enum class Method {
   kModelReady,
   kServerMetadata,
   kModelMetadata,
+  kModelConfig,
+  kModelStatistics,
+  kRepositoryIndex,
+  kRepositoryModelLoad,
+  kRepositoryModelUnload,
 };
-inline constexpr size_t kMethodCount = 8;
+inline constexpr size_t kMethodCount = 13;
 
 // gRPC status codes are 0..16; any other value counts as UNKNOWN, as gRPC itself treats codes
 // it does not know.
