@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs every test: the sanitizer builds (ASan+UBSan, TSan)
-# of the tests that need no libtorch, a bounded fuzzing run, the full test suite against Debian's
+# Installs what is missing, builds, and runs every test: the deployment files' checks
+# (scripts/check_manifests.sh: Kubernetes and KServe schemas, checkov), the sanitizer builds
+# (ASan+UBSan, TSan) of the tests that need no libtorch and the clang -Wthread-safety build,
+# a bounded fuzzing run, the full test suite against Debian's
 # libtorch 1.13 (build/) and against the pinned PyPI wheel's libtorch 2.x with CUDA
 # (build-torch2/build), then the container image (built and tested with podman:
-# docker/test_image.sh).
+# docker/test_image.sh). A test that skips (a prerequisite missing) is reported; with
+# MODEL_SERVER_NO_SKIPS=1, as .ci/run sets, it fails the run (scripts/ctest.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
 scripts/setup_torch2.sh || exit 1
 scripts/setup_oip_peers.sh || exit 1
+scripts/setup_checks.sh || exit 1
 scripts/build.sh || exit 1
 
 status=0
+scripts/check_manifests.sh || status=1
 scripts/sanitize.sh || status=1
 FUZZ_SECONDS=${FUZZ_SECONDS:-30} scripts/fuzz.sh || status=1
-ctest --test-dir build --output-on-failure --timeout 600 || status=1
-{ scripts/build_torch2.sh && ctest --test-dir build-torch2/build --output-on-failure --timeout 600; } ||
+# scripts/ctest.sh: with MODEL_SERVER_NO_SKIPS=1 (.ci/run) a skipped test fails the run.
+scripts/ctest.sh build --output-on-failure --timeout 600 || status=1
+{ scripts/build_torch2.sh && scripts/ctest.sh build-torch2/build --output-on-failure --timeout 600; } ||
   status=1
 docker/test_image.sh || status=1
 exit $status

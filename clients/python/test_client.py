@@ -3,10 +3,11 @@
 
     /usr/bin/python3 clients/python/test_client.py --server build/server/model_server
 
-Starts the server on free loopback ports, checks evaluate()/health results, the seed's retry
-policy (client first, server ~2 s later: the call still succeeds, after retrying), that
-non-UNAVAILABLE errors are not retried, that retries give up after max_attempts, and that
-SIGTERM stops the server with exit status 0. Exits non-zero on the first failed check.
+Starts the server on free loopback ports, checks evaluate()'s values (against the demo model
+computed here from its definition) and health results, the seed's retry policy (client first,
+server ~2 s later: the call still succeeds, after retrying), that non-UNAVAILABLE errors are not
+retried, that retries give up after max_attempts, and that SIGTERM stops the server with exit
+status 0. Exits non-zero on the first failed check.
 """
 
 import argparse
@@ -75,15 +76,46 @@ def stop_server(process, test):
     test.assertEqual(process.returncode, 0, f"model_server exited {process.returncode}: {log}")
 
 
-def assert_prediction(test, response, rows):
+def demo_weights(fan_in, fan_out, phase):
+    """The demo model's fixed weights (handlers/torch/demo_model.cc):
+    w[i][j] = sin((i * fan_out + j) * 0.7 + phase) / sqrt(fan_in)."""
+    return [[math.sin((i * fan_out + j) * 0.7 + phase) / math.sqrt(fan_in)
+             for j in range(fan_out)] for i in range(fan_in)]
+
+
+DEMO_HIDDEN = 32  # model_server's --demo-hidden default
+DEMO_LAYERS = [(demo_weights(3, DEMO_HIDDEN, 0.1), demo_weights(1, DEMO_HIDDEN, 0.2)[0]),
+               (demo_weights(DEMO_HIDDEN, DEMO_HIDDEN, 0.3), demo_weights(1, DEMO_HIDDEN, 0.4)[0]),
+               (demo_weights(DEMO_HIDDEN, 4, 0.5), demo_weights(1, 4, 0.6)[0])]
+
+
+def demo_predictions(request):
+    """y_1 for each row of a demo_request, computed here in float64 from the demo model's
+    definition (three tanh layers; params[0] is the final bias, params[1:5] its weights):
+    independent of the server, libtorch and the client's decoding."""
+    params = request["analyticSettings"]["tunableParams"]["bias_weight_array"]
+    inputs = request["inputs"]
+    predictions = []
+    for row in zip(inputs["x_1"], inputs["x_2"], inputs["x_3"]):
+        h = list(row)
+        for weights, bias in DEMO_LAYERS:
+            h = [math.tanh(bias[j] + sum(h[i] * weights[i][j] for i in range(len(h))))
+                 for j in range(len(bias))]
+        predictions.append(params[0] + sum(h[k] * params[1 + k] for k in range(4)))
+    return predictions
+
+
+def assert_prediction(test, response, request):
+    """`response` answers `request` with the demo model's values (float32 on the server)."""
     test.assertEqual(set(response), {"prediction"})
     test.assertEqual(set(response["prediction"]), {"y_1"})
     values = response["prediction"]["y_1"]
+    expected = demo_predictions(request)
     test.assertIsInstance(values, list)
-    test.assertEqual(len(values), rows)
-    for value in values:
+    test.assertEqual(len(values), len(expected))
+    for value, want in zip(values, expected):
         test.assertIsInstance(value, (int, float))
-        test.assertTrue(math.isfinite(value), f"non-finite prediction {value}")
+        test.assertAlmostEqual(value, want, delta=1e-5, msg=f"y_1 {values} != {expected}")
 
 
 class ServingTest(unittest.TestCase):
@@ -110,10 +142,11 @@ class ServingTest(unittest.TestCase):
         self.assertTrue(self.client.is_serving("modelservice"))
         self.assertFalse(self.client.is_serving("no-such-service"))
 
-    def test_evaluate_shapes(self):
+    def test_evaluate_values(self):
         for rows in (1, 7, 300):
             with self.subTest(rows=rows):
-                assert_prediction(self, self.client.evaluate(model_client.demo_request(rows, seed=rows)), rows)
+                request = model_client.demo_request(rows, seed=rows)
+                assert_prediction(self, self.client.evaluate(request), request)
 
     def test_evaluate_is_deterministic_and_input_dependent(self):
         request = model_client.demo_request(5, seed=42)
@@ -128,7 +161,8 @@ class ServingTest(unittest.TestCase):
         def worker(seed):
             try:
                 for i in range(20):
-                    assert_prediction(self, self.client.evaluate(model_client.demo_request(3, seed=seed * 100 + i)), 3)
+                    request = model_client.demo_request(3, seed=seed * 100 + i)
+                    assert_prediction(self, self.client.evaluate(request), request)
             except Exception as error:  # collected and asserted below
                 errors.append(error)
 
@@ -156,12 +190,13 @@ class RetryTest(unittest.TestCase):
     def test_call_made_before_the_server_starts_succeeds(self):
         port = free_port()
         client = model_client.ModelClient(f"127.0.0.1:{port}", timeout_s=30)
+        request = model_client.demo_request(4, seed=7)
         outcome = {}
 
         def call():
             started = time.monotonic()
             try:
-                outcome["response"] = client.evaluate(model_client.demo_request(4, seed=7))
+                outcome["response"] = client.evaluate(request)
             except Exception as error:  # asserted below
                 outcome["error"] = error
             outcome["elapsed_s"] = time.monotonic() - started
@@ -175,7 +210,7 @@ class RetryTest(unittest.TestCase):
             caller.join(timeout=60)
             self.assertFalse(caller.is_alive(), "the call did not finish within 60 s")
             self.assertNotIn("error", outcome)
-            assert_prediction(self, outcome["response"], 4)
+            assert_prediction(self, outcome["response"], request)
             self.assertGreaterEqual(outcome["elapsed_s"], 2.0)
             self.assertGreater(client.retry.attempts, 1)
             self.assertLessEqual(client.retry.attempts, 5)
@@ -207,7 +242,8 @@ class ShutdownTest(unittest.TestCase):
         server = start_server(port)
         with model_client.ModelClient(f"127.0.0.1:{port}", timeout_s=30) as client:
             wait_until_serving(server, client)
-            assert_prediction(self, client.evaluate(model_client.demo_request(2)), 2)
+            request = model_client.demo_request(2)
+            assert_prediction(self, client.evaluate(request), request)
         stop_server(server, self)
 
 

@@ -183,23 +183,31 @@ TEST_CASE("cancelled requests are failed, not run", "[dynamic_batcher]") {
 
 TEST_CASE("a full queue rejects at once; shutdown runs what is queued and refuses more",
           "[dynamic_batcher]") {
-  Recorder recorder;
-  auto batcher = MakeBatcher(recorder, {.max_batch_rows = 4, .max_queue_rows = 4});
+  // A fake clock that never moves and an hour's delay: the 3 queued rows (of 4 per batch) can
+  // only run because Shutdown flushes them.
+  FakeClock clock;
+  Recorder recorder(&clock);
+  auto batcher = MakeBatcher(
+      recorder, {.max_batch_rows = 4, .max_queue_delay = 1h, .max_queue_rows = 4, .clock = &clock});
   std::vector<std::promise<absl::Status>> done(4);
-  recorder.Hold(true);
-  REQUIRE(Enqueue(*batcher, 0, done[0], 4).ok());
-  recorder.WaitForBatches(1);
+  REQUIRE(Enqueue(*batcher, 0, done[0], 4).ok());  // a full batch: runs at once
+  REQUIRE(done[0].get_future().get().ok());
   REQUIRE(Enqueue(*batcher, 1, done[1], 3).ok());
   CHECK(Enqueue(*batcher, 2, done[2], 2).code() == absl::StatusCode::kResourceExhausted);
-  std::thread releaser([&] {
-    std::this_thread::sleep_for(50ms);
-    recorder.Hold(false);
-  });
-  batcher->Shutdown();
-  releaser.join();
-  CHECK(done[1].get_future().get().ok());
+  // The batch thread waits for task 1's delay, which the clock never reaches.
+  REQUIRE(testing_support::WaitFor([&] { return clock.waits() >= 1; }));
+  CHECK(recorder.batches() == std::vector<std::vector<int>>{{0}});
+  std::thread stopper([&] { batcher->Shutdown(); });
+  std::future<absl::Status> flushed = done[1].get_future();
+  const bool ran = flushed.wait_for(10s) == std::future_status::ready;
+  // Without the flush the batch thread never ends: end its wait so the test can fail cleanly.
+  if (!ran) clock.Advance(1h);
+  stopper.join();
+  REQUIRE(ran);
+  CHECK(flushed.get().ok());
   CHECK(Enqueue(*batcher, 3, done[3]).code() == absl::StatusCode::kUnavailable);
   CHECK(recorder.batches() == std::vector<std::vector<int>>{{0}, {1}});
+  CHECK(recorder.times() == std::vector<TimePoint>{TimePoint{}, TimePoint{}});  // no time passed
 }
 
 TEST_CASE("bad options are refused by the factory", "[dynamic_batcher]") {

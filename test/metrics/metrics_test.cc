@@ -562,6 +562,10 @@ TEST_CASE("slow clients hold a worker until the deadline only; scrapes are still
   std::unique_ptr<ServerMetrics> metrics = StartWithLimits(limits);
 
   // Slowloris: as many connections as workers, each sending its request a byte every 100 ms.
+  // The listener accepts connections in the order they completed and the workers take them in
+  // the order accepted, so these two hold both workers before the scrape below can have one; a
+  // worker's deadline starts when it takes a connection, after `connecting`.
+  const auto connecting = std::chrono::steady_clock::now();
   std::vector<std::unique_ptr<RawClient>> slow;
   for (size_t i = 0; i < limits.max_threads; ++i) {
     slow.push_back(std::make_unique<RawClient>(metrics->port()));
@@ -581,17 +585,19 @@ TEST_CASE("slow clients hold a worker until the deadline only; scrapes are still
       std::this_thread::sleep_for(100ms);
     }
   });
-  std::this_thread::sleep_for(200ms);  // both workers are busy with them now
 
   const auto start = std::chrono::steady_clock::now();
   httplib::Client client("127.0.0.1", metrics->port());
   client.set_read_timeout(10, 0);
   auto response = client.Get("/metrics");
-  const auto waited = std::chrono::steady_clock::now() - start;
+  const auto answered = std::chrono::steady_clock::now();
   REQUIRE(response);
   CHECK(response->status == 200);
-  // It waited for a worker that the deadline freed, not for the slow clients to finish.
-  CHECK(waited < limits.deadline + 500ms);
+  // It waited for a worker that a slow client held until its deadline (a free worker would
+  // have answered at once) ...
+  CHECK(answered - connecting >= limits.deadline);
+  // ... and no longer: not for the slow clients to finish.
+  CHECK(answered - start < limits.deadline + 500ms);
   for (auto& client : slow) CHECK(client->ClosedWithin(1000ms));
 }
 

@@ -36,21 +36,25 @@ def start_server(binary, *args, metrics_address="127.0.0.1:0"):
 
 
 def wait_until_serving(channel, process=None, timeout_s=60):
-    """Polls HealthCheck until SERVING; fails at once, with its log, if `process` exits."""
+    """Polls HealthCheck until SERVING; fails at once, with its log, if `process` exits, and
+    after `timeout_s` whatever the server answers (unreachable, NOT_SERVING, ...)."""
     import model_interface_pb2_grpc
     from google.protobuf import empty_pb2
     stub = model_interface_pb2_grpc.ModelServiceStub(channel)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            if stub.HealthCheck(empty_pb2.Empty(), timeout=1).status == "SERVING":
+            status = stub.HealthCheck(empty_pb2.Empty(), timeout=1).status
+            if status == "SERVING":
                 return
-        except grpc.RpcError:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"model_server exited with {process.returncode}:\n"
-                                   f"{process.stdout.read()}")
-            if time.monotonic() > deadline:
-                raise
+            last = f"health says {status}"
+        except grpc.RpcError as error:
+            last = f"{error.code()}: {error.details()}"
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"model_server exited with {process.returncode}:\n"
+                               f"{process.stdout.read()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"model_server not SERVING within {timeout_s} s; last: {last}")
         time.sleep(0.1)
 
 

@@ -97,10 +97,25 @@ def health_statuses(target):
     return statuses
 
 
+def wait_for_health(channel, statuses, timeout_s=5):
+    """Polls health_statuses on an open channel until it says `statuses`; fails after
+    `timeout_s` with the last answer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = health_statuses(channel)
+        if now == statuses:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"health says {now}, not {statuses}, after {timeout_s} s")
+        time.sleep(0.01)
+
+
 class StartupFaults(unittest.TestCase):
     def assert_refused(self, args, message):
         started = time.monotonic()
-        result = subprocess.run([ARGS.server, *args], capture_output=True, text=True, timeout=120)
+        # No metrics endpoint: the default port (8002) may be taken by another server.
+        result = subprocess.run([ARGS.server, "--metrics-address", "", *args],
+                                capture_output=True, text=True, timeout=120)
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         errors = [line for line in (result.stdout + result.stderr).splitlines() if "[error]" in line]
         self.assertEqual(len(errors), 1, result.stdout + result.stderr)
@@ -176,15 +191,19 @@ class Drain(unittest.TestCase):
 
     def test_sigterm_finishes_every_accepted_call(self):
         server, address = self.start()
+        # Open before SIGTERM: health polls on it answer within milliseconds.
+        channel = grpc.insecure_channel(address)
+        self.addCleanup(channel.close)
+        self.assertEqual(health_statuses(channel), ["SERVING"] * 3)
         calls = 12
         with concurrent.futures.ThreadPoolExecutor(calls) as pool:
             futures = [pool.submit(evaluate, address) for _ in range(calls)]
             # One batch of 50 rows at a time (~0.2 s), so most calls are queued.
             self.wait_for_server(in_flight=8, arrived=calls)
             server.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
-            # Draining: health says NOT_SERVING, and new calls are refused with UNAVAILABLE.
-            self.assertEqual(health_statuses(address), ["NOT_SERVING"] * 3)
+            # Draining: health says NOT_SERVING (without a grace period the drain refuses new
+            # calls from that moment), and new calls are refused with UNAVAILABLE.
+            wait_for_health(channel, ["NOT_SERVING"] * 3)
             with self.assertRaises(grpc.RpcError) as refused:
                 evaluate(address, timeout=5)
             self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAVAILABLE)
@@ -231,21 +250,35 @@ class Drain(unittest.TestCase):
 
     def test_second_signal_exits_at_once(self):
         server, address = self.start("--drain-timeout", "120")
+        channel = grpc.insecure_channel(address)
+        self.addCleanup(channel.close)
+        self.assertEqual(health_statuses(channel), ["SERVING"] * 3)
         # 16 calls of one 50-row batch each: seconds of draining left when the second signal comes.
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             futures = [pool.submit(evaluate, address) for _ in range(16)]
             self.wait_for_server(in_flight=8, arrived=8)
             server.send_signal(signal.SIGTERM)
-            time.sleep(0.2)
+            # The drain has begun (the server watches for a second signal before it turns
+            # health NOT_SERVING).
+            wait_for_health(channel, ["NOT_SERVING"] * 3)
             started = time.monotonic()
             server.send_signal(signal.SIGTERM)
             self.assertEqual(server.wait(timeout=10), 1)
             self.assertLess(time.monotonic() - started, 5)
+            answered, cut_off = 0, 0
             for future in futures:
                 try:
-                    future.result()
-                except grpc.RpcError:
-                    pass  # calls cut off by the forced exit may fail; that is the point
+                    self.assertEqual(len(future.result()), 50)
+                    answered += 1
+                except grpc.RpcError as error:
+                    # Cut off by the exit (the connection closes under the call), or, for a
+                    # call that arrived after the first SIGTERM, refused by the drain: both
+                    # UNAVAILABLE. Any other error is a fault.
+                    self.assertEqual(error.code(), grpc.StatusCode.UNAVAILABLE,
+                                     f"{error.code()}: {error.details()}")
+                    cut_off += 1
+            # Seconds of work were left: the forced exit cut calls off instead of draining them.
+            self.assertGreater(cut_off, 0, f"{answered} calls answered, none cut off")
 
 
 def openssl(*args):
