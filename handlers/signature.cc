@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -69,6 +70,83 @@ std::optional<SeedSignature> DefaultSeedSignature(const ModelSignature& signatur
     return seed;
   }
   return std::nullopt;
+}
+
+absl::Status ApplySeedDeclaration(const SeedDeclaration& declaration, ModelSignature* signature) {
+  const auto find = [](const std::vector<TensorSpec>& specs,
+                       const std::string& name) -> std::optional<size_t> {
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (specs[i].name == name) return i;
+    }
+    return std::nullopt;
+  };
+  const auto wrong = [](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("seed mapping: ", what));
+  };
+  if (!signature->batches()) return wrong("the seed's columns need a model that batches");
+  SeedSignature seed;
+  const auto columns_of = [&](const std::vector<TensorSpec>& specs, const std::string& name,
+                              const char* kind,
+                              size_t* index) -> absl::StatusOr<int64_t> {
+    const std::optional<size_t> found = find(specs, name);
+    if (!found) return wrong(absl::StrCat("no ", kind, " \"", name, "\""));
+    if (!IsColumns(specs[*found])) {
+      return wrong(absl::StrCat(kind, " ", SpecText(specs[*found], true),
+                                " is not FP32 of one fixed dimension"));
+    }
+    *index = *found;
+    return specs[*found].dims[0];
+  };
+  absl::StatusOr<int64_t> width =
+      columns_of(signature->inputs, declaration.columns, "input", &seed.columns_input);
+  if (!width.ok()) return width.status();
+  seed.num_inputs = *width;
+  width = columns_of(signature->outputs, declaration.output, "output", &seed.output);
+  if (!width.ok()) return width.status();
+  seed.num_outputs = *width;
+  if (!declaration.params.empty()) {
+    size_t params = 0;
+    width = columns_of(signature->inputs, declaration.params, "input", &params);
+    if (!width.ok()) return width.status();
+    if (params == seed.columns_input) return wrong("the columns and the parameters are one input");
+    seed.params_input = params;
+    seed.num_params = *width;
+  } else if (!declaration.default_params.empty()) {
+    return wrong("default parameters without a parameters input");
+  }
+  if (!declaration.input_names.empty() &&
+      static_cast<int64_t>(declaration.input_names.size()) != seed.num_inputs) {
+    return wrong(absl::StrCat("input_var_order names ", declaration.input_names.size(),
+                              " columns; the input has ", seed.num_inputs));
+  }
+  if (static_cast<int64_t>(declaration.output_names.size()) > seed.num_outputs) {
+    return wrong(absl::StrCat("output_var_order names ", declaration.output_names.size(),
+                              " columns; the output has ", seed.num_outputs));
+  }
+  if (!declaration.default_params.empty() &&
+      static_cast<int64_t>(declaration.default_params.size()) != seed.num_params) {
+    return wrong(absl::StrCat("default_params has ", declaration.default_params.size(),
+                              " values; the parameters input has ", seed.num_params));
+  }
+  for (size_t i = 0; i < signature->inputs.size(); ++i) {
+    const TensorSpec& input = signature->inputs[i];
+    const bool mapped = i == seed.columns_input || (seed.params_input && i == *seed.params_input);
+    if (!mapped && !(input.optional && input.default_value)) {
+      return wrong(absl::StrCat("input \"", input.name,
+                                "\" is neither the columns nor the parameters and has no default"));
+    }
+  }
+  seed.input_names = declaration.input_names;
+  seed.output_names = declaration.output_names;
+  seed.default_params = declaration.default_params;
+  if (seed.params_input && !seed.default_params.empty()) {
+    TensorSpec& params = signature->inputs[*seed.params_input];
+    params.optional = true;
+    params.default_value = std::string(reinterpret_cast<const char*>(seed.default_params.data()),
+                                       seed.default_params.size() * sizeof(float));
+  }
+  signature->seed = std::move(seed);
+  return absl::OkStatus();
 }
 
 std::string SignatureDifference(const ModelSignature& serving, const ModelSignature& next) {

@@ -2,6 +2,9 @@
 
 #include <optional>
 #include <string>
+#include <vector>
+
+#include "absl/status/status.h"
 
 #include "handlers/model_types.h"
 
@@ -18,6 +21,24 @@ ModelSignature SeedModelSignature(SeedSignature seed, int64_t max_batch_size);
 // default parameters) — and go out in the first output that is FP32 of one fixed dimension [m].
 // No default names. nullopt when the signature has no such shape.
 std::optional<SeedSignature> DefaultSeedSignature(const ModelSignature& signature);
+
+// The seed mapping a model's configuration declares: the names of the tensors that carry the
+// columns, the parameters and the outputs, with the model's own variable names and default
+// parameters.
+struct SeedDeclaration {
+  std::string columns;  // input: FP32 [k]
+  std::string params;   // input: FP32 [P]; empty: none
+  std::string output;   // output: FP32 [m]
+  std::vector<std::string> input_names;   // k names, or none
+  std::vector<std::string> output_names;  // up to m names
+  std::vector<float> default_params;      // P values, or none
+};
+
+// Sets signature->seed as `declaration` says; default_params also make the params input
+// optional with them as its default. The model must batch, the named tensors must exist and be
+// FP32 of one fixed dimension, and every other input must be optional with a default.
+// INVALID_ARGUMENT naming what does not fit.
+absl::Status ApplySeedDeclaration(const SeedDeclaration& declaration, ModelSignature* signature);
 
 // What differs between two signatures, in words ("input \"x\" FP32 [4] instead of FP32 [3],
 // other output_var_order"); empty when nothing does.

@@ -40,6 +40,18 @@ struct Flag {
 
 absl::Status Invalid(const std::string& why) { return absl::InvalidArgumentError(why); }
 
+const char* ControlModeName(ControlMode mode) {
+  switch (mode) {
+    case ControlMode::kNone:
+      return "none";
+    case ControlMode::kPoll:
+      return "poll";
+    case ControlMode::kExplicit:
+      return "explicit";
+  }
+  return "";
+}
+
 Flag Named(std::string name, std::string help, std::string env = "") {
   Flag flag;
   flag.name = std::move(name);
@@ -166,6 +178,60 @@ const std::vector<Flag>& Flags() {
     };
     add(std::move(model));
 
+    add(StringFlag(
+        "model-repository",
+        "a Triton model repository (DIR/<model>/config.pbtxt, DIR/<model>/<version>/model.pt): "
+        "serve its models instead of --model",
+        [](auto& config) -> auto& { return config.model_repository; }));
+    Flag mode = Named("model-control-mode",
+                      "none: load every model at startup; poll: and follow the repository's "
+                      "changes (--repository-poll-secs); explicit: load those --load-model names, "
+                      "then as RepositoryModelLoad/Unload ask");
+    mode.show = [](const Config& config) { return ControlModeName(config.server.models.mode); };
+    mode.set = [](const std::string& text, Config& config) -> absl::Status {
+      for (const ControlMode each : {ControlMode::kNone, ControlMode::kPoll,
+                                     ControlMode::kExplicit}) {
+        if (text == ControlModeName(each)) {
+          config.server.models.mode = each;
+          return absl::OkStatus();
+        }
+      }
+      return Invalid("must be none, poll or explicit");
+    };
+    add(std::move(mode));
+    Flag load_model = Named("load-model",
+                            "explicit mode: a model to load at startup; repeat for several; * "
+                            "loads every model");
+    load_model.show = [](const Config& config) {
+      return absl::StrJoin(config.server.models.startup_models, ",");
+    };
+    load_model.set = [](const std::string& text, Config& config) -> absl::Status {
+      if (text.empty()) return Invalid("must name a model");
+      config.server.models.startup_models.push_back(text);
+      return absl::OkStatus();
+    };
+    add(std::move(load_model));
+    add(SecondsFlag(
+        "repository-poll-secs", "poll mode: look for changed models this often",
+        [](auto& config) -> auto& { return config.server.models.poll_interval; }));
+    Flag exit_on_error = Named("exit-on-error",
+                               "true: a model that fails to load at startup stops the server; "
+                               "false: it is left unavailable, its reason in RepositoryIndex");
+    exit_on_error.show = [](const Config& config) {
+      return config.server.models.exit_on_error ? std::string("true") : std::string("false");
+    };
+    exit_on_error.set = [](const std::string& text, Config& config) -> absl::Status {
+      if (text != "true" && text != "false") return Invalid("must be true or false");
+      config.server.models.exit_on_error = text == "true";
+      return absl::OkStatus();
+    };
+    add(std::move(exit_on_error));
+    add(StringFlag(
+        "seed-model",
+        "the model ModelService.EvaluateModel computes with; empty: the first --model, or the "
+        "repository's model \"default\", else its first by name",
+        [](auto& config) -> auto& { return config.server.seed_model; }));
+
     Flag address = StringFlag(
         "address", "host:port to listen on (the variable sets the port)",
         [](auto& config) -> auto& { return config.server.address; },
@@ -251,11 +317,33 @@ const std::vector<Flag>& Flags() {
     add(IntegerFlag<int>(
         "max-message-bytes", "largest request or response message",
         [](auto& config) -> auto& { return config.server.max_message_bytes; }, 1));
-    add(SecondsFlag(
-        "model-poll-seconds",
-        "check the models' files this often and swap in a new version when one "
-        "changes; 0: never (SIGHUP still reloads them)",
-        [](auto& config) -> auto& { return config.server.model_poll_interval; }));
+    // The flag of the server before model repositories: poll mode at this interval.
+    Flag model_poll = Named("model-poll-seconds",
+                            "check the models' files this often and swap in a new version when "
+                            "one changes (--model-control-mode poll); 0: never (SIGHUP still "
+                            "reloads them)");
+    model_poll.show = [](const Config& config) {
+      const ManagerOptions& models = config.server.models;
+      return models.mode == ControlMode::kPoll ? absl::StrCat(models.poll_interval.count() / 1000.0)
+                                               : std::string("0");
+    };
+    model_poll.set = [](const std::string& text, Config& config) -> absl::Status {
+      double seconds = 0;
+      if (!absl::SimpleAtod(text, &seconds) || !std::isfinite(seconds)) {
+        return Invalid("not a number of seconds");
+      }
+      if (seconds < 0) return Invalid("must not be negative");
+      if (seconds > 1e9) return Invalid("must be at most 1e9");
+      if (seconds > 0) {
+        // Poll mode, unless a mode was asked for (--model-control-mode before this flag).
+        if (config.server.models.mode == ControlMode::kNone) {
+          config.server.models.mode = ControlMode::kPoll;
+        }
+        config.server.models.poll_interval = std::chrono::milliseconds(std::llround(seconds * 1000));
+      }
+      return absl::OkStatus();
+    };
+    add(std::move(model_poll));
     Flag drain_grace = DurationFlag<std::chrono::seconds>(
         "drain-grace",
         "seconds to keep serving after SIGTERM/SIGINT with health NOT_SERVING, before refusing "
@@ -385,7 +473,20 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv, const 
         return Invalid(absl::StrCat("--", flag->name, "=", argument.value(), ": ", set.message()));
       }
     }
-    if (config.models.empty()) config.models.push_back({});  // the demo model
+    if (!config.model_repository.empty()) {
+      if (result.count("model") > 0) {
+        return Invalid("--model and --model-repository cannot be combined: put the model into "
+                       "the repository (DIR/<name>/1/model.pt)");
+      }
+      config.models.clear();  // MODEL_LOC, the default for --model, gives way to the repository
+    } else if (config.models.empty()) {
+      config.models.push_back({});  // the demo model
+    }
+    if (!config.server.models.startup_models.empty() &&
+        config.server.models.mode != ControlMode::kExplicit) {
+      return Invalid("--load-model needs --model-control-mode explicit");
+    }
+
     std::vector<std::string> names;
     for (const ModelFlag& model : config.models) names.push_back(model.name);
     if (absl::Status distinct = CheckDistinctModelNames(names); !distinct.ok()) {

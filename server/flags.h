@@ -41,8 +41,11 @@ struct Config {
   platform::MemoryTrimOptions memory_trim;
   // Options of every model's handler (model_path aside: each model has its own).
   handlers::TorchHandlerOptions handler;
-  // The models to serve, in order; the parser always leaves at least one.
+  // The models to serve from files, in order; without a model repository the parser always
+  // leaves at least one (the demo model), with one none.
   std::vector<ModelFlag> models;
+  // A Triton model repository to serve the models of; empty: none (the models above).
+  std::string model_repository;
   // Loaded instances of each model, each with its own batch thread.
   int instances = 1;
   // Non-empty: write the demo model to this path and exit.
@@ -65,10 +68,11 @@ struct ParsedFlags {
 };
 
 // Parses argv[1..argc) and the environment variables some flags fall back to (a flag given on
-// the command line beats its variable). A flag given twice takes its last value, except --model,
-// which adds a model each time. Errors: INVALID_ARGUMENT naming the flag (or the variable) and
-// what is wrong with its value: an unknown flag, a stray argument, a value that does not parse
-// or is out of range (a negative duration, zero instances, ...), a model name given twice.
+// the command line beats its variable). A flag given twice takes its last value, except --model
+// and --load-model, which add one each time. Errors: INVALID_ARGUMENT naming the flag (or the
+// variable) and what is wrong with its value: an unknown flag, a stray argument, a value that
+// does not parse or is out of range (a negative duration, zero instances, ...), a model name
+// given twice, --model with --model-repository, --load-model outside explicit mode.
 absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv, const Environment& env);
 
 // The --help text: each flag, its default and its environment variable.

@@ -19,6 +19,7 @@
 #include "platform/memory.h"
 #include "server/flags.h"
 #include "server/model_server.h"
+#include "server/torch_loader.h"
 
 namespace model_server {
 namespace {
@@ -33,17 +34,23 @@ constexpr int kExitUsage = 2;
 // What the self-check's failure writes into the signal pipe (no signal is numbered 0).
 constexpr char kSelfCheckFailed = 0;
 
-// `count` instances of the model `handler` describes, each loaded and warmed up.
-absl::StatusOr<std::vector<std::unique_ptr<handlers::LoadedModel>>> LoadInstances(
-    const handlers::TorchHandlerOptions& handler, int count) {
-  std::vector<std::unique_ptr<handlers::LoadedModel>> instances;
-  for (int i = 0; i < count; ++i) {
-    absl::StatusOr<std::unique_ptr<handlers::LoadedModel>> loaded =
-        handlers::LoadedModel::Load(handlers::MakeTorchHandler(handler));
-    if (!loaded.ok()) return loaded.status();
-    instances.push_back(*std::move(loaded));
+// The catalog of the models the command line names: a model repository, or the --model files
+// (the demo model without any).
+absl::StatusOr<std::unique_ptr<server::ModelCatalog>> MakeCatalog(const server::Config& config) {
+  server::TorchLoaderOptions loader;
+  loader.handler = config.handler;
+  loader.instances = config.instances;
+  if (!config.model_repository.empty()) {
+    absl::StatusOr<repository::ModelRepository> repository =
+        repository::ModelRepository::Create(config.model_repository);
+    if (!repository.ok()) return repository.status();
+    return server::MakeRepositoryCatalog(*std::move(repository), server::MakeTorchLoader(loader));
   }
-  return instances;
+  std::vector<server::FileModel> files;
+  for (const server::ModelFlag& flag : config.models) {
+    files.push_back({flag.name, flag.path, server::MakeTorchLoader(loader)});
+  }
+  return server::MakeFileCatalog(std::move(files));
 }
 
 // The write end of a pipe the signal handler writes each SIGINT/SIGTERM/SIGHUP to. A handler
@@ -152,6 +159,9 @@ int Main(int argc, char** argv) {
   const int signal_pipe = InstallShutdownSignals();
 
   server::ServerOptions options = config.server;
+  if (options.seed_model.empty() && !config.models.empty()) {
+    options.seed_model = config.models.front().name;  // ModelService serves the first --model
+  }
   options.self_check.on_failure = [] {
     [[maybe_unused]] const ssize_t written = write(signal_pipe_write, &kSelfCheckFailed, 1);
   };
@@ -161,27 +171,13 @@ int Main(int argc, char** argv) {
                options.cq_threads > 0 ? options.cq_threads : platform::UsableCpus(), codec.threads,
                codec.threads > 0 && !codec.decode_there ? " (replies only)" : "");
 
-  std::vector<server::ModelSpec> models;
-  for (const server::ModelFlag& flag : config.models) {
-    handlers::TorchHandlerOptions handler = config.handler;
-    handler.model_path = flag.path;
-    absl::StatusOr<std::vector<std::unique_ptr<handlers::LoadedModel>>> instances =
-        LoadInstances(handler, config.instances);
-    if (!instances.ok()) {
-      spdlog::error("cannot start: model \"{}\" ({}): {}", flag.name,
-                    flag.path.empty() ? "demo" : flag.path,
-                    std::string(instances.status().message()));
-      return 1;
-    }
-    server::ModelSource source;
-    if (!flag.path.empty()) {  // the demo model has no file to reload
-      source.path = flag.path;
-      source.load = [handler, count = config.instances] { return LoadInstances(handler, count); };
-    }
-    models.push_back({flag.name, *std::move(instances), std::move(source), std::nullopt});
+  absl::StatusOr<std::unique_ptr<server::ModelCatalog>> catalog = MakeCatalog(config);
+  if (!catalog.ok()) {
+    spdlog::error("cannot start: {}", std::string(catalog.status().message()));
+    return 1;
   }
   absl::StatusOr<std::unique_ptr<server::ModelServer>> started =
-      server::ModelServer::Start(options, std::move(models));
+      server::ModelServer::Start(options, *std::move(catalog));
   if (!started.ok()) {
     spdlog::error("cannot start: {}", std::string(started.status().message()));
     return 1;

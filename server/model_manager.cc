@@ -83,7 +83,8 @@ absl::StatusOr<std::unique_ptr<ModelManager>> ModelManager::Start(
     if (!all) startup = options.startup_models;
   }
   for (const std::string& name : startup) {
-    absl::Status loaded = manager->LoadModel(name, /*again=*/false);
+    // With exit_on_error, the caller reports the failure that stops the server.
+    absl::Status loaded = manager->LoadModel(name, /*again=*/false, options.exit_on_error);
     if (!loaded.ok() && options.exit_on_error) return loaded;
   }
   manager->thread_ = std::thread([raw = manager.get()] { raw->Loop(); });
@@ -101,7 +102,7 @@ ModelManager::ModelManager(std::unique_ptr<ModelCatalog> catalog, ModelRegistry*
 
 ModelManager::~ModelManager() { Stop(); }
 
-absl::Status ModelManager::LoadModel(const std::string& name, bool again) {
+absl::Status ModelManager::LoadModel(const std::string& name, bool again, bool quiet) {
   absl::StatusOr<repository::RepositoryModel> model = catalog_->Read(name, again);
   Known& known = known_[name];
   if (!model.ok()) {
@@ -109,7 +110,7 @@ absl::Status ModelManager::LoadModel(const std::string& name, bool again) {
     known.fingerprint = catalog_->Fingerprint(name).value_or(0);
     const std::string reason(model.status().message());
     SetModelReason(name, reason);
-    spdlog::error("model {}: cannot load: {}", name, reason);
+    if (!quiet) spdlog::error("model {}: cannot load: {}", name, reason);
     return model.status();
   }
   SetModelReason(name, "");
@@ -143,8 +144,11 @@ absl::Status ModelManager::LoadModel(const std::string& name, bool again) {
       continue;
     }
     const std::string reason(loaded.message());
-    failures.push_back(absl::StrCat("version ", file.version, ": ", reason));
-    if (serves) {
+    failures.push_back(
+        absl::StrCat("(", file.path.empty() ? "the built-in demo" : file.path, "): ", reason));
+    if (quiet) {
+      SetVersionState(name, file.version, kUnavailable, reason);
+    } else if (serves) {
       any_serves = true;
       spdlog::error("model {}: new version {} from {} refused: {}; version {} serves on", name,
                     file.version, file.path, reason, file.version);
@@ -172,7 +176,7 @@ absl::Status ModelManager::LoadModel(const std::string& name, bool again) {
   }
   if (failures.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(
-      absl::StrCat("model \"", name, "\": ", absl::StrJoin(failures, "; ")));
+      absl::StrCat("model \"", name, "\" ", absl::StrJoin(failures, "; ")));
 }
 
 absl::Status ModelManager::LoadVersion(const repository::RepositoryModel& model,
@@ -230,7 +234,7 @@ void ModelManager::Poll() {
       absl::StatusOr<uint64_t> fingerprint = catalog_->Fingerprint(name);
       if (fingerprint.ok() && *fingerprint == known->second.fingerprint) continue;
     }
-    (void)LoadModel(name, /*again=*/false);  // logged, and in the index
+    (void)LoadModel(name, /*again=*/false, /*quiet=*/false);  // logged, and in the index
   }
   std::vector<std::string> gone;
   for (const auto& [name, unused] : known_) {
@@ -250,7 +254,8 @@ void ModelManager::Load(const std::string& name, Done done) {
         "--model-control-mode none or poll (use explicit)"));
     return;
   }
-  Post({[this, name] { return LoadModel(name, /*again=*/true); }, std::move(done)});
+  Post({[this, name] { return LoadModel(name, /*again=*/true, /*quiet=*/false); },
+        std::move(done)});
 }
 
 void ModelManager::Unload(const std::string& name, Done done) {
@@ -265,7 +270,7 @@ void ModelManager::Unload(const std::string& name, Done done) {
 
 void ModelManager::RequestReload() {
   Post({[this] {
-          for (const std::string& name : registry_->Names()) (void)LoadModel(name, true);
+          for (const std::string& name : registry_->Names()) (void)LoadModel(name, true, false);
           return absl::OkStatus();
         },
         nullptr});

@@ -117,8 +117,9 @@ class ModelManager {
                WorkPool* codec_pool, metrics::ServerMetrics* metrics,
                const ManagerOptions& options);
 
-  // Loads what the catalog says of `name` now (see Load); manager thread.
-  absl::Status LoadModel(const std::string& name, bool again);
+  // Loads what the catalog says of `name` now (see Load); `quiet` leaves failures to the caller
+  // to log. Manager thread (or startup).
+  absl::Status LoadModel(const std::string& name, bool again, bool quiet);
   // Loads and serves one version; `reference` is the serving version whose signature the new one
   // must have (null when any goes).
   absl::Status LoadVersion(const repository::RepositoryModel& model,

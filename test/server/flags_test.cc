@@ -67,7 +67,10 @@ TEST_CASE("without flags or variables every value is its option's default", "[fl
   CHECK(config.server.metrics_address == kDefaultMetricsAddress);  // the binary's own default
   CHECK(config.server.drain_grace == server.drain_grace);
   CHECK(config.server.drain_timeout == server.drain_timeout);
-  CHECK(config.server.model_poll_interval == server.model_poll_interval);
+  CHECK(config.server.models.mode == server.models.mode);
+  CHECK(config.server.models.poll_interval == server.models.poll_interval);
+  CHECK(config.server.models.exit_on_error == server.models.exit_on_error);
+  CHECK(config.server.seed_model.empty());
   CHECK(config.server.cq_threads == server.cq_threads);
   CHECK(config.server.batching.max_queue_delay == server.batching.max_queue_delay);
   CHECK(config.instances == defaults.instances);
@@ -86,6 +89,11 @@ struct FlagCase {
   std::string flag;
   std::string value;
   std::function<bool(const Config&)> landed;
+  // Flags it needs beside it.
+  std::vector<std::string> with = {};
+  // Whether it goes with every other case's flag (--model-repository does not go with --model,
+  // nor --model-poll-seconds, which asks for poll mode, with --load-model).
+  bool combines = true;
 };
 
 const std::vector<FlagCase>& FlagCases() {
@@ -94,6 +102,21 @@ const std::vector<FlagCase>& FlagCases() {
        [](const Config& c) {
          return c.models == std::vector<ModelFlag>{{"a", "/m/a.pt"}};
        }},
+      {"model-repository", "/repo",
+       [](const Config& c) { return c.model_repository == "/repo" && c.models.empty(); },
+       {},
+       false},
+      {"model-control-mode", "explicit",
+       [](const Config& c) { return c.server.models.mode == ControlMode::kExplicit; }},
+      {"load-model", "cnn",
+       [](const Config& c) {
+         return c.server.models.startup_models == std::vector<std::string>{"cnn"};
+       },
+       {"--model-control-mode=explicit"}},
+      {"repository-poll-secs", "2.5",
+       [](const Config& c) { return c.server.models.poll_interval == 2500ms; }},
+      {"exit-on-error", "false", [](const Config& c) { return !c.server.models.exit_on_error; }},
+      {"seed-model", "b", [](const Config& c) { return c.server.seed_model == "b"; }},
       {"address", "127.0.0.1:7", [](const Config& c) { return c.server.address == "127.0.0.1:7"; }},
       {"device", "cuda:1", [](const Config& c) { return c.handler.device == "cuda:1"; }},
       {"max-batch-rows", "7",
@@ -124,7 +147,12 @@ const std::vector<FlagCase>& FlagCases() {
       {"max-message-bytes", "1000",
        [](const Config& c) { return c.server.max_message_bytes == 1000; }},
       {"model-poll-seconds", "0.25",
-       [](const Config& c) { return c.server.model_poll_interval == 250ms; }},
+       [](const Config& c) {
+         return c.server.models.mode == ControlMode::kPoll &&
+                c.server.models.poll_interval == 250ms;
+       },
+       {},
+       false},
       {"drain-grace", "5", [](const Config& c) { return c.server.drain_grace == 5s; }},
       {"drain-timeout", "0", [](const Config& c) { return c.server.drain_timeout == 0s; }},
       {"max-connection-idle-ms", "1001",
@@ -168,24 +196,31 @@ TEST_CASE("every flag sets its field, as --flag=value and as --flag value", "[fl
     INFO("--" << c.flag << " " << c.value);
     const Config defaults = ParseOk({});
     CHECK_FALSE(c.landed(defaults));  // the case's value is not the default
-    CHECK(c.landed(ParseOk({"--" + c.flag + "=" + c.value})));
-    CHECK(c.landed(ParseOk({"--" + c.flag, c.value})));
+    std::vector<std::string> joined = c.with, separate = c.with;
+    joined.push_back("--" + c.flag + "=" + c.value);
+    separate.insert(separate.end(), {"--" + c.flag, c.value});
+    CHECK(c.landed(ParseOk(joined)));
+    CHECK(c.landed(ParseOk(separate)));
   }
 }
 
 TEST_CASE("the config line shows each flag's value, and reads back as the same config", "[flags]") {
   std::vector<std::string> args;
-  for (const FlagCase& c : FlagCases()) args.push_back("--" + c.flag + "=" + c.value);
+  for (const FlagCase& c : FlagCases()) {
+    if (c.combines) args.push_back("--" + c.flag + "=" + c.value);
+  }
   const Config config = ParseOk(args);
   const std::string described = DescribeConfig(config);
   for (const FlagCase& c : FlagCases()) {
-    if (c.flag == "model") continue;
+    if (c.flag == "model" || !c.combines) continue;
     CHECK_THAT(described, Catch::Contains(" " + c.flag + "=" + c.value));
   }
   CHECK_THAT(described, Catch::StartsWith("model=a=/m/a.pt "));
   std::vector<std::string> again{"--model=a=/m/a.pt"};
   for (const absl::string_view pair : absl::StrSplit(described, ' ')) {
-    if (!absl::StartsWith(pair, "model=")) again.push_back(absl::StrCat("--", pair));
+    // Flags the config shows at their defaults (an empty repository) are left out.
+    if (absl::StartsWith(pair, "model=") || absl::EndsWith(pair, "=")) continue;
+    again.push_back(absl::StrCat("--", pair));
   }
   CHECK(DescribeConfig(ParseOk(again)) == described);
 }
@@ -275,6 +310,15 @@ TEST_CASE("each bad value is refused with a message naming its flag or variable"
       {{"--demo-hidden=0"}, {}, "--demo-hidden=0: must be at least 1"},
       {{"--log-level=loud"}, {}, "--log-level=loud: not a log level"},
       {{"--address="}, {}, "--address=: must not be empty"},
+      {{"--model-control-mode=auto"}, {}, "--model-control-mode=auto: must be none, poll or explicit"},
+      {{"--load-model=cnn"}, {}, "--load-model needs --model-control-mode explicit"},
+      {{"--load-model="}, {}, "--load-model=: must name a model"},
+      {{"--exit-on-error=yes"}, {}, "--exit-on-error=yes: must be true or false"},
+      {{"--repository-poll-secs=-1"}, {}, "--repository-poll-secs=-1: must not be negative"},
+      {{"--model-repository=/r", "--model", "a=/a.pt"},
+       {},
+       "--model and --model-repository cannot be combined: put the model into the repository "
+       "(DIR/<name>/1/model.pt)"},
       {{"--model", "a=/a.pt", "--model", "a=/b.pt"},
        {},
        "--model: model name \"a\" is given twice"},

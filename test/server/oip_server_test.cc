@@ -214,13 +214,18 @@ TEST_CASE("OIP readiness follows the server's serving flag; liveness stays", "[o
   // OipService alone on a server of its own, so the flag can be turned while calls are answered
   // (ModelServer turns it false at the start of a drain, when gRPC refuses calls soon after).
   inference::GRPCInferenceService::AsyncService service;
-  const std::vector<std::unique_ptr<ServedModel>> models;
   std::atomic<bool> serving{false};
   metrics::MetricsOptions metrics_options;
   metrics_options.address = "";
   auto metrics = metrics::ServerMetrics::Start(metrics_options);
   REQUIRE(metrics.ok());
-  OipService oip(&service, &models, &serving, metrics->get());
+  ModelRegistry models(metrics->get());
+  auto catalog = MakeFileCatalog({});
+  REQUIRE(catalog.ok());
+  auto manager =
+      ModelManager::Start(*std::move(catalog), &models, nullptr, metrics->get(), ManagerOptions());
+  REQUIRE(manager.ok());
+  OipService oip(&service, &models, manager->get(), &serving, metrics->get());
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);

@@ -1,0 +1,162 @@
+#include "server/torch_loader.h"
+
+#include <set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "handlers/signature.h"
+#include "repository/model_config.h"
+
+namespace model_server::server {
+namespace {
+
+// The parameters a configuration may give, and what each sets.
+constexpr const char* kSeedParameters[] = {"seed_columns",    "seed_params",
+                                           "seed_output",     "input_var_order",
+                                           "output_var_order", "default_params"};
+
+std::vector<std::string> SplitNames(const std::string& text) {
+  std::vector<std::string> names;
+  for (absl::string_view name : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    names.emplace_back(absl::StripAsciiWhitespace(name));
+  }
+  return names;
+}
+
+// The seed declaration in the configuration's parameters; nullopt when it has none.
+absl::StatusOr<std::optional<handlers::SeedDeclaration>> SeedParameters(
+    const inference::ModelConfig& config) {
+  const auto& parameters = config.parameters();
+  for (const auto& [key, value] : parameters) {
+    const bool known = std::any_of(std::begin(kSeedParameters), std::end(kSeedParameters),
+                                   [&](const char* name) { return key == name; });
+    if (!known) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config parameter \"", key, "\" is not supported (supported: ",
+          absl::StrJoin(std::begin(kSeedParameters), std::end(kSeedParameters), ", "), ")"));
+    }
+  }
+  const auto text = [&](const char* key) {
+    const auto found = parameters.find(key);
+    return found == parameters.end() ? std::string() : found->second.string_value();
+  };
+  if (parameters.empty()) return std::nullopt;
+  handlers::SeedDeclaration declaration;
+  declaration.columns = text("seed_columns");
+  declaration.params = text("seed_params");
+  declaration.output = text("seed_output");
+  if (declaration.columns.empty() || declaration.output.empty()) {
+    return absl::InvalidArgumentError(
+        "config parameters seed_columns and seed_output name the seed's tensors; both are needed "
+        "with any other seed parameter");
+  }
+  declaration.input_names = SplitNames(text("input_var_order"));
+  declaration.output_names = SplitNames(text("output_var_order"));
+  for (const std::string& number : SplitNames(text("default_params"))) {
+    float value = 0;
+    if (!absl::SimpleAtof(number, &value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config parameter default_params: \"", number, "\" is not a number"));
+    }
+    declaration.default_params.push_back(value);
+  }
+  return declaration;
+}
+
+// The declared signature: the configuration's tensors and the seed mapping.
+absl::StatusOr<handlers::ModelSignature> DeclaredSignature(const inference::ModelConfig& config) {
+  absl::StatusOr<repository::ConfigSignature> tensors = repository::SignatureFromConfig(config);
+  if (!tensors.ok()) return tensors.status();
+  handlers::ModelSignature signature;
+  signature.inputs = std::move(tensors->inputs);
+  signature.outputs = std::move(tensors->outputs);
+  signature.max_batch_size = tensors->max_batch_size;
+  absl::StatusOr<std::optional<handlers::SeedDeclaration>> seed = SeedParameters(config);
+  if (!seed.ok()) return seed.status();
+  if (*seed) {
+    if (absl::Status applied = handlers::ApplySeedDeclaration(**seed, &signature); !applied.ok()) {
+      return applied;
+    }
+  }
+  for (const handlers::TensorSpec& input : signature.inputs) {
+    if (input.optional && !input.default_value) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "optional input \"", input.name,
+          "\" has no default: only the seed's parameters input may be optional (with "
+          "default_params)"));
+    }
+  }
+  if (!*seed) signature.seed = handlers::DefaultSeedSignature(signature);
+  return signature;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> InstanceOptions(
+    const repository::RepositoryModel& model, const repository::VersionFile& version,
+    const TorchLoaderOptions& options) {
+  const inference::ModelConfig& config = model.config;
+  const auto in_model = [&](const absl::Status& status) {
+    return absl::Status(status.code(),
+                        absl::StrCat("model \"", model.name, "\": ", status.message()));
+  };
+  if (config.platform() == repository::kPlatformAoti) {
+    return in_model(absl::InvalidArgumentError(absl::StrCat(
+        version.path, " is an AOTInductor package (torch_aoti); this build serves TorchScript "
+                      "(model.pt) only")));
+  }
+  handlers::TorchHandlerOptions base = options.handler;
+  base.model_path = version.path;
+  if (config.input_size() > 0 || config.output_size() > 0) {
+    absl::StatusOr<handlers::ModelSignature> signature = DeclaredSignature(config);
+    if (!signature.ok()) return in_model(signature.status());
+    base.signature = *std::move(signature);
+  } else {
+    if (!config.parameters().empty()) {
+      return in_model(absl::InvalidArgumentError(
+          "config parameters need the inputs and outputs they name declared in the config"));
+    }
+    if (config.max_batch_size() > 0) base.max_batch_rows = config.max_batch_size();
+  }
+  std::vector<handlers::TorchHandlerOptions> instances;
+  if (config.instance_group_size() == 0) {
+    instances.assign(std::max(options.instances, 1), base);
+    return instances;
+  }
+  for (const inference::ModelInstanceGroup& group : config.instance_group()) {
+    const int count = std::max(group.count(), 1);
+    for (int i = 0; i < count; ++i) {
+      handlers::TorchHandlerOptions instance = base;
+      if (group.kind() == inference::ModelInstanceGroup::KIND_CPU) {
+        instance.device = "cpu";
+      } else if (group.kind() == inference::ModelInstanceGroup::KIND_GPU) {
+        instance.device =
+            group.gpus_size() == 0 ? "cuda:0" : absl::StrCat("cuda:", group.gpus(i % group.gpus_size()));
+      }
+      instances.push_back(std::move(instance));
+    }
+  }
+  return instances;
+}
+
+VersionLoader MakeTorchLoader(TorchLoaderOptions options) {
+  return [options](const repository::RepositoryModel& model,
+                   const repository::VersionFile& version) -> absl::StatusOr<Instances> {
+    absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> each =
+        InstanceOptions(model, version, options);
+    if (!each.ok()) return each.status();
+    Instances instances;
+    for (const handlers::TorchHandlerOptions& instance : *each) {
+      absl::StatusOr<std::unique_ptr<handlers::LoadedModel>> loaded =
+          handlers::LoadedModel::Load(handlers::MakeTorchHandler(instance));
+      if (!loaded.ok()) return loaded.status();
+      instances.push_back(*std::move(loaded));
+    }
+    return instances;
+  };
+}
+
+}  // namespace model_server::server

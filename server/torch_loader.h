@@ -1,0 +1,47 @@
+#pragma once
+
+// Loads versions of PyTorch models for the ModelManager: a repository model's configuration
+// (config.pbtxt) turned into the options of each of its TorchScript handler instances. Free of
+// torch headers (the handler's header is).
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "handlers/torch/torch_handler.h"
+#include "repository/model_repository.h"
+#include "server/model_catalog.h"
+
+namespace model_server::server {
+
+struct TorchLoaderOptions {
+  // What every instance gets unless the configuration says otherwise: the device (for
+  // instance_group KIND_AUTO), precision, threads, the demo model's width, and the largest batch
+  // of a model whose inputs are read from its file.
+  handlers::TorchHandlerOptions handler;
+  // Instances of a model whose configuration has no instance_group.
+  int instances = 1;
+};
+
+// The options of each instance of `version` of `model`:
+//  - the model file, or the demo model for an empty path;
+//  - the configuration's inputs, outputs and max_batch_size as the declared signature when it
+//    has any (without them, the handler reads them from the file, batching up to
+//    max_batch_size, or the default when that is 0);
+//  - the seed mapping from the configuration's parameters (seed_columns, seed_params,
+//    seed_output: tensor names; input_var_order, output_var_order: comma-separated names;
+//    default_params: comma-separated numbers, which make the params input optional), else the
+//    mapping the signature allows by itself (handlers::DefaultSeedSignature);
+//  - instance_group: its count (summed over groups) and kind, KIND_GPU placing instances on its
+//    gpus in turn (cuda:0 when it lists none), KIND_CPU on the CPU, KIND_AUTO on the default
+//    device.
+// Errors: INVALID_ARGUMENT naming the model and the parameter, input or output that is wrong
+// (an unknown parameter, a seed tensor that does not exist or has the wrong type or shape, an
+// optional input without a default, a .pt2 package where this build cannot load one).
+absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> InstanceOptions(
+    const repository::RepositoryModel& model, const repository::VersionFile& version,
+    const TorchLoaderOptions& options);
+
+// Loads each instance that InstanceOptions describes and warms it up.
+VersionLoader MakeTorchLoader(TorchLoaderOptions options);
+
+}  // namespace model_server::server
