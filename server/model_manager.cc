@@ -122,21 +122,25 @@ absl::Status ModelManager::LoadModel(const std::string& name, bool again, bool q
   known.config = model->config;
   known.read = true;
 
-  const std::vector<std::shared_ptr<ServedModel>> serving = registry_->Versions(name);
-  // Without a new configuration, a new version must take and give what the serving one does.
-  const ServedModel* reference = config_changed || serving.empty() ? nullptr : serving.back().get();
+  // Numbers and a signature, not the versions themselves: a version held here could not be
+  // released (ModelRegistry::Remove waits until no one else holds it).
+  std::vector<int64_t> serving;
+  std::optional<handlers::ModelSignature> reference;
+  for (const auto& version : registry_->Versions(name)) {
+    serving.push_back(version->version());
+    // Without a new configuration, a new version must take and give what the serving one does.
+    if (!config_changed) reference = version->signature();
+  }
   std::vector<std::string> failures;
   bool any_serves = false;
   for (const repository::VersionFile& file : model->versions) {
-    const bool serves = std::any_of(serving.begin(), serving.end(), [&](const auto& version) {
-      return version->version() == file.version;
-    });
+    const bool serves = std::find(serving.begin(), serving.end(), file.version) != serving.end();
     if (serves && !again && !changed) {
       any_serves = true;
       continue;
     }
     if (!serves) SetVersionState(name, file.version, kLoading);
-    absl::Status loaded = LoadVersion(*model, file, reference);
+    absl::Status loaded = LoadVersion(*model, file, reference ? &*reference : nullptr);
     if (!serving.empty()) metrics_->AddModel(name)->RecordReload(loaded.ok());
     if (loaded.ok()) {
       any_serves = true;
@@ -154,7 +158,7 @@ absl::Status ModelManager::LoadModel(const std::string& name, bool again, bool q
                     file.version, file.path, reason, file.version);
     } else if (!serving.empty()) {
       spdlog::error("model {}: new version {} from {} refused: {}; version {} serves on", name,
-                    file.version, file.path, reason, serving.back()->version());
+                    file.version, file.path, reason, serving.back());
       SetVersionState(name, file.version, kUnavailable, reason);
     } else {
       spdlog::error("model {}: version {} from {} cannot load: {}", name, file.version,
@@ -164,8 +168,7 @@ absl::Status ModelManager::LoadModel(const std::string& name, bool again, bool q
   }
   // The versions the policy no longer picks go once a picked one serves (else they serve on).
   if (any_serves) {
-    for (const auto& version : serving) {
-      const int64_t number = version->version();
+    for (const int64_t number : serving) {
       const bool picked = std::any_of(model->versions.begin(), model->versions.end(),
                                       [&](const auto& file) { return file.version == number; });
       if (picked) continue;
@@ -181,14 +184,14 @@ absl::Status ModelManager::LoadModel(const std::string& name, bool again, bool q
 
 absl::Status ModelManager::LoadVersion(const repository::RepositoryModel& model,
                                        const repository::VersionFile& file,
-                                       const ServedModel* reference) {
+                                       const handlers::ModelSignature* reference) {
   absl::StatusOr<Instances> instances = catalog_->Load(model, file);
   if (!instances.ok()) return instances.status();
   if (instances->empty()) return absl::InternalError("the loader made no instance");
   const handlers::ModelSignature& signature = (*instances)[0]->signature();
   if (reference != nullptr) {
     const std::string difference =
-        handlers::SignatureDifference(reference->signature(), signature);
+        handlers::SignatureDifference(*reference, signature);
     if (!difference.empty()) {
       return absl::FailedPreconditionError(absl::StrCat("its signature differs: ", difference));
     }
@@ -210,11 +213,9 @@ absl::Status ModelManager::LoadVersion(const repository::RepositoryModel& model,
 }
 
 absl::Status ModelManager::UnloadModel(const std::string& name) {
-  for (const auto& version : registry_->Versions(name)) {
-    SetVersionState(name, version->version(), kUnloading);
-  }
   std::vector<int64_t> numbers;
   for (const auto& version : registry_->Versions(name)) numbers.push_back(version->version());
+  for (const int64_t number : numbers) SetVersionState(name, number, kUnloading);
   registry_->Remove(name, std::nullopt);
   for (const int64_t number : numbers) SetVersionState(name, number, kUnavailable, "unloaded");
   known_.erase(name);

@@ -120,11 +120,11 @@ class ModelManager {
   // Loads what the catalog says of `name` now (see Load); `quiet` leaves failures to the caller
   // to log. Manager thread (or startup).
   absl::Status LoadModel(const std::string& name, bool again, bool quiet);
-  // Loads and serves one version; `reference` is the serving version whose signature the new one
-  // must have (null when any goes).
+  // Loads and serves one version; `reference` is the signature the new one must have (that of
+  // the serving version; null when any goes).
   absl::Status LoadVersion(const repository::RepositoryModel& model,
                            const repository::VersionFile& version,
-                           const ServedModel* reference);
+                           const handlers::ModelSignature* reference);
   absl::Status UnloadModel(const std::string& name);
   // Poll mode: loads new and changed models, unloads those gone from the catalog.
   void Poll();

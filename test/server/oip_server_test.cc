@@ -81,7 +81,7 @@ TEST_CASE("OIP health and metadata describe the model", "[oip]") {
   CHECK(metadata.name() == "default");
   CHECK(std::vector<std::string>(metadata.versions().begin(), metadata.versions().end()) ==
         std::vector<std::string>{"1"});
-  CHECK(metadata.platform() == "pytorch_torchscript");
+  CHECK(metadata.platform() == "pytorch_libtorch");  // Triton's name
   REQUIRE(metadata.inputs_size() == 2);
   CHECK(metadata.inputs(0).name() == "x");
   CHECK(metadata.inputs(0).datatype() == "FP32");
