@@ -126,8 +126,8 @@ void ModelRegistry::Retire(const std::string& name, std::shared_ptr<ServedModel>
   const int64_t number = version->version();
   version->Shutdown();  // runs what is queued, joins its threads, releases its instances
   version.reset();
-  spdlog::info("model {}: version {} released after its last batch", name, number);
   std::lock_guard<std::mutex> lock(mu_);
+  if (!shutting_down_) spdlog::info("model {}: version {} released after its last batch", name, number);
   Model& model = models_[name];
   --model.retiring;
   UpdateMetrics(model);
@@ -167,6 +167,7 @@ void ModelRegistry::ShutdownAll() {
   std::vector<metrics::ModelMetrics*> sources;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    shutting_down_ = true;
     for (auto& [name, model] : models_) {
       names.push_back(name);
       if (model.metrics != nullptr) sources.push_back(model.metrics);

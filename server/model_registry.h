@@ -74,6 +74,7 @@ class ModelRegistry {
   metrics::ServerMetrics* const metrics_;
   mutable std::mutex mu_;
   std::map<std::string, Model> models_;  // guarded by mu_
+  bool shutting_down_ = false;           // guarded by mu_; set by ShutdownAll
 };
 
 }  // namespace model_server::server
