@@ -36,10 +36,10 @@ MemoryTrimmer::MemoryTrimmer(const MemoryTrimOptions& options) : options_(option
 
 MemoryTrimmer::~MemoryTrimmer() {
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    base::MutexLock lock(mutex_);
     stopping_ = true;
   }
-  wake_.notify_all();
+  wake_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -47,8 +47,11 @@ void MemoryTrimmer::Run() {
   size_t after_trim = ResidentBytesNotInUse();
   for (;;) {
     {
-      std::unique_lock<std::mutex> lock(mutex_);
-      if (wake_.wait_for(lock, options_.interval, [this] { return stopping_; })) return;
+      const auto next = std::chrono::steady_clock::now() + options_.interval;
+      base::MutexLock lock(mutex_);
+      while (!stopping_ && wake_.WaitUntil(mutex_, next)) {
+      }
+      if (stopping_) return;
     }
     const size_t not_in_use = ResidentBytesNotInUse();
     if (not_in_use >= after_trim + options_.min_bytes && TrimFreeHeap(options_.min_bytes)) {

@@ -1,10 +1,10 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
-#include <mutex>
 #include <thread>
+
+#include "base/mutex.h"
 
 namespace model_server::platform {
 
@@ -46,9 +46,9 @@ class MemoryTrimmer {
   void Run();
 
   const MemoryTrimOptions options_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  bool stopping_ = false;  // guarded by mutex_
+  base::Mutex mutex_;
+  base::CondVar wake_;
+  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
   std::thread thread_;
 };
 

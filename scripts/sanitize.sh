@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds the tests that need no libtorch (batching_tests, handlers_tests, protocol_tests,
 # repository_tests, metrics_tests, server_tests, ...) under ASan+UBSan (build-asan) and TSan
-# (build-tsan), and runs them through ctest.
+# (build-tsan), and runs them through ctest. With clang both builds also run Clang's thread-safety
+# analysis as errors (-Wthread-safety -Werror=thread-safety: ABSL_GUARDED_BY fields read or
+# written without their mutex fail the build; base/mutex.h). Without clang the analysis is skipped with a note, and
+# fails the run where skips are not allowed (MODEL_SERVER_NO_SKIPS=1, .ci/run).
 # The sanitizers see only our code: MODEL_SERVER_WITH_TORCH=OFF keeps libtorch out of these
 # builds entirely.
 #
@@ -19,8 +22,19 @@ if [ -z "${CXX:-}" ]; then
   if command -v clang++ >/dev/null; then CXX=clang++; else CXX=g++; fi
 fi
 JOBS=${JOBS:-$(nproc)}
-TARGETS=(batching_tests handlers_tests protocol_tests repository_tests metrics_tests server_tests
-  client_tests bench_unit_tests)
+# Not platform_tests: they measure glibc malloc's trimming, and the sanitizers replace malloc.
+TARGETS=(base_tests batching_tests handlers_tests protocol_tests repository_tests metrics_tests
+  server_tests flags_tests client_tests bench_unit_tests)
+THREAD_SAFETY=""
+if "$CXX" --version 2>/dev/null | grep -q clang; then
+  THREAD_SAFETY="-Wthread-safety -Werror=thread-safety"
+elif [ "${MODEL_SERVER_NO_SKIPS:-0}" = 1 ]; then
+  echo "sanitize: $CXX is not clang: no thread-safety analysis, and skips are not" \
+    "allowed (MODEL_SERVER_NO_SKIPS=1)" >&2
+  exit 1
+else
+  echo "sanitize: note: $CXX is not clang: no thread-safety analysis" >&2
+fi
 KINDS=("$@")
 ((${#KINDS[@]} > 0)) || KINDS=(asan tsan)
 
@@ -43,11 +57,11 @@ for kind in "${KINDS[@]}"; do
   [ -n "${FLAGS[$kind]:-}" ] || { echo "sanitize: unknown build '$kind' (asan | tsan)" >&2; exit 2; }
   dir=build-$kind
   start=$SECONDS
-  echo "== $kind: configure $dir ($CXX ${FLAGS[$kind]})"
+  echo "== $kind: configure $dir ($CXX ${FLAGS[$kind]} $THREAD_SAFETY)"
   # RelWithDebInfo: optimised enough that the server tests keep their timing, with line numbers.
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_COMPILER="$CXX" -DMODEL_SERVER_WITH_TORCH=OFF -DMODEL_SERVER_TESTS=ON \
-    -DCMAKE_CXX_FLAGS="${FLAGS[$kind]}" \
+    -DCMAKE_CXX_FLAGS="${FLAGS[$kind]} $THREAD_SAFETY" \
     -DCMAKE_EXE_LINKER_FLAGS="${FLAGS[$kind]}" -DCMAKE_SHARED_LINKER_FLAGS="${FLAGS[$kind]}" \
     >/dev/null
   echo "== $kind: build ${TARGETS[*]}"
@@ -55,7 +69,7 @@ for kind in "${KINDS[@]}"; do
   built=$((SECONDS - start))
   echo "== $kind: run"
   regex="^($(IFS='|'; echo "${TARGETS[*]}"))\$"
-  if ctest --test-dir "$dir" -R "$regex" --output-on-failure --timeout 600; then
+  if scripts/ctest.sh "$dir" -R "$regex" --output-on-failure --timeout 600; then
     summary+=("$kind PASS (build ${built}s, tests $((SECONDS - start - built))s)")
   else
     summary+=("$kind FAIL (build ${built}s, tests $((SECONDS - start - built))s)")

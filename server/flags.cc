@@ -60,11 +60,12 @@ Flag Named(std::string name, std::string help, std::string env = "") {
   return flag;
 }
 
-// A flag whose value is an integer in [min, max]. `get` is a generic lambda returning a
-// reference to the field, for a Config and a const Config alike.
-template <typename T, typename Get>
+// A flag whose value is an integer in [min, max] (and in the field's type's range). `get` is a
+// generic lambda returning a reference to the field, for a Config and a const Config alike.
+template <typename Get>
 Flag IntegerFlag(std::string name, std::string help, Get get, int64_t min,
                  int64_t max = std::numeric_limits<int64_t>::max()) {
+  using T = std::decay_t<decltype(get(std::declval<Config&>()))>;
   static_assert(std::is_integral_v<T>);
   max = std::min<int64_t>(
       max, static_cast<int64_t>(std::min<uint64_t>(std::numeric_limits<T>::max(),
@@ -266,40 +267,40 @@ const std::vector<Flag>& Flags() {
     };
     add(std::move(device));
 
-    add(IntegerFlag<size_t>(
+    add(IntegerFlag(
         "max-batch-rows", "rows at which a batch closes",
         [](auto& config) -> auto& { return config.server.batching.max_batch_rows; }, 1));
     add(DurationFlag<std::chrono::microseconds>(
         "max-queue-delay-us", "longest a request waits for more rows to batch with; 0 = never wait",
         [](auto& config) -> auto& { return config.server.batching.max_queue_delay; }));
-    add(IntegerFlag<size_t>(
+    add(IntegerFlag(
         "max-queue-rows", "rows queued at most; beyond it requests get RESOURCE_EXHAUSTED",
         [](auto& config) -> auto& { return config.server.batching.max_queue_rows; }, 1));
-    add(IntegerFlag<int>(
+    add(IntegerFlag(
         "cq-threads", "completion-queue threads; 0 = CPUs this process may use",
         [](auto& config) -> auto& { return config.server.cq_threads; }, 0));
-    add(IntegerFlag<int>(
+    add(IntegerFlag(
         "codec-threads",
         "threads that decode requests and encode replies; 0 = CPUs this process may use (where "
         "that is one: one thread for the replies, decode on the completion-queue thread); -1 = "
         "none (decode on completion-queue threads, encode on batch threads)",
         [](auto& config) -> auto& { return config.server.codec_threads; }, -1));
-    add(IntegerFlag<int>(
+    add(IntegerFlag(
         "instances", "model instances, each with its own batch thread (and CUDA stream)",
         [](auto& config) -> auto& { return config.instances; }, 1));
     add(StringFlag(
         "precision", "fp32, fp16 or bf16: what the model computes in (the wire stays float32)",
         [](auto& config) -> auto& { return config.handler.precision; }));
-    add(IntegerFlag<int>(
+    add(IntegerFlag(
         "torch-threads", "torch intra-op threads; 0 = libtorch's default",
         [](auto& config) -> auto& { return config.handler.torch_threads; }, 0));
-    add(IntegerFlag<int64_t>(
+    add(IntegerFlag(
         "max-rows-per-request", "rows one request may carry",
         [](auto& config) -> auto& { return config.server.max_rows_per_request; }, 1));
-    add(IntegerFlag<int>(
+    add(IntegerFlag(
         "max-concurrent-streams", "concurrent calls per client connection",
         [](auto& config) -> auto& { return config.server.max_concurrent_streams; }, 1));
-    add(IntegerFlag<size_t>(
+    add(IntegerFlag(
         "grpc-memory-bytes", "memory gRPC may use for buffers and calls (resource quota)",
         [](auto& config) -> auto& { return config.server.grpc_memory_bytes; }, 1));
     add(StringFlag(
@@ -314,7 +315,7 @@ const std::vector<Flag>& Flags() {
     add(StringFlag(
         "metrics-address", "host:port of the Prometheus endpoint GET /metrics; empty: none",
         [](auto& config) -> auto& { return config.server.metrics_address; }));
-    add(IntegerFlag<int>(
+    add(IntegerFlag(
         "max-message-bytes", "largest request or response message",
         [](auto& config) -> auto& { return config.server.max_message_bytes; }, 1));
     // The flag of the server before model repositories: poll mode at this interval.
@@ -379,14 +380,14 @@ const std::vector<Flag>& Flags() {
     add(DurationFlag<std::chrono::milliseconds>(
         "min-ping-interval-ms", "client pings closer together are strikes; 0 = gRPC's 5 min",
         [](auto& config) -> auto& { return config.server.connections.min_ping_interval; }));
-    add(IntegerFlag<int>(
+    add(IntegerFlag(
         "max-ping-strikes", "strikes after which a connection gets GOAWAY; 0 = unlimited",
         [](auto& config) -> auto& { return config.server.connections.max_ping_strikes; }, 0));
     add(DurationFlag<std::chrono::milliseconds>(
         "self-check-interval-ms",
         "open a new connection to the serving port this often and call health; 0 = off",
         [](auto& config) -> auto& { return config.server.self_check.interval; }));
-    add(IntegerFlag<int>(
+    add(IntegerFlag(
         "self-check-failures",
         "failed self-checks in a row after which the server drains and exits 3",
         [](auto& config) -> auto& { return config.server.self_check.max_failures; }, 1));
@@ -394,7 +395,7 @@ const std::vector<Flag>& Flags() {
         "memory-trim-interval-ms",
         "return freed heap memory to the kernel after bursts, looking this often; 0 = never",
         [](auto& config) -> auto& { return config.memory_trim.interval; }));
-    add(IntegerFlag<int64_t>(
+    add(IntegerFlag(
         "demo-hidden", "hidden layer width of the built-in demo model",
         [](auto& config) -> auto& { return config.handler.demo_hidden; }, 1));
     add(StringFlag(

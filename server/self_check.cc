@@ -56,11 +56,11 @@ SelfCheck::SelfCheck(const SelfCheckOptions& options, std::string target,
 
 SelfCheck::~SelfCheck() {
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    base::MutexLock lock(mutex_);
     stopping_ = true;
     if (in_progress_ != nullptr) in_progress_->TryCancel();
   }
-  wake_.notify_all();
+  wake_.SignalAll();
   thread_.join();
 }
 
@@ -68,12 +68,12 @@ grpc::Status SelfCheck::Check() {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + interval_);
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    base::MutexLock lock(mutex_);
     if (stopping_) return grpc::Status::CANCELLED;
     in_progress_ = &context;
   }
   grpc::Status status = HealthCheck(target_, credentials_, &context);
-  std::lock_guard<std::mutex> lock(mutex_);
+  base::MutexLock lock(mutex_);
   in_progress_ = nullptr;
   return status;
 }
@@ -82,8 +82,11 @@ void SelfCheck::Run() {
   int failures = 0;
   for (;;) {
     {
-      std::unique_lock<std::mutex> lock(mutex_);
-      if (wake_.wait_for(lock, interval_, [this] { return stopping_; })) return;
+      const auto next = std::chrono::steady_clock::now() + interval_;
+      base::MutexLock lock(mutex_);
+      while (!stopping_ && wake_.WaitUntil(mutex_, next)) {
+      }
+      if (stopping_) return;
     }
     const grpc::Status status = Check();
     if (status.ok()) {
@@ -91,7 +94,7 @@ void SelfCheck::Run() {
       continue;
     }
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      base::MutexLock lock(mutex_);
       if (stopping_) return;  // cancelled by the destructor, not a failure of the server
     }
     ++failures;

@@ -3,12 +3,12 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
+
+#include "base/mutex.h"
 
 namespace model_server::server {
 
@@ -64,10 +64,10 @@ class SelfCheck {
   const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   const std::function<void(const grpc::Status&)> failed_;
 
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  bool stopping_ = false;                       // guarded by mutex_
-  grpc::ClientContext* in_progress_ = nullptr;  // guarded by mutex_; the check to cancel
+  base::Mutex mutex_;
+  base::CondVar wake_;
+  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
+  grpc::ClientContext* in_progress_ ABSL_GUARDED_BY(mutex_) = nullptr;  // the check to cancel
   std::thread thread_;
 };
 

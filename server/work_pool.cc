@@ -13,20 +13,20 @@ WorkPool::~WorkPool() { Shutdown(); }
 void WorkPool::Submit(Item* item) {
   bool wake;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    base::MutexLock lock(mu_);
     item->next_ = nullptr;
     (tail_ != nullptr ? tail_->next_ : head_) = item;
     tail_ = item;
     wake = idle_ > 0;
   }
-  if (wake) wake_.notify_one();
+  if (wake) wake_.Signal();
 }
 
 void WorkPool::Submit(const std::vector<Item*>& items) {
   if (items.empty()) return;
   size_t wake;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    base::MutexLock lock(mu_);
     for (Item* item : items) {
       item->next_ = nullptr;
       (tail_ != nullptr ? tail_->next_ : head_) = item;
@@ -36,38 +36,38 @@ void WorkPool::Submit(const std::vector<Item*>& items) {
   }
   // One thread per item, as many as wait: a woken thread that finds the queue empty waits again.
   if (wake == 1) {
-    wake_.notify_one();
+    wake_.Signal();
   } else if (wake > 1) {
-    wake_.notify_all();
+    wake_.SignalAll();
   }
 }
 
 void WorkPool::Shutdown() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    base::MutexLock lock(mu_);
     stopping_ = true;
   }
-  wake_.notify_all();
+  wake_.SignalAll();
   for (std::thread& thread : threads_) {
     if (thread.joinable()) thread.join();
   }
 }
 
 void WorkPool::Loop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  base::MutexLock lock(mu_);
   while (true) {
     if (head_ != nullptr) {
       Item* const item = head_;
       head_ = item->next_;
       if (head_ == nullptr) tail_ = nullptr;
-      lock.unlock();
+      lock.Unlock();
       item->Run();
-      lock.lock();
+      lock.Lock();
       continue;
     }
     if (stopping_) return;
     ++idle_;
-    wake_.wait(lock);
+    wake_.Wait(mu_);
     --idle_;
   }
 }

@@ -1,10 +1,10 @@
 #pragma once
 
-#include <condition_variable>
 #include <cstddef>
-#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "base/mutex.h"
 
 namespace model_server::server {
 
@@ -43,12 +43,12 @@ class WorkPool {
  private:
   void Loop();
 
-  std::mutex mu_;
-  std::condition_variable wake_;
-  Item* head_ = nullptr;   // guarded by mu_; the next item to run
-  Item* tail_ = nullptr;   // guarded by mu_
-  size_t idle_ = 0;        // guarded by mu_; threads waiting for work
-  bool stopping_ = false;  // guarded by mu_
+  base::Mutex mu_;
+  base::CondVar wake_;
+  Item* head_ ABSL_GUARDED_BY(mu_) = nullptr;  // the next item to run
+  Item* tail_ ABSL_GUARDED_BY(mu_) = nullptr;
+  size_t idle_ ABSL_GUARDED_BY(mu_) = 0;  // threads waiting for work
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };
 

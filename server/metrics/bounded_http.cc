@@ -7,13 +7,13 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "base/mutex.h"
 
 namespace model_server::server::metrics {
 namespace {
@@ -108,14 +108,14 @@ class GrowingThreadPool final : public httplib::TaskQueue {
 
   void enqueue(std::function<void()> fn) override {
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      base::MutexLock lock(mutex_);
       if (jobs_.size() >= idle_ && threads_.size() < max_threads_) {
         ++idle_;  // counted before it runs, so that the next job does not start another
         threads_.emplace_back([this] { Work(); });
       }
       if (jobs_.size() < idle_ + max_queued_) {  // at most max_queued_ wait for a worker
         jobs_.push_back(std::move(fn));
-        wake_.notify_one();
+        wake_.Signal();
         return;
       }
     }
@@ -127,11 +127,11 @@ class GrowingThreadPool final : public httplib::TaskQueue {
   void shutdown() override {
     std::vector<std::thread> threads;
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      base::MutexLock lock(mutex_);
       stopping_ = true;
       threads.swap(threads_);
     }
-    wake_.notify_all();
+    wake_.SignalAll();
     for (std::thread& thread : threads) thread.join();
   }
 
@@ -140,8 +140,8 @@ class GrowingThreadPool final : public httplib::TaskQueue {
     for (;;) {
       std::function<void()> job;
       {
-        std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+        base::MutexLock lock(mutex_);
+        while (!stopping_ && jobs_.empty()) wake_.Wait(mutex_);
         if (jobs_.empty()) return;
         job = std::move(jobs_.front());
         jobs_.pop_front();
@@ -151,19 +151,19 @@ class GrowingThreadPool final : public httplib::TaskQueue {
         shedding = stopping_;
       }
       job();
-      std::lock_guard<std::mutex> lock(mutex_);
+      base::MutexLock lock(mutex_);
       ++idle_;
     }
   }
 
   const size_t max_threads_;
   const size_t max_queued_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<std::function<void()>> jobs_;  // guarded by mutex_
-  size_t idle_ = 0;                         // guarded by mutex_; workers waiting for a job
-  bool stopping_ = false;                   // guarded by mutex_
-  std::vector<std::thread> threads_;        // guarded by mutex_
+  base::Mutex mutex_;
+  base::CondVar wake_;
+  std::deque<std::function<void()>> jobs_ ABSL_GUARDED_BY(mutex_);
+  size_t idle_ ABSL_GUARDED_BY(mutex_) = 0;  // workers waiting for a job
+  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mutex_);
 };
 
 class BoundedHttpServer final : public httplib::Server {

@@ -228,7 +228,7 @@ void ModelMetrics::RecordReload(bool ok) {
 
 void ModelMetrics::SetSources(std::function<size_t()> queued_requests,
                               std::function<size_t()> loaded_versions) {
-  std::lock_guard<std::mutex> lock(sources_mu_);
+  base::MutexLock lock(sources_mu_);
   queued_requests_ = std::move(queued_requests);
   loaded_versions_ = std::move(loaded_versions);
 }
@@ -246,7 +246,7 @@ ServerMetrics::ServerMetrics()
     : request_latency_(LatencyHistograms(std::make_index_sequence<kMethodCount>())) {}
 
 ModelMetrics* ServerMetrics::AddModel(const std::string& name) {
-  std::lock_guard<std::mutex> lock(models_mu_);
+  base::MutexLock lock(models_mu_);
   for (const auto& model : models_) {
     if (model->name() == name) return model.get();
   }
@@ -255,21 +255,21 @@ ModelMetrics* ServerMetrics::AddModel(const std::string& name) {
 }
 
 uint64_t ServerMetrics::batches() const {
-  std::lock_guard<std::mutex> lock(models_mu_);
+  base::MutexLock lock(models_mu_);
   uint64_t total = 0;
   for (const auto& model : models_) total += model->batches();
   return total;
 }
 
 uint64_t ServerMetrics::batched_requests() const {
-  std::lock_guard<std::mutex> lock(models_mu_);
+  base::MutexLock lock(models_mu_);
   uint64_t total = 0;
   for (const auto& model : models_) total += model->batched_requests();
   return total;
 }
 
 uint64_t ServerMetrics::forward_passes() const {
-  std::lock_guard<std::mutex> lock(models_mu_);
+  base::MutexLock lock(models_mu_);
   uint64_t total = 0;
   for (const auto& model : models_) total += model->forward_passes();
   return total;
@@ -385,11 +385,13 @@ std::string ServerMetrics::Render() const {
                &out);
 
   // Each model's families, every model's series under one header.
-  std::lock_guard<std::mutex> lock(models_mu_);
-  const auto each_model = [this](const char* name, const char* type, const char* help,
-                                 std::string* out, const auto& render) {
+  base::MutexLock lock(models_mu_);  // to the end of the scrape, as before
+  std::vector<const ModelMetrics*> models;
+  for (const auto& model : models_) models.push_back(model.get());
+  const auto each_model = [&models](const char* name, const char* type, const char* help,
+                                    std::string* out, const auto& render) {
     AppendHeader(name, type, help, out);
-    for (const auto& model : models_) render(*model, out);
+    for (const ModelMetrics* model : models) render(*model, out);
   };
   const auto gauge = [](const char* name, const ModelMetrics& model, auto value, std::string* out) {
     absl::StrAppend(out, name, "{", model.label_, "} ");
@@ -423,7 +425,7 @@ std::string ServerMetrics::Render() const {
              });
   each_model("model_server_queued_requests", "gauge", "Requests waiting in the batcher queue.",
              &out, [&gauge](const ModelMetrics& m, std::string* out) {
-               std::lock_guard<std::mutex> sources(m.sources_mu_);
+               base::MutexLock sources(m.sources_mu_);
                gauge("model_server_queued_requests", m,
                      static_cast<int64_t>(m.queued_requests_ ? m.queued_requests_() : 0), out);
              });
@@ -448,7 +450,7 @@ std::string ServerMetrics::Render() const {
   each_model("model_server_model_versions_loaded", "gauge",
              "Versions in memory: 1, or 2 while an old one finishes its last batches.", &out,
              [&gauge](const ModelMetrics& m, std::string* out) {
-               std::lock_guard<std::mutex> sources(m.sources_mu_);
+               base::MutexLock sources(m.sources_mu_);
                gauge("model_server_model_versions_loaded", m,
                      static_cast<int64_t>(m.loaded_versions_ ? m.loaded_versions_() : 0), out);
              });

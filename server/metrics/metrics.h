@@ -6,12 +6,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "server/metrics/bounded_http.h"
 
 namespace httplib {
@@ -132,9 +132,9 @@ class ModelMetrics {
   std::atomic<double> warmup_seconds_{0.0};
   std::atomic<int64_t> version_{0};
   std::array<std::atomic<uint64_t>, 2> reloads_{};  // [failed, ok]
-  mutable std::mutex sources_mu_;
-  std::function<size_t()> queued_requests_;  // guarded by sources_mu_
-  std::function<size_t()> loaded_versions_;  // guarded by sources_mu_
+  mutable base::Mutex sources_mu_;
+  std::function<size_t()> queued_requests_ ABSL_GUARDED_BY(sources_mu_);
+  std::function<size_t()> loaded_versions_ ABSL_GUARDED_BY(sources_mu_);
 };
 
 // The server's Prometheus metrics (model_server_*, see docs/METRICS.md), those of each model
@@ -188,8 +188,8 @@ class ServerMetrics {
   std::array<std::array<std::atomic<uint64_t>, kGrpcCodeCount>, kMethodCount> requests_{};
   std::array<Histogram, kMethodCount> request_latency_;
   std::atomic<int64_t> inflight_requests_{0};
-  mutable std::mutex models_mu_;
-  std::vector<std::unique_ptr<ModelMetrics>> models_;  // guarded by models_mu_; never shrinks
+  mutable base::Mutex models_mu_;
+  std::vector<std::unique_ptr<ModelMetrics>> models_ ABSL_GUARDED_BY(models_mu_);  // never shrinks
 
   std::unique_ptr<httplib::Server> http_;
   std::thread http_thread_;
