@@ -14,8 +14,8 @@ back-off, a proxy's retries). Every attempt's code is counted, and each run asse
     gate) equals the clients' OK and RESOURCE_EXHAUSTED answers, and its `stopped: N requests`
     equals the OK answers;
   - every call the server refused while draining reached its client as UNAVAILABLE: the
-    clients' "server is shutting down" answers are at most the server's refusal count, and at
-    most that many plus the clients' other UNAVAILABLEs (a refusal still unsent when the server
+    server's refusal count is at least the clients' "server is shutting down" answers and at
+    most those plus the clients' other UNAVAILABLEs (a refusal still unsent when the server
     closed the connection reaches its client as the closed connection);
   - each client's call after the exit finds the server gone (UNAVAILABLE);
   - exit code 0, within the drain grace + 5 s of SIGTERM.
