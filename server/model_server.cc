@@ -260,7 +260,7 @@ absl::Status ModelServer::Build(std::vector<ModelSpec> models) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options_.address, " (address in use or invalid)"));
   }
-  sockets_ = ServerSockets::Find(listening_before);
+  sockets_ = ServerSockets::Find(listening_before, port_);
   if (sockets_.listeners() == 0) {
     spdlog::warn(
         "drain: the listening socket is not in /proc/self/fd; a drain will wait for calls to stop "

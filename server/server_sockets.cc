@@ -1,5 +1,6 @@
 #include "server/server_sockets.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
@@ -70,10 +71,12 @@ std::set<ino_t> ServerSockets::ListeningNow() {
   return inodes;
 }
 
-ServerSockets ServerSockets::Find(const std::set<ino_t>& before) {
+ServerSockets ServerSockets::Find(const std::set<ino_t>& before, int port) {
   ServerSockets found;
   Scan([&](const Socket& socket, bool listening) {
-    if (listening && before.count(socket.inode) == 0) found.listeners_.push_back(socket);
+    if (!listening || before.count(socket.inode) != 0) return;
+    if (IsInet(socket.local) && ntohs(Port(socket.local)) != port) return;
+    found.listeners_.push_back(socket);
   });
   return found;
 }

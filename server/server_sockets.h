@@ -29,8 +29,9 @@ class ServerSockets {
   // Inodes of the stream sockets that listen now, for Find: call it just before the server
   // opens its own.
   static std::set<ino_t> ListeningNow();
-  // The stream sockets that listen now and are not in `before`: the server's own.
-  static ServerSockets Find(const std::set<ino_t>& before);
+  // The stream sockets that listen now and are not in `before`: the server's own. A TCP one
+  // must also listen on `port` (the server's), in case another thread opened one meanwhile.
+  static ServerSockets Find(const std::set<ino_t>& before, int port);
 
   ServerSockets() = default;
 

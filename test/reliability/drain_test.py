@@ -146,7 +146,7 @@ def run_once(args, run):
           f"{refused.group(0) if refused else 'no refusal count'}, "
           f"{accepted.group(0) if accepted else 'no accepted count'}", flush=True)
     for line in log.splitlines():
-        if "drain:" in line or "accept4" in line:
+        if "drain:" in line or "accept4" in line or "received" in line or "stopped:" in line:
             print(f"run {run}: server: {line}")
     allowed = {"OK", "RESOURCE_EXHAUSTED", "UNAVAILABLE (drain)", "UNAVAILABLE (connection)"}
     check(f"run {run}: only OK, RESOURCE_EXHAUSTED and UNAVAILABLE (CANCELLED: "

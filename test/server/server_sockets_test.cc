@@ -75,6 +75,12 @@ Listener ListenUnix(const std::string& path) {
   return listener;
 }
 
+// The TCP port `listener` listens on (0 for a Unix socket).
+int PortOf(const Listener& listener) {
+  if (listener.address.ss_family != AF_INET) return 0;
+  return ntohs(reinterpret_cast<const sockaddr_in&>(listener.address).sin_port);
+}
+
 // A client's connection to `listener`, or an invalid Fd with errno set.
 Fd Connect(const Listener& listener) {
   Fd client(socket(listener.address.ss_family, SOCK_STREAM, 0));
@@ -105,24 +111,29 @@ void Write(int fd, const std::string& text) {
   REQUIRE(write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
 }
 
-TEST_CASE("ServerSockets finds the listeners opened since, and their connections only",
+TEST_CASE("ServerSockets finds the server's listener, and its connections only",
           "[server_sockets]") {
   const Listener before = ListenTcp();
   const std::set<ino_t> listening = ServerSockets::ListeningNow();
   const Listener ours = ListenTcp();
-  const ServerSockets sockets = ServerSockets::Find(listening);
+  const Listener another = ListenTcp();  // opened meanwhile by another thread, on another port
+  const ServerSockets sockets = ServerSockets::Find(listening, PortOf(ours));
   REQUIRE(sockets.listeners() == 1);
 
-  // A connection to the listener that was there before is not the server's: ending the
-  // server's connections leaves it open.
-  const Fd other_client = Connect(before);
-  const Fd other_accepted = Accept(before);
+  // Connections to the other listeners are not the server's: ending the server's connections
+  // leaves them open.
+  const Fd before_client = Connect(before);
+  const Fd before_accepted = Accept(before);
+  const Fd another_client = Connect(another);
+  const Fd another_accepted = Accept(another);
   const Fd client = Connect(ours);
   const Fd accepted = Accept(ours);
   CHECK(sockets.EndConnections() == 1);
   CHECK(ReadWithin2s(client.get()) == 0);  // FIN: the connection has ended
-  Write(other_accepted.get(), "still open");
-  CHECK(ReadWithin2s(other_client.get()) == 10);
+  Write(before_accepted.get(), "still open");
+  CHECK(ReadWithin2s(before_client.get()) == 10);
+  Write(another_accepted.get(), "still open");
+  CHECK(ReadWithin2s(another_client.get()) == 10);
   // The server's end still reads what the client sends (only its sending half has ended).
   Write(client.get(), "late");
   CHECK(ReadWithin2s(accepted.get()) == 4);
@@ -132,7 +143,7 @@ TEST_CASE("ServerSockets: a stopped listener refuses new connections; open ones 
           "[server_sockets]") {
   const std::set<ino_t> listening = ServerSockets::ListeningNow();
   const Listener listener = ListenTcp();
-  const ServerSockets sockets = ServerSockets::Find(listening);
+  const ServerSockets sockets = ServerSockets::Find(listening, PortOf(listener));
   const Fd client = Connect(listener);
   const Fd accepted = Accept(listener);
   CHECK(sockets.StopListening() == 1);
@@ -150,7 +161,7 @@ TEST_CASE("ServerSockets: a stopped listener refuses new connections; open ones 
 TEST_CASE("ServerSockets counts the bytes a client has not taken yet", "[server_sockets]") {
   const std::set<ino_t> listening = ServerSockets::ListeningNow();
   const Listener listener = ListenTcp();
-  const ServerSockets sockets = ServerSockets::Find(listening);
+  const ServerSockets sockets = ServerSockets::Find(listening, PortOf(listener));
   const Fd client = Connect(listener);
   const Fd accepted = Accept(listener);
   // A client that reads nothing: once its receive buffer is full, the server's kernel holds
@@ -188,7 +199,7 @@ TEST_CASE("ServerSockets works on Unix sockets", "[server_sockets]") {
   const std::string path = "/tmp/server_sockets_test." + std::to_string(getpid()) + ".sock";
   const std::set<ino_t> listening = ServerSockets::ListeningNow();
   const Listener listener = ListenUnix(path);
-  const ServerSockets sockets = ServerSockets::Find(listening);
+  const ServerSockets sockets = ServerSockets::Find(listening, 0);
   REQUIRE(sockets.listeners() == 1);
   const Fd client = Connect(listener);
   const Fd accepted = Accept(listener);
