@@ -85,7 +85,8 @@ void BatchedCall::Proceed(bool ok) {
   ListenAgain();
   arrived_ = std::chrono::steady_clock::now();
   context_.metrics->AddInFlight(1);
-  if (!context_.drain->Arrive()) {
+  admitted_ = context_.drain->Arrive();
+  if (!admitted_) {
     // Draining: refused before any work, with a hint for gRPC retry policies to wait.
     server_context_.AddTrailingMetadata("grpc-retry-pushback-ms",
                                         std::to_string(kRetryPushback.count()));
@@ -192,7 +193,7 @@ void BatchedCall::DoneTag::Proceed(bool /*ok*/) {
 
 void BatchedCall::Release() {
   if (tags_owed_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-    context_.drain->Done();
+    context_.drain->Done(admitted_);
     delete this;
   }
 }

@@ -136,6 +136,7 @@ class BatchedCall : public Tag, public WorkPool::Item {
   int64_t model_version_ = 0;  // set by ReplyAll before the reply
   TimePoint arrived_;
   std::optional<TimePoint> deadline_;  // set on arrival; nullopt when the client set none
+  bool admitted_ = false;              // by the drain gate, on arrival
   std::atomic<bool> cancelled_{false};
   std::atomic<bool> outcome_recorded_{false};
   std::atomic<int> tags_owed_{2};

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <climits>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -90,6 +91,51 @@ void AddConnectionBounds(const ConnectionOptions& connections, grpc::ServerBuild
   // per 2 h then), which would end idle clients that keep their connection alive politely.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, connections.max_ping_strikes);
+}
+
+// Sends the clients away once no accepted call is in flight: stops accepting connections, lets
+// the kernel hand the clients the replies already written, and ends every connection, so that
+// gRPC's Shutdown finds no client to drop a call of. Takes kFlushLimit + kEndLimit at most.
+void EndConnections(const ServerSockets& sockets, const DrainGate& gate,
+                    std::chrono::steady_clock::time_point refusing_since) {
+  // gRPC writes a reply into the socket just after its call is done: the sockets' queues must
+  // be empty after that (the clients' machines have every byte), or ending a connection could
+  // cut a reply short.
+  constexpr std::chrono::milliseconds kFlushSettle{20};
+  constexpr std::chrono::milliseconds kFlushPoll{2};
+  constexpr std::chrono::milliseconds kFlushLimit{1000};
+  // For gRPC to see the ends and be done with the refused calls still on them (milliseconds).
+  constexpr std::chrono::milliseconds kEndLimit{1000};
+  const auto ms = [](std::chrono::steady_clock::duration duration) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(duration).count();
+  };
+  const auto started = std::chrono::steady_clock::now();
+  spdlog::info(
+      "drain: no accepted call in flight {} ms after the refusals began; new connections refused "
+      "from now on (gRPC logs \"Failed accept4: Invalid argument\" for a TCP port it no longer "
+      "listens on)",
+      ms(started - refusing_since));
+  const int listeners = sockets.StopListening();
+  int64_t unacknowledged = 0;
+  while (true) {
+    std::this_thread::sleep_for(kFlushPoll);
+    const auto waited = std::chrono::steady_clock::now() - started;
+    if (waited < kFlushSettle) continue;
+    unacknowledged = sockets.UnacknowledgedBytes();
+    if (unacknowledged == 0 || waited >= kFlushLimit) break;
+  }
+  if (unacknowledged > 0) {
+    spdlog::warn("drain: clients have not taken {} bytes after {} ms; ending the connections",
+                 unacknowledged, kFlushLimit.count());
+  }
+  const auto flushed = std::chrono::steady_clock::now();
+  const int connections = sockets.EndConnections();
+  const bool done = gate.WaitForNone(std::chrono::steady_clock::now() + kEndLimit);
+  spdlog::info(
+      "drain: {} listeners stopped; {} connections ended {} ms later, once their replies were "
+      "sent; {} calls left in flight {} ms after that",
+      listeners, connections, ms(flushed - started), done ? 0 : gate.in_flight(),
+      ms(std::chrono::steady_clock::now() - flushed));
 }
 
 }  // namespace
@@ -236,6 +282,7 @@ absl::Status ModelServer::Build(std::unique_ptr<ModelCatalog> catalog) {
   builder.RegisterService(&oip_service_);
   const int num_queues = options_.cq_threads > 0 ? options_.cq_threads : platform::UsableCpus();
   for (int i = 0; i < num_queues; ++i) queues_.push_back(builder.AddCompletionQueue());
+  const std::set<ino_t> listening_before = ServerSockets::ListeningNow();
   server_ = builder.BuildAndStart();
   if (server_ == nullptr) {
     for (auto& cq : queues_) {
@@ -244,6 +291,12 @@ absl::Status ModelServer::Build(std::unique_ptr<ModelCatalog> catalog) {
     }
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options_.address, " (address in use or invalid)"));
+  }
+  sockets_ = ServerSockets::Find(listening_before, port_);
+  if (sockets_.listeners() == 0) {
+    spdlog::warn(
+        "drain: the listening socket is not in /proc/self/fd; a drain will wait for calls to stop "
+        "arriving (up to the drain timeout) before it closes the connections");
   }
 
   for (auto& cq : queues_) {
@@ -309,18 +362,27 @@ void ModelServer::Shutdown() {
       std::this_thread::sleep_for(options_.drain_grace);
     }
     // New calls are refused (UNAVAILABLE) while accepted ones finish: the batcher and the
-    // pollers keep running, so queued requests are computed and answered. gRPC's Shutdown would
-    // drop calls that arrive after it starts (DrainGate says why), so it comes only once calls
-    // have stopped, and then closes the connections at once instead of waiting for clients.
-    const auto drain_deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
+    // pollers keep running, so queued requests are computed and answered.
+    const auto refusing_since = std::chrono::steady_clock::now();
+    const auto drain_deadline = refusing_since + options_.drain_timeout;
     drain_gate_.Close();
-    if (!drain_gate_.WaitForQuiet(kDrainQuietPeriod, drain_deadline)) {
+    if (!drain_gate_.WaitForAdmitted(drain_deadline)) {
+      spdlog::warn("drain: timeout with {} accepted calls in flight; closing the connections",
+                   drain_gate_.admitted_in_flight());
+    }
+    // gRPC's Shutdown would drop calls that reach the server after it starts (DrainGate says
+    // why), so the clients are sent away first, where they see UNAVAILABLE.
+    if (sockets_.listeners() > 0) {
+      EndConnections(sockets_, drain_gate_, refusing_since);
+    } else if (!drain_gate_.WaitForQuiet(kDrainQuietPeriod, drain_deadline)) {
       spdlog::warn("drain: timeout before calls stopped; cancelling the {} calls in flight",
                    drain_gate_.in_flight());
     }
     server_->Shutdown(std::chrono::system_clock::now());
-    spdlog::info("drain: connections closed; {} calls refused while draining",
-                 drain_gate_.refused());
+    spdlog::info(
+        "drain: connections closed; {} calls refused while draining; {} calls accepted since "
+        "start",
+        drain_gate_.refused(), drain_gate_.admitted());
     // Anything still queued after a drain timeout is computed or dropped (its call was
     // cancelled), and finished before the queues close: the batcher's last replies run on the
     // codec pool, which stops after them.

@@ -27,6 +27,7 @@
 #include "server/oip_service.h"
 #include "server/self_check.h"
 #include "server/served_model.h"
+#include "server/server_sockets.h"
 #include "server/unary_call.h"
 #include "server/work_pool.h"
 
@@ -177,10 +178,10 @@ class ModelServer {
   int port() const { return port_; }
 
   // Drains, then stops: health turns NOT_SERVING; calls are still served for drain_grace; then
-  // new calls are refused (UNAVAILABLE) while accepted calls finish, and once calls have stopped
-  // arriving gRPC's Shutdown closes the connections (all within drain_timeout of the grace's
-  // end); then threads stop and the instances are released. Blocks until done. Idempotent; any
-  // thread.
+  // new calls are refused (UNAVAILABLE) while accepted calls finish (within drain_timeout of the
+  // grace's end); then the server stops accepting connections, closes the open ones (within
+  // about 2 s more, whatever clients do) and gRPC's Shutdown runs; then threads stop and the
+  // instances are released. Blocks until done. Idempotent; any thread.
   void Shutdown();
 
   // Loads every serving model anew, as soon as the model manager is free (what SIGHUP does);
@@ -214,6 +215,7 @@ class ModelServer {
   UnaryCall<google::protobuf::Empty, HCReply>::Methods health_methods_;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
   std::unique_ptr<grpc::Server> server_;
+  ServerSockets sockets_;  // server_'s listeners, for the drain
   std::vector<std::thread> pollers_;
   std::unique_ptr<SelfCheck> self_check_;  // stopped as Shutdown starts
   int port_ = 0;
