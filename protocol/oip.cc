@@ -89,6 +89,9 @@ absl::Status NarrowInto(const Values& values, const std::string& name, char* to)
 absl::Status CopyTyped(const InferTensorContents& contents, DataType type, const std::string& name,
                        int64_t elements, InputTensor& tensor) {
   char* to = tensor.Allocate(elements * handlers::ElementSize(type));
+  // No values: nothing to copy (and an empty field's data() may be null, which memcpy must not
+  // be given even for 0 bytes).
+  if (elements == 0) return absl::OkStatus();
   switch (type) {
     case DataType::kBool: {
       bool* out = reinterpret_cast<bool*>(to);
