@@ -184,7 +184,9 @@ class Decoder {
     std::optional<int64_t> rows;
     for (size_t spec = 0; spec < specs.size(); ++spec) {
       if (found[spec] < 0) {
-        if (!specs[spec].optional) {
+        // An optional input without a default has nothing to stand in for it (a signature from
+        // a config may say optional without one): refused as missing, never read.
+        if (!specs[spec].optional || !specs[spec].default_value) {
           return absl::InvalidArgumentError(
               absl::StrCat("input \"", specs[spec].name, "\" is missing; the model takes ",
                            TensorsText(specs, signature_.batches())));

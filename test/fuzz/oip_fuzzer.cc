@@ -155,7 +155,8 @@ std::vector<Model> Models() {
             Spec("i8", DataType::kInt8, {-1}),
             OptionalSpec("flag", DataType::kBool, {1}, Bytes<char>({1}))},
            /*max_batch_size=*/0, /*max_rows=*/16));
-  // The seed mapping through other indices: parameters first (decoded before the rows are known).
+  // The seed mapping through other indices: parameters first (decoded before the rows are known);
+  // an optional input without a default (a config may declare one): refused when left out.
   handlers::SeedSignature seed;
   seed.columns_input = 1;
   seed.params_input = 0;
@@ -164,10 +165,13 @@ std::vector<Model> Models() {
   seed.num_outputs = 3;
   seed.num_params = 2;
   seed.default_params = {0.25f, -1};
+  TensorSpec no_default = Spec("mask", DataType::kBool, {-1});
+  no_default.optional = true;
   models.push_back(
       Echo({OptionalSpec("params", DataType::kFp32, {2}, Bytes<float>({0.25f, -1})),
             Spec("x", DataType::kFp32, {3}),
-            OptionalSpec("ids", DataType::kInt64, {2}, Bytes<int64_t>({5, int64_t{1} << 62}))},
+            OptionalSpec("ids", DataType::kInt64, {2}, Bytes<int64_t>({5, int64_t{1} << 62})),
+            no_default},
            /*max_batch_size=*/3, /*max_rows=*/8, seed));
   return models;
 }
