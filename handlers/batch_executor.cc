@@ -71,6 +71,8 @@ absl::Status BatchExecutor::Forward(const std::vector<Piece>& pieces, Execution&
   const std::vector<char*> buffers = handler_.PrepareBatch(shapes);
   for (size_t input = 0; input < shapes.size(); ++input) {
     const size_t row_bytes = batches ? RowBytes(shapes[input], signature.inputs[input].type) : 0;
+    // An input of no elements has nothing to copy, and its buffer may be null (an empty tensor's).
+    if ((batches ? row_bytes : first[input].data.size()) == 0) continue;
     char* to = buffers[input];
     for (const Piece& piece : pieces) {
       const InputTensor& tensor = piece.task->request().inputs[input];

@@ -40,7 +40,8 @@ class ModelHandler {
 
   // Host buffers for a batch, one per input of the signature, in its order, where the batch
   // thread writes that input's elements (its type, row-major): `shapes[i]` is input i's shape
-  // ([rows, dims...] when the model batches). Valid until the next PrepareBatch.
+  // ([rows, dims...] when the model batches); null may stand for an input of no elements. Valid
+  // until the next PrepareBatch.
   virtual std::vector<char*> PrepareBatch(const std::vector<Dims>& shapes) = 0;
 
   // The forward pass over the buffers of the last PrepareBatch. On OK, the outputs, one per

@@ -97,10 +97,15 @@ inline constexpr int64_t kAnySize = -1;
 // Elements a shape holds; nullopt when a dimension is negative or the product passes `limit`.
 inline std::optional<int64_t> ElementCount(const Dims& shape,
                                            int64_t limit = int64_t{1} << 50) {
-  int64_t count = 1;
+  bool empty = false;  // a size of 0 anywhere: no elements, however large the other sizes
   for (const int64_t size : shape) {
     if (size < 0) return std::nullopt;
-    if (size > 0 && count > limit / size) return std::nullopt;
+    empty = empty || size == 0;
+  }
+  if (empty) return 0;
+  int64_t count = 1;
+  for (const int64_t size : shape) {
+    if (count > limit / size) return std::nullopt;
     count *= size;
   }
   return count;

@@ -89,6 +89,9 @@ absl::Status NarrowInto(const Values& values, const std::string& name, char* to)
 absl::Status CopyTyped(const InferTensorContents& contents, DataType type, const std::string& name,
                        int64_t elements, InputTensor& tensor) {
   char* to = tensor.Allocate(elements * handlers::ElementSize(type));
+  // No values: nothing to copy (and an empty field's data() may be null, which memcpy must not
+  // be given even for 0 bytes).
+  if (elements == 0) return absl::OkStatus();
   switch (type) {
     case DataType::kBool: {
       bool* out = reinterpret_cast<bool*>(to);
@@ -181,7 +184,9 @@ class Decoder {
     std::optional<int64_t> rows;
     for (size_t spec = 0; spec < specs.size(); ++spec) {
       if (found[spec] < 0) {
-        if (!specs[spec].optional) {
+        // An optional input without a default has nothing to stand in for it (a signature from
+        // a config may say optional without one): refused as missing, never read.
+        if (!specs[spec].optional || !specs[spec].default_value) {
           return absl::InvalidArgumentError(
               absl::StrCat("input \"", specs[spec].name, "\" is missing; the model takes ",
                            TensorsText(specs, signature_.batches())));

@@ -3,19 +3,29 @@
 // The input is split at newlines into up to kMaxPayloads payloads (one JSON request per line).
 // Each is decoded against testing_support::FakeHandler's signature; the accepted ones become
 // tasks, go through the batching policy (batching::BatchQueue, fake time) and each cut batch
-// through handlers::BatchExecutor into the fake model. A first line "#N" sets max_batch_rows to
-// N (1..64), so batches are cut at different places; otherwise every task shares one batch.
+// through handlers::BatchExecutor into the fake model. A first line "#N" sets the model's
+// max_batch_size to N (1..64), "#N/M" sets it to M (1..64) and the server's max_batch_rows to N;
+// the queue cuts batches at the smaller of the two, as the server does, so batches are cut at
+// different places and a request larger than the model's max_batch_size runs in pieces. Without
+// such a line both are 4096 and every task shares one batch.
 //
-// Checks: every task is completed exactly once; a task with a poison row (x_1 == 666, which
-// fails the fake model's forward) fails with INTERNAL and only such tasks fail; every completed
-// task receives its own rows of the output with the fake model's values (so rows are neither
-// shifted nor mixed between requests); each forward pass has the rows the executor assembled.
+// Checks: every task ends exactly once: with all its rows, or with one failure; a task with a
+// poison row (x_1 == 666, which fails the fake model's forward) fails with INTERNAL, after
+// receiving exactly the pieces before the one holding its first poison row, and only such tasks
+// fail; each task receives its rows in order, each of them its own row of the output with the
+// fake model's values for its own x and parameters, bit for bit (so rows are neither shifted nor
+// mixed between requests or pieces), and in as many calls as pieces it ran in; its response
+// encodes; each forward pass has the rows the executor assembled (the batch; after a poisoned
+// batch each task alone; a task larger than max_batch_size in pieces, up to its first poisoned
+// piece).
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,39 +44,63 @@ namespace protocol = model_server::protocol;
 namespace testing_support = model_server::testing_support;
 using handlers::InferenceRequest;
 using handlers::InferenceTask;
+using handlers::OutputTensor;
 
 constexpr size_t kMaxPayloads = 64;
 
 // What happened to one task, kept outside the task (the executor owns and may drop the task).
 struct Outcome {
   int completions = 0;
+  int64_t rows_given = 0;
   int failures = 0;
   absl::StatusCode failure_code = absl::StatusCode::kOk;
 };
 
 bool SameFloat(float a, float b) { return std::memcmp(&a, &b, sizeof(float)) == 0; }
 
+const float* Floats(const handlers::InputTensor& tensor) {
+  return reinterpret_cast<const float*>(tensor.data.data());
+}
+
 class FuzzTask final : public InferenceTask {
  public:
-  FuzzTask(InferenceRequest request, Outcome& outcome)
-      : InferenceTask(std::move(request)), outcome_(outcome) {}
+  FuzzTask(protocol::SeedRequest decoded, Outcome& outcome)
+      : InferenceTask(std::move(decoded.request)),
+        output_names_(std::move(decoded.output_names)),
+        outcome_(outcome) {}
 
   absl::Status Dequeue(batching::TimePoint) override { return absl::OkStatus(); }
 
-  void Complete(const float* outputs, int64_t stride) override {
-    ++outcome_.completions;
-    FUZZ_CHECK(stride == 2);  // FakeHandler's num_outputs
+  void Complete(const std::vector<OutputTensor>& outputs, int64_t batch_row, int64_t task_row,
+                int64_t rows) override {
     const InferenceRequest& req = request();
-    for (int64_t row = 0; row < req.rows; ++row) {
-      const float* x = &req.inputs[row * 3];
-      const float* p = req.params.data();
+    ++outcome_.completions;
+    FUZZ_CHECK(outcome_.failures == 0);
+    FUZZ_CHECK(task_row == outcome_.rows_given);  // in row order, nothing skipped or repeated
+    FUZZ_CHECK(rows >= 1 && task_row + rows <= req.rows);
+    FUZZ_CHECK(outputs.size() == 1);  // FakeHandler's y
+    const OutputTensor& y = outputs[0];
+    FUZZ_CHECK(y.type == handlers::DataType::kFp32);
+    FUZZ_CHECK(y.shape.size() == 2 && y.shape[1] == 2);
+    FUZZ_CHECK(batch_row >= 0 && batch_row + rows <= y.shape[0]);
+    // x [rows, 3] of the request's own; params one row [1, 2] for every row.
+    FUZZ_CHECK(req.inputs.size() == 2 && req.inputs[1].broadcast);
+    const float* p = Floats(req.inputs[1]);
+    const float* out = reinterpret_cast<const float*>(y.data);
+    for (int64_t row = 0; row < rows; ++row) {
+      const float* x = Floats(req.inputs[0]) + (task_row + row) * 3;
       // The fake model's formula, evaluated the same way: bit-identical unless rows moved.
       const float y_1 = p[0] * (x[0] + x[1] + x[2]) + p[1];
-      FUZZ_CHECK(SameFloat(outputs[row * stride], y_1));
-      FUZZ_CHECK(SameFloat(outputs[row * stride + 1], x[0]));
+      const float* got = out + (batch_row + row) * 2;
+      FUZZ_CHECK(SameFloat(got[0], y_1));
+      FUZZ_CHECK(SameFloat(got[1], x[0]));
+      gathered_.insert(gathered_.end(), got, got + 2);
     }
-    // The transport encodes straight from these rows; ASan checks the reads stay in bounds.
-    protocol::EncodeResponse(req.output_names, outputs, req.rows, stride, &response_);
+    outcome_.rows_given += rows;
+    if (outcome_.rows_given == req.rows) {
+      // The transport encodes the rows it gathered; ASan checks the reads stay in bounds.
+      protocol::EncodeResponse(output_names_, gathered_.data(), req.rows, 2, &response_);
+    }
   }
 
   void Fail(absl::Status status) override {
@@ -75,15 +109,18 @@ class FuzzTask final : public InferenceTask {
   }
 
  private:
+  const std::vector<std::string> output_names_;
   Outcome& outcome_;
+  std::vector<float> gathered_;
   std::string response_;
 };
 
-bool HasPoisonRow(const InferenceRequest& request) {
+// The first row with x_1 == kPoison.
+std::optional<int64_t> FirstPoisonRow(const InferenceRequest& request) {
   for (int64_t row = 0; row < request.rows; ++row) {
-    if (request.inputs[row * 3] == testing_support::kPoison) return true;
+    if (Floats(request.inputs[0])[row * 3] == testing_support::kPoison) return row;
   }
-  return false;
+  return std::nullopt;
 }
 
 std::vector<std::string_view> SplitLines(std::string_view input) {
@@ -97,6 +134,41 @@ std::vector<std::string_view> SplitLines(std::string_view input) {
   return lines;
 }
 
+// 1..64 from the digits (up to two) at the front of `text`, which moves past them; 0 and none
+// read as 1.
+int64_t SizeFrom(std::string_view& text) {
+  int64_t size = 0;
+  for (int digits = 0; digits < 2 && !text.empty() && text[0] >= '0' && text[0] <= '9'; ++digits) {
+    size = size * 10 + (text[0] - '0');
+    text.remove_prefix(1);
+  }
+  return std::clamp<int64_t>(size, 1, 64);
+}
+
+// What the executor should do with one task's rows when it runs alone: its forward passes (in
+// pieces of at most `max_batch_size`, up to the first one holding a poison row) and the calls
+// and rows it should receive.
+struct Expected {
+  int completions = 0;
+  int64_t rows_given = 0;
+  bool fails = false;
+};
+
+void RunAlone(const InferenceRequest& request, int64_t max_batch_size,
+              std::vector<int64_t>& forward_rows, Expected& expected) {
+  const std::optional<int64_t> poison = FirstPoisonRow(request);
+  for (int64_t first = 0; first < request.rows; first += max_batch_size) {
+    const int64_t rows = std::min(max_batch_size, request.rows - first);
+    forward_rows.push_back(rows);
+    if (poison && *poison < first + rows) {
+      expected.fails = true;
+      return;
+    }
+    ++expected.completions;
+    expected.rows_given += rows;
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -104,42 +176,61 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       SplitLines(std::string_view(reinterpret_cast<const char*>(data), size));
 
   batching::BatchingOptions options;
-  options.max_batch_rows = 1 << 20;
+  options.max_batch_rows = 4096;
   options.max_queue_rows = 1 << 20;
+  int64_t max_batch_size = 4096;
   if (!lines.empty() && lines[0].size() >= 2 && lines[0][0] == '#') {
-    options.max_batch_rows =
-        1 + std::strtoul(std::string(lines[0].substr(1, 2)).c_str(), nullptr, 10) % 64;
+    std::string_view header = lines[0].substr(1);
+    const int64_t server_rows = SizeFrom(header);
+    max_batch_size = server_rows;
+    if (!header.empty() && header[0] == '/') {
+      header.remove_prefix(1);
+      max_batch_size = SizeFrom(header);
+    }
+    options.max_batch_rows = static_cast<size_t>(std::min(server_rows, max_batch_size));
     lines.erase(lines.begin());
   }
 
-  testing_support::FakeHandler handler;
+  testing_support::FakeHandler handler(0, max_batch_size);
   FUZZ_CHECK(handler.Initialize().ok());
   handlers::BatchExecutor executor(handler);
   batching::BatchQueue<InferenceTask> queue(options);
   const batching::TimePoint now{};
 
   std::vector<Outcome> outcomes(lines.size());
-  std::vector<bool> poisoned(lines.size(), false);
+  std::vector<Expected> expected(lines.size());
   std::vector<bool> accepted(lines.size(), false);
+  // Which line each queued task came from, by the task's address.
+  std::vector<std::pair<const InferenceTask*, size_t>> line_of;
   size_t queued_rows = 0;
   for (size_t i = 0; i < lines.size(); ++i) {
-    absl::StatusOr<InferenceRequest> request =
+    absl::StatusOr<protocol::SeedRequest> decoded =
         protocol::DecodeRequest(lines[i], handler.signature());
-    if (!request.ok()) continue;
-    FUZZ_CHECK(request->rows >= 1);
-    FUZZ_CHECK(request->inputs.size() == static_cast<size_t>(request->rows * 3));
-    FUZZ_CHECK(request->params.size() == 2);
-    poisoned[i] = HasPoisonRow(*request);
-    queued_rows += request->rows;
+    if (!decoded.ok()) continue;
+    const InferenceRequest& request = decoded->request;
+    FUZZ_CHECK(request.rows >= 1);
+    FUZZ_CHECK(request.inputs.size() == 2);
+    FUZZ_CHECK(request.inputs[0].data.size() == request.rows * 3 * sizeof(float));
+    FUZZ_CHECK(request.inputs[1].data.size() == 2 * sizeof(float));
+    queued_rows += request.rows;
     std::unique_ptr<InferenceTask> task =
-        std::make_unique<FuzzTask>(*std::move(request), outcomes[i]);
+        std::make_unique<FuzzTask>(*std::move(decoded), outcomes[i]);
+    line_of.emplace_back(task.get(), i);
     FUZZ_CHECK(queue.Push(task, now).ok());
     FUZZ_CHECK(task == nullptr);
     accepted[i] = true;
   }
   FUZZ_CHECK(queue.queued_rows() == queued_rows);
+  const auto line = [&](const InferenceTask* task) {
+    for (const auto& [address, index] : line_of) {
+      if (address == task) return index;
+    }
+    FUZZ_CHECK(false);
+    return size_t{0};
+  };
 
-  // Cut and run batches until the queue is empty; record what each forward pass should see.
+  // Cut and run batches until the queue is empty; record what each forward pass should see and
+  // what each task should receive.
   std::vector<int64_t> expected_forward_rows;
   size_t forward_passes = 0;
   while (!queue.empty()) {
@@ -148,16 +239,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(!cut.batch.empty());
     int64_t batch_rows = 0;
     bool any_poison = false;
+    bool all_fit = true;
     for (const std::unique_ptr<InferenceTask>& task : cut.batch) {
       batch_rows += task->request().rows;
-      any_poison = any_poison || HasPoisonRow(task->request());
+      any_poison = any_poison || FirstPoisonRow(task->request()).has_value();
+      all_fit = all_fit && task->request().rows <= max_batch_size;
     }
     // Batches stay within max_batch_rows unless one task alone is larger.
     FUZZ_CHECK(cut.batch.size() == 1 || batch_rows <= static_cast<int64_t>(options.max_batch_rows));
-    expected_forward_rows.push_back(batch_rows);
-    if (any_poison && cut.batch.size() > 1) {
+    if (cut.batch.size() > 1 && all_fit) {
+      expected_forward_rows.push_back(batch_rows);
       for (const std::unique_ptr<InferenceTask>& task : cut.batch) {
-        expected_forward_rows.push_back(task->request().rows);
+        Expected& e = expected[line(task.get())];
+        if (any_poison) {
+          RunAlone(task->request(), max_batch_size, expected_forward_rows, e);
+        } else {
+          e.completions = 1;
+          e.rows_given = task->request().rows;
+        }
+      }
+    } else {
+      for (const std::unique_ptr<InferenceTask>& task : cut.batch) {
+        RunAlone(task->request(), max_batch_size, expected_forward_rows,
+                 expected[line(task.get())]);
       }
     }
     forward_passes += executor.Execute(cut.batch);
@@ -167,11 +271,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const Outcome& outcome = outcomes[i];
     if (!accepted[i]) {
       FUZZ_CHECK(outcome.completions == 0 && outcome.failures == 0);
-    } else if (poisoned[i]) {
-      FUZZ_CHECK(outcome.completions == 0 && outcome.failures == 1);
+      continue;
+    }
+    FUZZ_CHECK(outcome.completions == expected[i].completions);
+    FUZZ_CHECK(outcome.rows_given == expected[i].rows_given);
+    if (expected[i].fails) {
+      FUZZ_CHECK(outcome.failures == 1);
       FUZZ_CHECK(outcome.failure_code == absl::StatusCode::kInternal);
     } else {
-      FUZZ_CHECK(outcome.completions == 1 && outcome.failures == 0);
+      FUZZ_CHECK(outcome.failures == 0);
     }
   }
   FUZZ_CHECK(handler.batch_rows() == expected_forward_rows);

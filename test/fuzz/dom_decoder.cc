@@ -15,8 +15,7 @@
 namespace model_server::fuzz {
 namespace {
 
-using handlers::InferenceRequest;
-using handlers::ModelSignature;
+using handlers::SeedSignature;
 using protocol::kMaxJsonDepth;
 
 using simdjson::dom::array;
@@ -102,7 +101,7 @@ absl::Status ReadNumbers(array values, const std::string& what, float* dst, size
 }
 
 absl::Status DecodeInputs(object inputs, const std::vector<std::string>& names, int64_t max_rows,
-                          InferenceRequest& request) {
+                          DomRequest& request) {
   const size_t columns = names.size();
   for (size_t column = 0; column < columns; ++column) {
     const std::string& name = names[column];
@@ -139,8 +138,8 @@ absl::Status DecodeInputs(object inputs, const std::vector<std::string>& names, 
   return absl::OkStatus();
 }
 
-absl::Status DecodeParams(const std::optional<object>& settings, const ModelSignature& signature,
-                          InferenceRequest& request) {
+absl::Status DecodeParams(const std::optional<object>& settings, const SeedSignature& signature,
+                          DomRequest& request) {
   constexpr char kPath[] = "analyticSettings.tunableParams.bias_weight_array";
   std::optional<object> tunable;
   if (settings) {
@@ -176,9 +175,8 @@ absl::Status DecodeParams(const std::optional<object>& settings, const ModelSign
 
 }  // namespace
 
-absl::StatusOr<InferenceRequest> DomDecodeRequest(std::string_view payload,
-                                                  const ModelSignature& signature,
-                                                  int64_t max_rows) {
+absl::StatusOr<DomRequest> DomDecodeRequest(std::string_view payload,
+                                            const SeedSignature& signature, int64_t max_rows) {
   element root;
   if (simdjson::error_code error = ThreadParser().parse(payload.data(), payload.size()).get(root);
       error != simdjson::SUCCESS) {
@@ -208,7 +206,7 @@ absl::StatusOr<InferenceRequest> DomDecodeRequest(std::string_view payload,
                                                    " variables but the model takes ",
                                                    signature.num_inputs, " input columns"));
   }
-  InferenceRequest request;
+  DomRequest request;
   absl::StatusOr<std::vector<std::string>> output_names =
       VarOrder(model_params, "output_var_order", signature.output_names);
   if (!output_names.ok()) return output_names.status();

@@ -355,5 +355,47 @@ TEST_CASE("responses carry outputs in the form asked and read back the same", "[
   }
 }
 
+// Found by oip_fuzzer: a tensor of no elements (a size of 0 anywhere) decodes, typed or raw,
+// however large its other sizes, and reads back from a reply.
+TEST_CASE("tensors of no elements decode and read back", "[oip]") {
+  ModelSignature signature;
+  signature.max_batch_size = 4;
+  signature.inputs = {MakeSpec("ids", DataType::kInt64, {-1, -1})};
+  signature.outputs = {MakeSpec("ids", DataType::kInt64, {-1, -1})};
+  for (const bool raw : {true, false}) {
+    INFO("raw " << raw);
+    const ModelInferRequest request =
+        EncodeInferRequest("m", {{"ids", DataType::kInt64, {2, int64_t{1} << 51, 0}, ""}}, raw);
+    absl::StatusOr<DecodedInfer> decoded = DecodeInferRequest(request, signature);
+    REQUIRE(decoded.ok());
+    CHECK(decoded->request.rows == 2);
+    CHECK(decoded->request.inputs[0].data.empty());
+    std::vector<ReplyTensor> outputs;
+    outputs.push_back({"ids", DataType::kInt64, {2, int64_t{1} << 51, 0}, ""});
+    ModelInferResponse response;
+    EncodeInferResponse({"m", "1", ""}, outputs, raw, &response);
+    absl::StatusOr<Tensor> tensor = DecodeTensor(response, "ids");
+    REQUIRE(tensor.ok());
+    CHECK(tensor->shape == std::vector<int64_t>{2, int64_t{1} << 51, 0});
+    CHECK(tensor->data.empty());
+  }
+}
+
+// Found by oip_fuzzer: an optional input without a default (a config may declare one) left out
+// is refused as missing, never read.
+TEST_CASE("an optional input without a default must be given", "[oip]") {
+  ModelSignature signature;
+  signature.max_batch_size = 4;
+  signature.inputs = {MakeSpec("x", DataType::kFp32, {2}), MakeSpec("mask", DataType::kBool, {2})};
+  signature.inputs[1].optional = true;
+  signature.outputs = {MakeSpec("y", DataType::kFp32, {2})};
+  const ModelInferRequest request = EncodeInferRequest("m", {{"x", {1, 2}, {1, 2}}}, true);
+  absl::StatusOr<DecodedInfer> decoded = DecodeInferRequest(request, signature);
+  REQUIRE_FALSE(decoded.ok());
+  CHECK(decoded.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(decoded.status().message()),
+             Catch::Contains("input \"mask\" is missing; the model takes"));
+}
+
 }  // namespace
 }  // namespace model_server::protocol::oip
