@@ -24,9 +24,9 @@ absl::Status ValidateBatchingOptions(const BatchingOptions& options) {
     const size_t rows = options.preferred_batch_rows[i];
     if (rows == 0 || rows > options.max_batch_rows ||
         (i > 0 && rows <= options.preferred_batch_rows[i - 1])) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "preferred batch sizes must ascend, each from 1 to max_batch_rows (", options.max_batch_rows,
-          "); ", rows, " does not"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("preferred batch sizes must ascend, each from 1 to max_batch_rows (",
+                       options.max_batch_rows, "); ", rows, " does not"));
     }
   }
   return absl::OkStatus();

@@ -73,8 +73,7 @@ class BatchQueue {
   std::optional<TimePoint> ReadyAt() const {
     if (entries_.empty()) return std::nullopt;
     const bool full = queued_rows_ >= options_.max_batch_rows ||
-                      entries_.size() >= options_.max_batch_tasks ||
-                      PreferredRows().has_value();
+                      entries_.size() >= options_.max_batch_tasks || PreferredRows().has_value();
     if (full) return entries_.front().enqueued;
     return entries_.front().enqueued + options_.max_queue_delay;
   }

@@ -19,7 +19,7 @@ struct InitializeTimes {
 // One output of a batch, in host memory.
 struct OutputTensor {
   DataType type = DataType::kFp32;
-  Dims shape;  // [rows, dims...] when the model batches, else the full shape
+  Dims shape;                  // [rows, dims...] when the model batches, else the full shape
   const char* data = nullptr;  // row-major, little-endian
 };
 

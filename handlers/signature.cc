@@ -86,8 +86,7 @@ absl::Status ApplySeedDeclaration(const SeedDeclaration& declaration, ModelSigna
   if (!signature->batches()) return wrong("the seed's columns need a model that batches");
   SeedSignature seed;
   const auto columns_of = [&](const std::vector<TensorSpec>& specs, const std::string& name,
-                              const char* kind,
-                              size_t* index) -> absl::StatusOr<int64_t> {
+                              const char* kind, size_t* index) -> absl::StatusOr<int64_t> {
     const std::optional<size_t> found = find(specs, name);
     if (!found) return wrong(absl::StrCat("no ", kind, " \"", name, "\""));
     if (!IsColumns(specs[*found])) {
@@ -162,12 +161,11 @@ std::string SignatureDifference(const ModelSignature& serving, const ModelSignat
       } else {
         const TensorSpec& a = before[i];
         const TensorSpec& b = after[i];
-        if (a.name != b.name || a.type != b.type || a.dims != b.dims ||
-            a.optional != b.optional || a.default_value != b.default_value) {
-          differences.push_back(absl::StrCat(kind, " ", SpecText(b, next.batches()),
-                                             b.optional ? " (optional)" : "", " instead of ",
-                                             SpecText(a, serving.batches()),
-                                             a.optional ? " (optional)" : ""));
+        if (a.name != b.name || a.type != b.type || a.dims != b.dims || a.optional != b.optional ||
+            a.default_value != b.default_value) {
+          differences.push_back(absl::StrCat(
+              kind, " ", SpecText(b, next.batches()), b.optional ? " (optional)" : "",
+              " instead of ", SpecText(a, serving.batches()), a.optional ? " (optional)" : ""));
         }
       }
     }

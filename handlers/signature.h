@@ -5,7 +5,6 @@
 #include <vector>
 
 #include "absl/status/status.h"
-
 #include "handlers/model_types.h"
 
 namespace model_server::handlers {
@@ -26,9 +25,9 @@ std::optional<SeedSignature> DefaultSeedSignature(const ModelSignature& signatur
 // columns, the parameters and the outputs, with the model's own variable names and default
 // parameters.
 struct SeedDeclaration {
-  std::string columns;  // input: FP32 [k]
-  std::string params;   // input: FP32 [P]; empty: none
-  std::string output;   // output: FP32 [m]
+  std::string columns;                    // input: FP32 [k]
+  std::string params;                     // input: FP32 [P]; empty: none
+  std::string output;                     // output: FP32 [m]
   std::vector<std::string> input_names;   // k names, or none
   std::vector<std::string> output_names;  // up to m names
   std::vector<float> default_params;      // P values, or none

@@ -95,8 +95,7 @@ using Dims = absl::InlinedVector<int64_t, 4>;
 inline constexpr int64_t kAnySize = -1;
 
 // Elements a shape holds; nullopt when a dimension is negative or the product passes `limit`.
-inline std::optional<int64_t> ElementCount(const Dims& shape,
-                                           int64_t limit = int64_t{1} << 50) {
+inline std::optional<int64_t> ElementCount(const Dims& shape, int64_t limit = int64_t{1} << 50) {
   bool empty = false;  // a size of 0 anywhere: no elements, however large the other sizes
   for (const int64_t size : shape) {
     if (size < 0) return std::nullopt;

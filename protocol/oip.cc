@@ -77,8 +77,8 @@ absl::Status NarrowInto(const Values& values, const std::string& name, char* to)
   for (int i = 0; i < values.size(); ++i) {
     const auto value = values.Get(i);
     if (static_cast<decltype(value)>(static_cast<T>(value)) != value) {
-      return absl::InvalidArgumentError(absl::StrCat("input \"", name, "\" value ", value,
-                                                     " at ", i, " does not fit its datatype"));
+      return absl::InvalidArgumentError(absl::StrCat("input \"", name, "\" value ", value, " at ",
+                                                     i, " does not fit its datatype"));
     }
     out[i] = static_cast<T>(value);
   }
@@ -157,9 +157,9 @@ class Decoder {
   absl::StatusOr<DecodedInfer> Decode() {
     const bool raw = request_.raw_input_contents_size() > 0;
     if (raw && request_.raw_input_contents_size() != request_.inputs_size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "raw_input_contents has ", request_.raw_input_contents_size(), " entries for ",
-          request_.inputs_size(), " inputs; it needs one per input"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("raw_input_contents has ", request_.raw_input_contents_size(),
+                       " entries for ", request_.inputs_size(), " inputs; it needs one per input"));
     }
     const std::vector<TensorSpec>& specs = signature_.inputs;
     std::vector<int> found(specs.size(), -1);  // spec → index in request.inputs
@@ -168,9 +168,9 @@ class Decoder {
       size_t spec = 0;
       while (spec < specs.size() && specs[spec].name != name) ++spec;
       if (spec == specs.size()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unknown input \"", name, "\"; the model takes ",
-                         TensorsText(specs, signature_.batches())));
+        return absl::InvalidArgumentError(absl::StrCat("unknown input \"", name,
+                                                       "\"; the model takes ",
+                                                       TensorsText(specs, signature_.batches())));
       }
       if (found[spec] >= 0) {
         return absl::InvalidArgumentError(absl::StrCat("input \"", name, "\" is given twice"));
@@ -187,9 +187,9 @@ class Decoder {
         // An optional input without a default has nothing to stand in for it (a signature from
         // a config may say optional without one): refused as missing, never read.
         if (!specs[spec].optional || !specs[spec].default_value) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("input \"", specs[spec].name, "\" is missing; the model takes ",
-                           TensorsText(specs, signature_.batches())));
+          return absl::InvalidArgumentError(absl::StrCat("input \"", specs[spec].name,
+                                                         "\" is missing; the model takes ",
+                                                         TensorsText(specs, signature_.batches())));
         }
         continue;  // its default, below, once rows are known
       }
@@ -215,14 +215,13 @@ class Decoder {
   // Checks one input against `specs[spec]` and decodes it into `out`; `rows` is the rows found
   // so far (set by the first input that has the batch's rows).
   absl::Status DecodeInput(size_t spec_index, const ModelInferRequest::InferInputTensor& tensor,
-                           const std::string* raw, std::optional<int64_t>& rows,
-                           InputTensor& out) {
+                           const std::string* raw, std::optional<int64_t>& rows, InputTensor& out) {
     const TensorSpec& spec = signature_.inputs[spec_index];
     const std::string& name = tensor.name();
     if (tensor.datatype() != handlers::WireName(spec.type)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("input \"", name, "\" has datatype \"", tensor.datatype(),
-                       "\"; the model takes ", handlers::WireName(spec.type)));
+      return absl::InvalidArgumentError(absl::StrCat("input \"", name, "\" has datatype \"",
+                                                     tensor.datatype(), "\"; the model takes ",
+                                                     handlers::WireName(spec.type)));
     }
     const auto& shape = tensor.shape();
     const size_t skip = signature_.batches() ? 1 : 0;
@@ -241,13 +240,12 @@ class Decoder {
     if (skip == 1) {
       const int64_t given = shape[0];
       if (given <= 0) {
-        return absl::InvalidArgumentError(absl::StrCat("input \"", name, "\" has ",
-                                                       given == 0 ? "zero" : "negative", " rows"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("input \"", name, "\" has ", given == 0 ? "zero" : "negative", " rows"));
       }
       if (given > max_rows_) {
-        return absl::InvalidArgumentError(absl::StrCat("request has ", given,
-                                                       " rows; this model takes at most ",
-                                                       max_rows_, " per request"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "request has ", given, " rows; this model takes at most ", max_rows_, " per request"));
       }
       const bool one_for_all = given == 1 && MayBroadcast(signature_, spec_index);
       if (!one_for_all) {
@@ -283,15 +281,14 @@ class Decoder {
     } else {
       const char* field = ContentsField(spec.type);
       if (field == nullptr) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("input \"", name, "\" is ", handlers::WireName(spec.type),
-                         ": its data goes in raw_input_contents"));
+        return absl::InvalidArgumentError(absl::StrCat("input \"", name, "\" is ",
+                                                       handlers::WireName(spec.type),
+                                                       ": its data goes in raw_input_contents"));
       }
       for (const auto& [other, count] : filled) {
         if (std::strcmp(other, field) != 0) {
           return absl::InvalidArgumentError(absl::StrCat("input \"", name, "\" has its data in ",
-                                                         other, "; ",
-                                                         handlers::WireName(spec.type),
+                                                         other, "; ", handlers::WireName(spec.type),
                                                          " data goes in ", field));
         }
       }
@@ -338,9 +335,9 @@ class Decoder {
       size_t spec = 0;
       while (spec < specs.size() && specs[spec].name != output.name()) ++spec;
       if (spec == specs.size()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unknown output \"", output.name(), "\"; the model gives ",
-                         TensorsText(specs, signature_.batches())));
+        return absl::InvalidArgumentError(absl::StrCat("unknown output \"", output.name(),
+                                                       "\"; the model gives ",
+                                                       TensorsText(specs, signature_.batches())));
       }
       for (const size_t earlier : decoded.outputs) {
         if (earlier == spec) {

@@ -911,8 +911,8 @@ absl::Status DecodeParams(const Scratch& s, const SeedSignature& seed, Inference
         absl::StrCat("the model takes no tunable parameters but the request gives ", kPath));
   }
   if (values.size != static_cast<size_t>(seed.num_params)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        kPath, " has ", values.size, " values but the model takes ", seed.num_params));
+    return absl::InvalidArgumentError(
+        absl::StrCat(kPath, " has ", values.size, " values but the model takes ", seed.num_params));
   }
   if (values.first_non_number) {
     return absl::InvalidArgumentError(
@@ -924,24 +924,29 @@ absl::Status DecodeParams(const Scratch& s, const SeedSignature& seed, Inference
 }
 
 // The inputs the seed does not fill take their defaults, one row for every row.
-void DefaultOtherInputs(const ModelSignature& signature, InferenceRequest& request) {
+absl::Status DefaultOtherInputs(const ModelSignature& signature, InferenceRequest& request) {
   const SeedSignature& seed = *signature.seed;
   for (size_t i = 0; i < signature.inputs.size(); ++i) {
     if (i == seed.columns_input || (seed.params_input && i == *seed.params_input)) continue;
     const handlers::TensorSpec& spec = signature.inputs[i];
+    if (!spec.default_value) {  // a seed mapping leaves no such input (ApplySeedDeclaration)
+      return absl::InternalError(
+          absl::StrCat("the model's input \"", spec.name, "\" has no value for a seed request"));
+    }
     InputTensor& tensor = request.inputs[i];
-    const std::string& value = *spec.default_value;  // the seed mapping's contract
+    const std::string& value = *spec.default_value;
     tensor.shape = {1};
     tensor.shape.insert(tensor.shape.end(), spec.dims.begin(), spec.dims.end());
     tensor.broadcast = true;
     std::memcpy(tensor.Allocate(value.size()), value.data(), value.size());
   }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<SeedRequest> DecodeRequest(std::string_view payload,
-                                          const ModelSignature& signature, int64_t max_rows) {
+absl::StatusOr<SeedRequest> DecodeRequest(std::string_view payload, const ModelSignature& signature,
+                                          int64_t max_rows) {
   const SeedSignature& seed = *signature.seed;
   if (!simdjson::validate_utf8(payload.data(), payload.size())) {
     return absl::InvalidArgumentError("request is not valid UTF-8");
@@ -986,13 +991,15 @@ absl::StatusOr<SeedRequest> DecodeRequest(std::string_view payload,
   }
   InferenceRequest& request = decoded.request;
   request.inputs.resize(signature.inputs.size());
-  if (absl::Status read = DecodeInputs(s, input_names, max_rows, request,
-                                       request.inputs[seed.columns_input]);
+  if (absl::Status read =
+          DecodeInputs(s, input_names, max_rows, request, request.inputs[seed.columns_input]);
       !read.ok()) {
     return read;
   }
   if (absl::Status read = DecodeParams(s, seed, request); !read.ok()) return read;
-  DefaultOtherInputs(signature, request);
+  if (absl::Status defaults = DefaultOtherInputs(signature, request); !defaults.ok()) {
+    return defaults;
+  }
   return decoded;
 }
 

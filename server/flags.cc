@@ -190,8 +190,8 @@ const std::vector<Flag>& Flags() {
                       "then as RepositoryModelLoad/Unload ask");
     mode.show = [](const Config& config) { return ControlModeName(config.server.models.mode); };
     mode.set = [](const std::string& text, Config& config) -> absl::Status {
-      for (const ControlMode each : {ControlMode::kNone, ControlMode::kPoll,
-                                     ControlMode::kExplicit}) {
+      for (const ControlMode each :
+           {ControlMode::kNone, ControlMode::kPoll, ControlMode::kExplicit}) {
         if (text == ControlModeName(each)) {
           config.server.models.mode = each;
           return absl::OkStatus();
@@ -340,7 +340,8 @@ const std::vector<Flag>& Flags() {
         if (config.server.models.mode == ControlMode::kNone) {
           config.server.models.mode = ControlMode::kPoll;
         }
-        config.server.models.poll_interval = std::chrono::milliseconds(std::llround(seconds * 1000));
+        config.server.models.poll_interval =
+            std::chrono::milliseconds(std::llround(seconds * 1000));
       }
       return absl::OkStatus();
     };
@@ -476,8 +477,9 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv, const 
     }
     if (!config.model_repository.empty()) {
       if (result.count("model") > 0) {
-        return Invalid("--model and --model-repository cannot be combined: put the model into "
-                       "the repository (DIR/<name>/1/model.pt)");
+        return Invalid(
+            "--model and --model-repository cannot be combined: put the model into "
+            "the repository (DIR/<name>/1/model.pt)");
       }
       config.models.clear();  // MODEL_LOC, the default for --model, gives way to the repository
     } else if (config.models.empty()) {

@@ -30,8 +30,8 @@ absl::StatusOr<Routed> InferCall::Decode() {
       methods_.models->Find(request_.model_name(), request_.model_version());
   if (!model.ok()) return model.status();
   const handlers::ModelSignature& signature = (*model)->signature();
-  absl::StatusOr<protocol::oip::DecodedInfer> decoded = protocol::oip::DecodeInferRequest(
-      request_, signature, (*model)->max_rows_per_request());
+  absl::StatusOr<protocol::oip::DecodedInfer> decoded =
+      protocol::oip::DecodeInferRequest(request_, signature, (*model)->max_rows_per_request());
   if (!decoded.ok()) return decoded.status();
   batches_ = signature.batches();
   raw_output_ = decoded->raw_output;
@@ -63,6 +63,7 @@ void InferCall::KeepOutputs(const std::vector<handlers::OutputTensor>& outputs, 
       reply.shape[0] = rows_;
       reply.data.resize(rows_ * row_bytes);
     }
+    if (row_bytes == 0) continue;  // no elements (and maybe no data pointer)
     std::memcpy(reply.data.data() + task_row * row_bytes, output.data + batch_row * row_bytes,
                 rows * row_bytes);
   }

@@ -84,7 +84,8 @@ class FileCatalog final : public ModelCatalog {
 
   absl::StatusOr<uint64_t> Fingerprint(const std::string& name) override {
     const auto found = entries_.find(name);
-    if (found == entries_.end()) return absl::NotFoundError(absl::StrCat("no model \"", name, "\""));
+    if (found == entries_.end())
+      return absl::NotFoundError(absl::StrCat("no model \"", name, "\""));
     return FileDigest(found->second.model.path);
   }
 

@@ -29,8 +29,7 @@ class ModelCatalog {
   // The model `name` as it is now: its configuration and the versions to serve. `again`: the
   // caller will load every version anew whether or not it changed (SIGHUP); a catalog that
   // numbers the versions itself numbers them anew. Errors name the model and the problem.
-  virtual absl::StatusOr<repository::RepositoryModel> Read(const std::string& name,
-                                                           bool again) = 0;
+  virtual absl::StatusOr<repository::RepositoryModel> Read(const std::string& name, bool again) = 0;
   // A digest of the model's files: when it differs from the one Read gave, the model changed.
   virtual absl::StatusOr<uint64_t> Fingerprint(const std::string& name) = 0;
   // See VersionLoader.
@@ -58,7 +57,8 @@ struct FileModel {
 
 // Models from files, which the server numbers: version 1 at first, then one more than the
 // version serving each time the file has changed (modification time, size, inode or device) when
-// it is read, or a reload is asked for. The configuration is TorchScript's ("pytorch_libtorch"), or AOTInductor's
+// it is read, or a reload is asked for. The configuration is TorchScript's ("pytorch_libtorch"), or
+// AOTInductor's
 // ("torch_aoti") for a .pt2 file, with nothing else declared. Errors: INVALID_ARGUMENT for a
 // name twice or a name ValidateModelName refuses.
 absl::StatusOr<std::unique_ptr<ModelCatalog>> MakeFileCatalog(std::vector<FileModel> models);

@@ -78,8 +78,8 @@ absl::StatusOr<std::unique_ptr<ModelManager>> ModelManager::Start(
   if (!names.ok()) return names.status();
   std::vector<std::string> startup = *names;
   if (options.mode == ControlMode::kExplicit) {
-    const bool all = std::find(options.startup_models.begin(), options.startup_models.end(),
-                               "*") != options.startup_models.end();
+    const bool all = std::find(options.startup_models.begin(), options.startup_models.end(), "*") !=
+                     options.startup_models.end();
     if (!all) startup = options.startup_models;
   }
   for (const std::string& name : startup) {
@@ -114,9 +114,8 @@ absl::Status ModelManager::LoadModel(const std::string& name, bool again, bool q
     return model.status();
   }
   SetModelReason(name, "");
-  const bool config_changed =
-      !known.read ||
-      !google::protobuf::util::MessageDifferencer::Equals(known.config, model->config);
+  const bool config_changed = !known.read || !google::protobuf::util::MessageDifferencer::Equals(
+                                                 known.config, model->config);
   const bool changed = config_changed || known.fingerprint != model->fingerprint;
   known.fingerprint = model->fingerprint;
   known.config = model->config;
@@ -161,8 +160,8 @@ absl::Status ModelManager::LoadModel(const std::string& name, bool again, bool q
                     file.version, file.path, reason, serving.back());
       SetVersionState(name, file.version, kUnavailable, reason);
     } else {
-      spdlog::error("model {}: version {} from {} cannot load: {}", name, file.version,
-                    file.path, reason);
+      spdlog::error("model {}: version {} from {} cannot load: {}", name, file.version, file.path,
+                    reason);
       SetVersionState(name, file.version, kUnavailable, reason);
     }
   }
@@ -190,18 +189,17 @@ absl::Status ModelManager::LoadVersion(const repository::RepositoryModel& model,
   if (instances->empty()) return absl::InternalError("the loader made no instance");
   const handlers::ModelSignature& signature = (*instances)[0]->signature();
   if (reference != nullptr) {
-    const std::string difference =
-        handlers::SignatureDifference(*reference, signature);
+    const std::string difference = handlers::SignatureDifference(*reference, signature);
     if (!difference.empty()) {
       return absl::FailedPreconditionError(absl::StrCat("its signature differs: ", difference));
     }
   }
   auto config = std::make_shared<const inference::ModelConfig>(
       Settle(model, signature, instances->size(), options_.serving));
-  absl::StatusOr<std::unique_ptr<ServedModel>> served = ServedModel::Create(
-      model.name, file.version, *std::move(instances),
-      ServingFor(*config, model.has_config_file, options_.serving), codec_pool_,
-      metrics_->AddModel(model.name));
+  absl::StatusOr<std::unique_ptr<ServedModel>> served =
+      ServedModel::Create(model.name, file.version, *std::move(instances),
+                          ServingFor(*config, model.has_config_file, options_.serving), codec_pool_,
+                          metrics_->AddModel(model.name));
   if (!served.ok()) return served.status();
   const handlers::InitializeTimes times = (*served)->initialize_times();
   registry_->Install(std::shared_ptr<ServedModel>(*std::move(served)), std::move(config));
@@ -255,8 +253,8 @@ void ModelManager::Load(const std::string& name, Done done) {
         "--model-control-mode none or poll (use explicit)"));
     return;
   }
-  Post({[this, name] { return LoadModel(name, /*again=*/true, /*quiet=*/false); },
-        std::move(done)});
+  Post(
+      {[this, name] { return LoadModel(name, /*again=*/true, /*quiet=*/false); }, std::move(done)});
 }
 
 void ModelManager::Unload(const std::string& name, Done done) {
@@ -344,7 +342,8 @@ std::vector<IndexEntry> ModelManager::Index(bool ready_only) const {
   std::vector<IndexEntry> index;
   for (const std::string& name : names) {
     const auto found = states_.find(name);
-    if (found == states_.end() || (found->second.versions.empty() && found->second.reason.empty())) {
+    if (found == states_.end() ||
+        (found->second.versions.empty() && found->second.reason.empty())) {
       if (!ready_only) index.push_back({name, "", "", ""});
       continue;
     }
@@ -355,8 +354,7 @@ std::vector<IndexEntry> ModelManager::Index(bool ready_only) const {
     }
     for (const auto& [version, version_state] : state.versions) {
       if (ready_only && version_state.state != kReady) continue;
-      index.push_back(
-          {name, std::to_string(version), version_state.state, version_state.reason});
+      index.push_back({name, std::to_string(version), version_state.state, version_state.reason});
     }
   }
   return index;

@@ -113,9 +113,8 @@ class ModelManager {
     Done done;
   };
 
-  ModelManager(std::unique_ptr<ModelCatalog> catalog, ModelRegistry* registry,
-               WorkPool* codec_pool, metrics::ServerMetrics* metrics,
-               const ManagerOptions& options);
+  ModelManager(std::unique_ptr<ModelCatalog> catalog, ModelRegistry* registry, WorkPool* codec_pool,
+               metrics::ServerMetrics* metrics, const ManagerOptions& options);
 
   // Loads what the catalog says of `name` now (see Load); `quiet` leaves failures to the caller
   // to log. Manager thread (or startup).
@@ -147,8 +146,8 @@ class ModelManager {
 
   std::mutex mu_;
   std::condition_variable wake_;
-  std::deque<Job> jobs_;    // guarded by mu_
-  bool stopping_ = false;   // guarded by mu_
+  std::deque<Job> jobs_;   // guarded by mu_
+  bool stopping_ = false;  // guarded by mu_
   std::thread thread_;
 };
 

@@ -13,8 +13,8 @@ namespace model_server::server {
 
 ModelRegistry::~ModelRegistry() { ShutdownAll(); }
 
-absl::StatusOr<std::shared_ptr<ServedModel>> ModelRegistry::Find(
-    const std::string& name, const std::string& version) const {
+absl::StatusOr<std::shared_ptr<ServedModel>> ModelRegistry::Find(const std::string& name,
+                                                                 const std::string& version) const {
   std::lock_guard<std::mutex> lock(mu_);
   const auto found = models_.find(name);
   if (found == models_.end()) {
@@ -22,9 +22,9 @@ absl::StatusOr<std::shared_ptr<ServedModel>> ModelRegistry::Find(
     for (const auto& [known, model] : models_) {
       if (!model.versions.empty()) names.push_back(absl::StrCat("\"", known, "\""));
     }
-    return absl::InvalidArgumentError(absl::StrCat("unknown model \"", name,
-                                                   "\"; this server serves ",
-                                                   names.empty() ? "none" : absl::StrJoin(names, ", ")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown model \"", name, "\"; this server serves ",
+                     names.empty() ? "none" : absl::StrJoin(names, ", ")));
   }
   const std::map<int64_t, std::shared_ptr<ServedModel>>& versions = found->second.versions;
   if (versions.empty()) {
@@ -37,10 +37,9 @@ absl::StatusOr<std::shared_ptr<ServedModel>> ModelRegistry::Find(
   if (at == versions.end()) {
     std::vector<int64_t> serving;
     for (const auto& [served, unused] : versions) serving.push_back(served);
-    return absl::InvalidArgumentError(absl::StrCat("model \"", name, "\" has no version \"",
-                                                   version, "\"; it serves version",
-                                                   serving.size() > 1 ? "s " : " ",
-                                                   absl::StrJoin(serving, ", ")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model \"", name, "\" has no version \"", version, "\"; it serves version",
+                     serving.size() > 1 ? "s " : " ", absl::StrJoin(serving, ", ")));
   }
   return at->second;
 }
@@ -127,7 +126,8 @@ void ModelRegistry::Retire(const std::string& name, std::shared_ptr<ServedModel>
   version->Shutdown();  // runs what is queued, joins its threads, releases its instances
   version.reset();
   std::lock_guard<std::mutex> lock(mu_);
-  if (!shutting_down_) spdlog::info("model {}: version {} released after its last batch", name, number);
+  if (!shutting_down_)
+    spdlog::info("model {}: version {} released after its last batch", name, number);
   Model& model = models_[name];
   --model.retiring;
   UpdateMetrics(model);

@@ -232,8 +232,8 @@ absl::Status ModelServer::Build(std::unique_ptr<ModelCatalog> catalog) {
   ManagerOptions manager_options = options_.models;
   manager_options.serving.batching = options_.batching;
   // A request the queue can never hold is refused as such.
-  manager_options.serving.max_rows_per_request = std::min<int64_t>(
-      options_.max_rows_per_request, options_.batching.max_queue_rows);
+  manager_options.serving.max_rows_per_request =
+      std::min<int64_t>(options_.max_rows_per_request, options_.batching.max_queue_rows);
   absl::StatusOr<std::unique_ptr<ModelManager>> manager = ModelManager::Start(
       std::move(catalog), models_.get(), codec_pool_.get(), metrics_.get(), manager_options);
   if (!manager.ok()) return manager.status();
@@ -247,8 +247,8 @@ absl::Status ModelServer::Build(std::unique_ptr<ModelCatalog> catalog) {
     });
     seed_model = has_default || index.empty() ? kDefaultModelName : index.front().name;
   }
-  call_context_ = CallContext{metrics_.get(), codec.decode_there ? codec_pool_.get() : nullptr,
-                              &drain_gate_};
+  call_context_ =
+      CallContext{metrics_.get(), codec.decode_there ? codec_pool_.get() : nullptr, &drain_gate_};
   evaluate_methods_ = EvaluateCall::Methods{&service_, models_.get(), seed_model};
   infer_methods_ = InferCall::Methods{&oip_service_, models_.get()};
   oip_ = std::make_unique<OipService>(&oip_service_, models_.get(), manager_.get(), &serving_,

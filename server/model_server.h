@@ -4,8 +4,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <memory>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -201,8 +201,8 @@ class ModelServer {
   void StartSelfCheck(std::shared_ptr<grpc::ChannelCredentials> credentials);
 
   const ServerOptions options_;
-  std::unique_ptr<metrics::ServerMetrics> metrics_;   // outlives everything that records
-  std::unique_ptr<WorkPool> codec_pool_;              // null without codec threads
+  std::unique_ptr<metrics::ServerMetrics> metrics_;  // outlives everything that records
+  std::unique_ptr<WorkPool> codec_pool_;             // null without codec threads
   std::unique_ptr<ModelRegistry> models_;
   std::unique_ptr<ModelManager> manager_;  // after models_: stopped before them
   ModelService::AsyncService service_;

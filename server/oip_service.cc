@@ -177,8 +177,7 @@ OipService::OipService(GRPCInferenceService::AsyncService* service, const ModelR
       finish(counted(metrics::Method::kRepositoryModelLoad, ToGrpcStatus(status)));
     });
   };
-  unload_.request = [service](auto* context, auto* request, auto* responder, auto* cq,
-                              void* tag) {
+  unload_.request = [service](auto* context, auto* request, auto* responder, auto* cq, void* tag) {
     service->RequestRepositoryModelUnload(context, request, responder, cq, cq, tag);
   };
   unload_.start = [counted, manager, refuse_parameters](
@@ -188,8 +187,8 @@ OipService::OipService(GRPCInferenceService::AsyncService* service, const ModelR
                                    inference::RepositoryModelUnloadResponse>::Finish finish) {
     // unload_dependents (tritonclient always sends it) has nothing to act on: no model here
     // depends on another.
-    const size_t others = request.parameters().size() -
-                          request.parameters().count("unload_dependents");
+    const size_t others =
+        request.parameters().size() - request.parameters().count("unload_dependents");
     if (others > 0) {
       finish(counted(metrics::Method::kRepositoryModelUnload,
                      refuse_parameters("RepositoryModelUnload", others)));
@@ -215,8 +214,8 @@ void OipService::Listen(grpc::ServerCompletionQueue* cq, int calls) {
     UnaryCall<ModelConfigRequest, ModelConfigResponse>::Listen(model_config_, cq);
     UnaryCall<inference::ModelStatisticsRequest, inference::ModelStatisticsResponse>::Listen(
         statistics_, cq);
-    UnaryCall<inference::RepositoryIndexRequest, inference::RepositoryIndexResponse>::Listen(
-        index_, cq);
+    UnaryCall<inference::RepositoryIndexRequest, inference::RepositoryIndexResponse>::Listen(index_,
+                                                                                             cq);
     DeferredCall<inference::RepositoryModelLoadRequest,
                  inference::RepositoryModelLoadResponse>::Listen(load_, cq);
     DeferredCall<inference::RepositoryModelUnloadRequest,

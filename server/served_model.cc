@@ -21,9 +21,11 @@ handlers::InitializeTimes TotalTimes(const Instances& instances) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(
-    std::string name, int64_t version, Instances instances, const ServingOptions& options,
-    WorkPool* codec_pool, metrics::ModelMetrics* metrics) {
+absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(std::string name, int64_t version,
+                                                                 Instances instances,
+                                                                 const ServingOptions& options,
+                                                                 WorkPool* codec_pool,
+                                                                 metrics::ModelMetrics* metrics) {
   if (instances.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("model ", name, " has no instance to serve"));
   }
@@ -31,8 +33,8 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(
     const std::string difference =
         handlers::SignatureDifference(instances[0]->signature(), instance->signature());
     if (!difference.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("instances of model ", name,
-                                                     " differ in their signatures: ", difference));
+      return absl::InvalidArgumentError(
+          absl::StrCat("instances of model ", name, " differ in their signatures: ", difference));
     }
   }
   // A batch holds no more than the model takes; a model without a batch dimension runs requests

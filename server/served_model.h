@@ -75,9 +75,8 @@ class ServedModel {
   void Shutdown();
 
  private:
-  ServedModel(std::string name, int64_t version, Instances instances,
-              const ServingOptions& options, WorkPool* codec_pool,
-              metrics::ModelMetrics* metrics);
+  ServedModel(std::string name, int64_t version, Instances instances, const ServingOptions& options,
+              WorkPool* codec_pool, metrics::ModelMetrics* metrics);
   // Batch thread `worker`: one batch on instance `worker`.
   void RunBatch(size_t worker, std::vector<std::unique_ptr<handlers::InferenceTask>>& batch);
 

@@ -14,9 +14,8 @@ namespace model_server::server {
 namespace {
 
 // The parameters a configuration may give, and what each sets.
-constexpr const char* kSeedParameters[] = {"seed_columns",    "seed_params",
-                                           "seed_output",     "input_var_order",
-                                           "output_var_order", "default_params"};
+constexpr const char* kSeedParameters[] = {"seed_columns",    "seed_params",      "seed_output",
+                                           "input_var_order", "output_var_order", "default_params"};
 
 std::vector<std::string> SplitNames(const std::string& text) {
   std::vector<std::string> names;
@@ -83,10 +82,10 @@ absl::StatusOr<handlers::ModelSignature> DeclaredSignature(const inference::Mode
   }
   for (const handlers::TensorSpec& input : signature.inputs) {
     if (input.optional && !input.default_value) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "optional input \"", input.name,
-          "\" has no default: only the seed's parameters input may be optional (with "
-          "default_params)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("optional input \"", input.name,
+                       "\" has no default: only the seed's parameters input may be optional (with "
+                       "default_params)"));
     }
   }
   if (!*seed) signature.seed = handlers::DefaultSeedSignature(signature);
@@ -104,9 +103,10 @@ absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> InstanceOptions(
                         absl::StrCat("model \"", model.name, "\": ", status.message()));
   };
   if (config.platform() == repository::kPlatformAoti) {
-    return in_model(absl::InvalidArgumentError(absl::StrCat(
-        version.path, " is an AOTInductor package (torch_aoti); this build serves TorchScript "
-                      "(model.pt) only")));
+    return in_model(absl::InvalidArgumentError(
+        absl::StrCat(version.path,
+                     " is an AOTInductor package (torch_aoti); this build serves TorchScript "
+                     "(model.pt) only")));
   }
   handlers::TorchHandlerOptions base = options.handler;
   base.model_path = version.path;
@@ -133,8 +133,9 @@ absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> InstanceOptions(
       if (group.kind() == inference::ModelInstanceGroup::KIND_CPU) {
         instance.device = "cpu";
       } else if (group.kind() == inference::ModelInstanceGroup::KIND_GPU) {
-        instance.device =
-            group.gpus_size() == 0 ? "cuda:0" : absl::StrCat("cuda:", group.gpus(i % group.gpus_size()));
+        instance.device = group.gpus_size() == 0
+                              ? "cuda:0"
+                              : absl::StrCat("cuda:", group.gpus(i % group.gpus_size()));
       }
       instances.push_back(std::move(instance));
     }

@@ -12,10 +12,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <unordered_map>
 #include <filesystem>
 #include <set>
 #include <system_error>
+#include <unordered_map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -88,7 +88,6 @@ absl::StatusOr<torch::Dtype> ResolvePrecision(const std::string& name) {
       absl::StrCat("unknown precision \"", name, "\"; use fp32, fp16 or bf16"));
 }
 
-
 // Size a variable dimension gets in the forward passes that warm a model up and read its
 // outputs, and a second size that tells which output dimensions follow it.
 constexpr int64_t kProbeSize = 16;
@@ -152,13 +151,14 @@ class TorchHandler final : public ModelHandler {
       torch::Tensor& buffer = buffers_[i];
       if (!buffer.defined() || buffer.numel() < elements) {
         // Pinned host memory lets the copy to the GPU run asynchronously.
-        const int64_t capacity = std::max<int64_t>(
-            elements, buffer.defined() ? 2 * buffer.numel() : elements);
+        const int64_t capacity =
+            std::max<int64_t>(elements, buffer.defined() ? 2 * buffer.numel() : elements);
         buffer = torch::empty({std::max<int64_t>(capacity, 1)},
                               torch::TensorOptions(TorchType(signature_.inputs[i].type))
                                   .pinned_memory(device_.is_cuda()));
       }
-      batch_inputs_[i] = buffer.narrow(0, 0, elements).view(c10::IntArrayRef(shapes[i].data(), shapes[i].size()));
+      batch_inputs_[i] =
+          buffer.narrow(0, 0, elements).view(c10::IntArrayRef(shapes[i].data(), shapes[i].size()));
       buffers.push_back(static_cast<char*>(buffer.data_ptr()));
     }
     return buffers;
@@ -249,8 +249,8 @@ class TorchHandler final : public ModelHandler {
       const auto& arguments = module_.get_method("forward").function().getSchema().arguments();
       for (size_t position : positions_) argument_names_.push_back(arguments[position + 1].name());
     } catch (const c10::Error& error) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot read the model's forward: ", Summary(error.what_without_backtrace())));
+      return absl::InvalidArgumentError(absl::StrCat("cannot read the model's forward: ",
+                                                     Summary(error.what_without_backtrace())));
     }
     buffers_.resize(signature_.inputs.size());
     batch_inputs_.resize(signature_.inputs.size());
@@ -290,7 +290,8 @@ class TorchHandler final : public ModelHandler {
       if (probes[0].size() != 1 || !y.is_floating_point() || y.dim() < 1 || y.dim() > 2) {
         return absl::InvalidArgumentError(absl::StrCat(
             "a model with seed attributes must return one float tensor [rows, k] or [rows]; "
-            "it returned ", probes[0].size(), " outputs, the first of shape ", ShapeText(y.sizes())));
+            "it returned ",
+            probes[0].size(), " outputs, the first of shape ", ShapeText(y.sizes())));
       }
       const int64_t width = y.dim() == 2 ? y.size(1) : 1;
       TensorSpec& output = signature_.outputs[0];
@@ -318,7 +319,8 @@ class TorchHandler final : public ModelHandler {
       // Reduced precision is this server's choice: the model as saved answers in float32.
       output.type = tensor.is_floating_point() && dtype_ != torch::kFloat ? DataType::kFp32 : *type;
       if (tensor.dim() < static_cast<int64_t>(skip)) {
-        return absl::InvalidArgumentError(absl::StrCat("output \"", name, "\" has no batch dimension"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("output \"", name, "\" has no batch dimension"));
       }
       for (int64_t d = skip; d < tensor.dim(); ++d) {
         const bool varies = probes.size() > 1 && (probes[1].size() != probes[0].size() ||
@@ -401,7 +403,8 @@ class TorchHandler final : public ModelHandler {
     const size_t skip = signature_.batches() ? 1 : 0;
     const auto wrong = [&] {
       std::string expected = DimsText(spec.reshaped ? spec.reshape : spec.dims);
-      if (skip == 1) expected.insert(1, absl::StrCat(rows, spec.dims.empty() && !spec.reshaped ? "" : ", "));
+      if (skip == 1)
+        expected.insert(1, absl::StrCat(rows, spec.dims.empty() && !spec.reshaped ? "" : ", "));
       return absl::InternalError(absl::StrCat("model output \"", spec.name, "\" has shape ",
                                               ShapeText(tensor.sizes()), "; expected ", expected));
     };
@@ -457,10 +460,10 @@ class TorchHandler final : public ModelHandler {
   torch::jit::Module module_;
   ModelSignature signature_;
   InitializeTimes initialize_times_;
-  std::vector<size_t> positions_;            // input i → forward argument (after self)
-  std::vector<std::string> argument_names_;  // input i → that argument's name
-  std::vector<torch::Tensor> buffers_;       // per input: host memory, reused across batches
-  std::vector<torch::Tensor> batch_inputs_;  // per input: the batch's view of buffers_
+  std::vector<size_t> positions_;              // input i → forward argument (after self)
+  std::vector<std::string> argument_names_;    // input i → that argument's name
+  std::vector<torch::Tensor> buffers_;         // per input: host memory, reused across batches
+  std::vector<torch::Tensor> batch_inputs_;    // per input: the batch's view of buffers_
   std::vector<torch::Tensor> output_tensors_;  // per output: the batch's, on the host
   std::vector<OutputTensor> outputs_;          // per output: views of output_tensors_
 };

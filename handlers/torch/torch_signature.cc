@@ -73,7 +73,8 @@ const c10::FunctionSchema& ForwardSchema(const torch::jit::Module& module) {
 }
 
 // The tensor a graph value holds when it is a module attribute (self.a.b) or a constant.
-std::optional<torch::Tensor> ParameterOf(const torch::jit::Module& module, torch::jit::Value* value) {
+std::optional<torch::Tensor> ParameterOf(const torch::jit::Module& module,
+                                         torch::jit::Value* value) {
   if (const auto constant = torch::jit::toIValue(value)) {
     if (constant->isTensor()) return constant->toTensor();
     return std::nullopt;
@@ -195,17 +196,16 @@ std::string Summary(const char* message) {
 
 absl::StatusOr<std::optional<ModelSignature>> SeedAttributeSignature(
     const torch::jit::Module& module, int64_t max_batch_size) {
-  static const char* const kAttributes[] = {"input_var_order", "output_var_order",
-                                            "default_params", "num_inputs", "num_params"};
+  static const char* const kAttributes[] = {"input_var_order", "output_var_order", "default_params",
+                                            "num_inputs", "num_params"};
   if (std::none_of(std::begin(kAttributes), std::end(kAttributes),
                    [&](const char* name) { return module.hasattr(name); })) {
     return std::nullopt;
   }
   const size_t arguments = ForwardSchema(module).arguments().size() - 1;  // self
   if (arguments != 1 && arguments != 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model forward must take (x) or (x, params) tensors; it takes ", arguments,
-                     " arguments"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model forward must take (x) or (x, params) tensors; it takes ", arguments, " arguments"));
   }
   absl::StatusOr<std::vector<std::string>> inputs = StringListAttribute(module, "input_var_order");
   if (!inputs.ok()) return inputs.status();
@@ -260,9 +260,9 @@ absl::StatusOr<std::vector<TensorSpec>> ReadInputs(const torch::jit::Module& mod
     const c10::Argument& argument = arguments[i];
     if (argument.default_value().has_value()) continue;  // left to its default
     if (argument.type()->kind() != c10::TypeKind::TensorType) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "forward argument \"", argument.name(), "\" is a ", argument.type()->str(),
-          ", not a Tensor; describe the model in a config.pbtxt"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("forward argument \"", argument.name(), "\" is a ", argument.type()->str(),
+                       ", not a Tensor; describe the model in a config.pbtxt"));
     }
     std::optional<TensorSpec> spec;
     std::vector<std::string> reached;
@@ -309,8 +309,8 @@ absl::StatusOr<std::vector<size_t>> BindInputs(const torch::jit::Module& module,
     }
     if (bound[*position]) {
       return absl::InvalidArgumentError(absl::StrCat("input \"", input.name, "\" binds to ",
-                                                     "argument \"", names[*position],
-                                                     "\" of ", forward_text, ", as another does"));
+                                                     "argument \"", names[*position], "\" of ",
+                                                     forward_text, ", as another does"));
     }
     bound[*position] = true;
     positions.push_back(*position);
@@ -344,7 +344,8 @@ absl::StatusOr<std::vector<std::pair<std::string, torch::Tensor>>> NamedOutputs(
   } else if (result.isGenericDict()) {
     for (const auto& entry : result.toGenericDict()) {
       if (!entry.key().isString()) return not_tensor("dict key");
-      if (!entry.value().isTensor()) return not_tensor(absl::StrCat("value ", entry.key().toStringRef()));
+      if (!entry.value().isTensor())
+        return not_tensor(absl::StrCat("value ", entry.key().toStringRef()));
       named.emplace_back(entry.key().toStringRef(), entry.value().toTensor());
     }
   } else {
@@ -358,8 +359,8 @@ absl::StatusOr<std::vector<torch::Tensor>> SelectOutputs(const c10::IValue& resu
   std::vector<torch::Tensor> selected;
   if (result.isTensor()) {
     if (outputs.size() != 1) {
-      return absl::InternalError(absl::StrCat("model forward returned one tensor; expected ",
-                                              outputs.size(), " outputs"));
+      return absl::InternalError(
+          absl::StrCat("model forward returned one tensor; expected ", outputs.size(), " outputs"));
     }
     selected.push_back(result.toTensor());
     return selected;
@@ -383,8 +384,8 @@ absl::StatusOr<std::vector<torch::Tensor>> SelectOutputs(const c10::IValue& resu
     for (const TensorSpec& output : outputs) {
       const auto found = dict.find(c10::IValue(output.name));
       if (found == dict.end() || !found->value().isTensor()) {
-        return absl::InternalError(absl::StrCat("model forward returned a dict without tensor \"",
-                                                output.name, "\""));
+        return absl::InternalError(
+            absl::StrCat("model forward returned a dict without tensor \"", output.name, "\""));
       }
       selected.push_back(found->value().toTensor());
     }

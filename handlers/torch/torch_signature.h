@@ -26,8 +26,8 @@ std::string Summary(const char* message);
 // default_params, num_inputs, num_params): inputs x (and params), output y of unknown width
 // (kAnySize, until a forward tells it); nullopt when it declares none of them. Errors name the
 // attribute that is wrong.
-absl::StatusOr<std::optional<ModelSignature>> SeedAttributeSignature(const torch::jit::Module& module,
-                                                                     int64_t max_batch_size);
+absl::StatusOr<std::optional<ModelSignature>> SeedAttributeSignature(
+    const torch::jit::Module& module, int64_t max_batch_size);
 
 // Inputs read from forward: its tensor arguments, named as in forward, each typed and sized by
 // the first layer it reaches (see torch_handler.h). Errors name the argument that cannot be read.

@@ -74,9 +74,8 @@ TEST_CASE("a batch holds only tasks whose batch key equals its first task's", "[
 }
 
 TEST_CASE("max_batch_tasks 1 runs every task alone, at once", "[batch_queue]") {
-  BatchQueue<FakeTask> queue({.max_batch_rows = 10,
-                              .max_queue_delay = microseconds(1000),
-                              .max_batch_tasks = 1});
+  BatchQueue<FakeTask> queue(
+      {.max_batch_rows = 10, .max_queue_delay = microseconds(1000), .max_batch_tasks = 1});
   Push(queue, 2, 1, kStart);
   Push(queue, 3, 2, kStart);
   CHECK(queue.ReadyAt() == kStart);  // a full batch: no waiting
@@ -93,7 +92,7 @@ TEST_CASE("a preferred batch size cuts at once, at the largest one the queue fil
   Push(queue, 2, 2, kStart);
   CHECK(queue.ReadyAt() == kStart + microseconds(1000));  // 3 rows fill no preferred size
   Push(queue, 2, 3, kStart);
-  CHECK(queue.ReadyAt() == kStart);  // 5 rows fill 4
+  CHECK(queue.ReadyAt() == kStart);                                // 5 rows fill 4
   CHECK(Ids(queue.Pop(kStart, false)) == std::vector<int>{1, 2});  // 3 rows: 4 would not fit
   for (int id = 4; id < 12; ++id) Push(queue, 1, id, kStart);
   CHECK(Ids(queue.Pop(kStart, false)) == std::vector<int>{3, 4, 5, 6, 7, 8, 9});  // 8 rows

@@ -1,12 +1,12 @@
 #include "protocol/oip.h"
 
-#include "handlers/signature.h"
-
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
+
+#include "handlers/signature.h"
 
 namespace model_server::protocol::oip {
 namespace {
@@ -68,9 +68,8 @@ TEST_CASE("params of one row serve every row; no params means the model's defaul
   REQUIRE(decoded.ok());
   CHECK(Floats(decoded->request.inputs[1]) == std::vector<float>{7, 8});
   CHECK(decoded->request.inputs[1].broadcast);
-  decoded =
-      DecodeInferRequest(EncodeInferRequest("m", {{"x", {2, 3}, {1, 2, 3, 4, 5, 6}}}, true),
-                         Signature());
+  decoded = DecodeInferRequest(EncodeInferRequest("m", {{"x", {2, 3}, {1, 2, 3, 4, 5, 6}}}, true),
+                               Signature());
   REQUIRE(decoded.ok());
   CHECK(Floats(decoded->request.inputs[1]) == std::vector<float>{1, 0});
   CHECK(decoded->request.inputs[1].broadcast);
@@ -114,7 +113,8 @@ TEST_CASE("every bad request is refused with a message naming the problem", "[oi
          r.mutable_inputs()->RemoveLast();
          r.mutable_raw_input_contents()->RemoveLast();
        },
-       "input \"params\" is missing; the model takes \"x\" FP32 [n, 3], \"params\" FP32 [n, 2]", false},
+       "input \"params\" is missing; the model takes \"x\" FP32 [n, 3], \"params\" FP32 [n, 2]",
+       false},
       {"datatype", [](auto& r) { r.mutable_inputs(0)->set_datatype("INT32"); },
        "input \"x\" has datatype \"INT32\"; the model takes FP32"},
       {"empty datatype", [](auto& r) { r.mutable_inputs(1)->set_datatype(""); },
@@ -257,9 +257,9 @@ TEST_CASE("bad general requests are refused naming the input and what it takes",
        "input \"image\" has shape [2, 4, 4, 4]; the model takes \"image\" FP32 [n, 3, -1, -1]"},
       {"rows differ", [](auto& r) { r.mutable_inputs(1)->set_shape(0, 1); },
        "input \"ids\" has shape [1, 2]; the model takes \"ids\" INT64 [n, 2] with the 2 rows"},
-      {"more rows than max_batch_size",
-       [](auto& r) { r.mutable_inputs(0)->set_shape(0, 9); }, "request has 9 rows; this model "
-                                                              "takes at most 8 per request"},
+      {"more rows than max_batch_size", [](auto& r) { r.mutable_inputs(0)->set_shape(0, 9); },
+       "request has 9 rows; this model "
+       "takes at most 8 per request"},
       {"bool byte", [](auto& r) { (*r.mutable_raw_input_contents(2))[1] = 7; },
        "input \"mask\" is BOOL but byte 1 is neither 0 nor 1"},
       {"typed in the wrong field",
@@ -270,8 +270,7 @@ TEST_CASE("bad general requests are refused naming the input and what it takes",
          contents->clear_int64_contents();
        },
        "input \"ids\" has its data in int_contents; INT64 data goes in int64_contents", false},
-      {"typed half",
-       [](auto& r) { r.mutable_inputs(1)->set_datatype("FP16"); },
+      {"typed half", [](auto& r) { r.mutable_inputs(1)->set_datatype("FP16"); },
        "input \"ids\" has datatype \"FP16\"; the model takes INT64", false},
       {"typed outputs of FP16",
        [](auto& r) { (*r.mutable_parameters())["binary_data_output"].set_bool_param(false); },

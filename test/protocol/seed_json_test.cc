@@ -1,4 +1,3 @@
-#include "handlers/signature.h"
 #include "protocol/seed_json.h"
 
 #include <simdjson.h>
@@ -12,6 +11,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "handlers/signature.h"
 
 namespace model_server::protocol {
 namespace {

@@ -102,13 +102,15 @@ const std::vector<FlagCase>& FlagCases() {
        [](const Config& c) {
          return c.models == std::vector<ModelFlag>{{"a", "/m/a.pt"}};
        }},
-      {"model-repository", "/repo",
+      {"model-repository",
+       "/repo",
        [](const Config& c) { return c.model_repository == "/repo" && c.models.empty(); },
        {},
        false},
       {"model-control-mode", "explicit",
        [](const Config& c) { return c.server.models.mode == ControlMode::kExplicit; }},
-      {"load-model", "cnn",
+      {"load-model",
+       "cnn",
        [](const Config& c) {
          return c.server.models.startup_models == std::vector<std::string>{"cnn"};
        },
@@ -146,7 +148,8 @@ const std::vector<FlagCase>& FlagCases() {
        [](const Config& c) { return c.server.metrics_address == "127.0.0.1:9"; }},
       {"max-message-bytes", "1000",
        [](const Config& c) { return c.server.max_message_bytes == 1000; }},
-      {"model-poll-seconds", "0.25",
+      {"model-poll-seconds",
+       "0.25",
        [](const Config& c) {
          return c.server.models.mode == ControlMode::kPoll &&
                 c.server.models.poll_interval == 250ms;
@@ -310,7 +313,9 @@ TEST_CASE("each bad value is refused with a message naming its flag or variable"
       {{"--demo-hidden=0"}, {}, "--demo-hidden=0: must be at least 1"},
       {{"--log-level=loud"}, {}, "--log-level=loud: not a log level"},
       {{"--address="}, {}, "--address=: must not be empty"},
-      {{"--model-control-mode=auto"}, {}, "--model-control-mode=auto: must be none, poll or explicit"},
+      {{"--model-control-mode=auto"},
+       {},
+       "--model-control-mode=auto: must be none, poll or explicit"},
       {{"--load-model=cnn"}, {}, "--load-model needs --model-control-mode explicit"},
       {{"--load-model="}, {}, "--load-model=: must name a model"},
       {{"--exit-on-error=yes"}, {}, "--exit-on-error=yes: must be true or false"},

@@ -296,17 +296,16 @@ def forward(self, features: Tensor) -> Tensor:
 
 TEST_CASE("a convolution's and an embedding's inputs are read from the file", "[torch]") {
   TempFile file("conv_embed.pt");
-  SaveModel(
-      file, R"(
+  SaveModel(file, R"(
 def forward(self, image: Tensor, ids: Tensor) -> Tuple[Tensor, Tensor]:
     features = torch.conv2d(image, self.kernel, self.bias, 1, 1).mean(dim=[2, 3])
     return features, torch.embedding(self.table, ids).sum(dim=1)
 )",
-      [](torch::jit::Module& m) {
-        m.register_parameter("kernel", torch::randn({5, 3, 3, 3}), false);
-        m.register_parameter("bias", torch::randn({5}), false);
-        m.register_parameter("table", torch::randn({10, 2}), false);
-      });
+            [](torch::jit::Module& m) {
+              m.register_parameter("kernel", torch::randn({5, 3, 3, 3}), false);
+              m.register_parameter("bias", torch::randn({5}), false);
+              m.register_parameter("table", torch::randn({10, 2}), false);
+            });
   std::unique_ptr<ModelHandler> handler = Handler(file.path(), /*max_batch_rows=*/4);
   const absl::Status initialized = handler->Initialize();
   INFO(initialized.message());
@@ -322,9 +321,9 @@ def forward(self, image: Tensor, ids: Tensor) -> Tuple[Tensor, Tensor]:
 
   const torch::Tensor image = torch::randn({3, 3, 6, 5});
   const torch::Tensor ids = torch::tensor({1, 2, 3, 9, 0, 0}, torch::kLong).reshape({3, 2});
-  const std::vector<torch::Tensor> served = RunBatch(*handler, {{{3, 3, 6, 5}, image}, {{3, 2}, ids}});
-  const auto expected =
-      torch::jit::load(file.path()).forward({image, ids}).toTupleRef().elements();
+  const std::vector<torch::Tensor> served =
+      RunBatch(*handler, {{{3, 3, 6, 5}, image}, {{3, 2}, ids}});
+  const auto expected = torch::jit::load(file.path()).forward({image, ids}).toTupleRef().elements();
   CHECK(torch::allclose(served[0], expected[0].toTensor(), 1e-5, 1e-6));
   CHECK(torch::allclose(served[1], expected[1].toTensor(), 1e-5, 1e-6));
 }
@@ -336,22 +335,24 @@ def forward(self, dense: Tensor, ids: Tensor) -> Dict[str, Tensor]:
     return {"score": torch.addmm(self.b, dense, self.w), "twice": ids * 2}
 )",
             DefineMlp);
-  const ModelSignature declared =
-      Declared(16,
-               {MakeSpec("ids", DataType::kInt64, {2}), MakeSpec("INPUT__0", DataType::kFp32, {4})},
-               {MakeSpec("twice", DataType::kInt64, {2}), MakeSpec("score", DataType::kFp32, {3})});
+  const ModelSignature declared = Declared(
+      16, {MakeSpec("ids", DataType::kInt64, {2}), MakeSpec("INPUT__0", DataType::kFp32, {4})},
+      {MakeSpec("twice", DataType::kInt64, {2}), MakeSpec("score", DataType::kFp32, {3})});
   std::unique_ptr<ModelHandler> handler = Handler(file.path(), 64, declared);
   REQUIRE(handler->Initialize().ok());
   const torch::Tensor dense = torch::linspace(0, 1, 12).reshape({3, 4});
-  const torch::Tensor ids = torch::tensor({int64_t{1}, int64_t{-2}, int64_t{3}, int64_t{4}, int64_t{5}, int64_t{1} << 40}, torch::kLong).reshape({3, 2});
+  const torch::Tensor ids =
+      torch::tensor({int64_t{1}, int64_t{-2}, int64_t{3}, int64_t{4}, int64_t{5}, int64_t{1} << 40},
+                    torch::kLong)
+          .reshape({3, 2});
   const std::vector<torch::Tensor> served = RunBatch(*handler, {{{3, 2}, ids}, {{3, 4}, dense}});
   CHECK(torch::equal(served[0], ids * 2));  // integers exactly
-  CHECK(torch::allclose(served[1], torch::addmm(torch::tensor({0.5f, -0.5f, 1.0f}), dense,
-                                                torch::arange(12, torch::kFloat).reshape({4, 3}) / 10)));
+  CHECK(torch::allclose(served[1],
+                        torch::addmm(torch::tensor({0.5f, -0.5f, 1.0f}), dense,
+                                     torch::arange(12, torch::kFloat).reshape({4, 3}) / 10)));
 }
 
-TEST_CASE("a declaration that forward does not match is refused naming what differs",
-          "[torch]") {
+TEST_CASE("a declaration that forward does not match is refused naming what differs", "[torch]") {
   TempFile file("mismatch.pt");
   SaveModel(file, R"(
 def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -365,11 +366,13 @@ def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
     return std::string(status.message());
   };
   const TensorSpec x = MakeSpec("INPUT__0", DataType::kFp32, {4});
-  CHECK_THAT(error_of(Declared(8, {x}, {MakeSpec("OUTPUT__0", DataType::kFp32, {5}),
-                                        MakeSpec("OUTPUT__1", DataType::kFp32, {})})),
+  CHECK_THAT(error_of(Declared(8, {x},
+                               {MakeSpec("OUTPUT__0", DataType::kFp32, {5}),
+                                MakeSpec("OUTPUT__1", DataType::kFp32, {})})),
              Catch::Contains("output \"OUTPUT__0\" has shape [1, 3]; expected [1, 5]"));
-  CHECK_THAT(error_of(Declared(8, {x}, {MakeSpec("OUTPUT__0", DataType::kFp32, {3}),
-                                        MakeSpec("OUTPUT__7", DataType::kFp32, {})})),
+  CHECK_THAT(error_of(Declared(8, {x},
+                               {MakeSpec("OUTPUT__0", DataType::kFp32, {3}),
+                                MakeSpec("OUTPUT__7", DataType::kFp32, {})})),
              Catch::Contains("no tensor 7 for output \"OUTPUT__7\""));
   CHECK_THAT(error_of(Declared(8, {MakeSpec("z", DataType::kFp32, {4})},
                                {MakeSpec("OUTPUT__0", DataType::kFp32, {3})})),
