@@ -29,7 +29,10 @@ absl::Status ValidateBatchingOptions(const BatchingOptions& options) {
                        options.max_batch_rows, "); ", rows, " does not"));
     }
   }
-  return absl::OkStatus();
+  if (options.latency_objective.count() < 0) {
+    return absl::InvalidArgumentError("latency_objective must not be negative");
+  }
+  return ValidatePriorityOptions(options.priorities);
 }
 
 }  // namespace model_server::batching

@@ -25,6 +25,14 @@ class BatchTask {
   // dimensions); constant while it is queued.
   virtual absl::Span<const int64_t> batch_key() const { return {}; }
 
+  // The priority it asks for: 1 is served first, 2 next, ...; 0 takes the queue's default level
+  // (PriorityOptions). Constant while it is queued.
+  virtual uint64_t priority() const { return 0; }
+
+  // How long it asks to wait in the queue at most; 0: it asks nothing. Its level's QueuePolicy
+  // decides whether it counts (EffectiveTimeout). Constant while it is queued.
+  virtual std::chrono::microseconds timeout() const { return std::chrono::microseconds(0); }
+
   // Called once, on a batch thread, as the task leaves the queue. OK keeps it in the batch; any
   // other status (e.g. DEADLINE_EXCEEDED, CANCELLED) drops it, and it is then failed with that
   // status.

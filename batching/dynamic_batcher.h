@@ -32,8 +32,9 @@ class DynamicBatcher {
 
   ~DynamicBatcher() { Shutdown(); }
 
-  // Never blocks. Takes ownership of `task` on OK. On RESOURCE_EXHAUSTED (queue full) or
-  // UNAVAILABLE (shutting down) `task` stays with the caller, untouched. Any thread.
+  // Never blocks. Takes ownership of `task` on OK. Otherwise `task` stays with the caller,
+  // untouched: UNAVAILABLE when shutting down, or as BatchQueue::Push refuses it (a priority
+  // outside the levels, the queue or the task's level full). Any thread.
   absl::Status Enqueue(std::unique_ptr<Task>& task) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -48,6 +49,21 @@ class DynamicBatcher {
   size_t NumEnqueuedTasks() {
     std::lock_guard<std::mutex> lock(mu_);
     return queue_.size();
+  }
+  // The same by priority level (see PriorityQueue::SizePerLevel). Any thread.
+  std::vector<std::pair<size_t, size_t>> EnqueuedTasksPerLevel() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return queue_.SizePerLevel();
+  }
+  // The rows a batch holds at most now, and how long a partial batch waits for more (they move
+  // under a latency objective). Any thread.
+  size_t BatchCap() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return queue_.BatchCap();
+  }
+  std::chrono::nanoseconds Delay() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return queue_.Delay();
   }
 
   // Runs every task still queued, then joins the batch threads. Idempotent; any thread but a
@@ -74,15 +90,21 @@ class DynamicBatcher {
   void Loop(size_t worker) {
     std::unique_lock<std::mutex> lock(mu_);
     while (true) {
-      Cut<Task> cut = queue_.Pop(clock_.Now(), stopping_);
+      const TimePoint now = clock_.Now();
+      Cut<Task> cut = queue_.Pop(now, stopping_);
       if (!cut.batch.empty() || !cut.dropped.empty()) {
         const bool more_queued = !queue_.empty();
         lock.unlock();
         // Another worker may cut the next batch while this one computes.
         if (more_queued) wake_.notify_one();
         for (auto& [task, reason] : cut.dropped) task->Fail(std::move(reason));
-        if (!cut.batch.empty()) process_(worker, cut.batch);
+        const bool ran = !cut.batch.empty();
+        size_t rows = 0;
+        for (const auto& task : cut.batch) rows += task->rows();
+        if (ran) process_(worker, cut.batch);
+        const TimePoint done = clock_.Now();
         lock.lock();
+        if (ran) queue_.RecordBatch(rows, now - cut.oldest_enqueued, done - now);
         continue;
       }
       if (stopping_ && queue_.empty()) return;

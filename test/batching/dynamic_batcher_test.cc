@@ -8,6 +8,7 @@
 #include <mutex>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "test/batching/fake_clock.h"
 #include "test/wait.h"
 
@@ -208,6 +209,41 @@ TEST_CASE("a full queue rejects at once; shutdown runs what is queued and refuse
   CHECK(Enqueue(*batcher, 3, done[3]).code() == absl::StatusCode::kUnavailable);
   CHECK(recorder.batches() == std::vector<std::vector<int>>{{0}, {1}});
   CHECK(recorder.times() == std::vector<TimePoint>{TimePoint{}, TimePoint{}});  // no time passed
+}
+
+TEST_CASE("a REJECT timeout fails a waiting task when the clock reaches it, before the delay",
+          "[dynamic_batcher]") {
+  FakeClock clock;
+  Recorder recorder(&clock);
+  BatchingOptions options{.max_batch_rows = 100, .max_queue_delay = 1h, .clock = &clock};
+  options.priorities.default_policy.default_timeout = 100ms;
+  auto batcher = MakeBatcher(recorder, options);
+  std::vector<std::promise<absl::Status>> done(1);
+  std::future<absl::Status> rejected = done[0].get_future();
+  REQUIRE(Enqueue(*batcher, 0, done[0]).ok());
+  REQUIRE(testing_support::WaitFor([&] { return clock.waits() >= 1; }));
+  clock.Advance(99ms);
+  CHECK(rejected.wait_for(50ms) == std::future_status::timeout);
+  clock.Advance(1ms);
+  REQUIRE(rejected.wait_for(10s) == std::future_status::ready);
+  const absl::Status status = rejected.get();
+  CHECK(status.code() == absl::StatusCode::kUnavailable);
+  CHECK(absl::StartsWith(status.message(), "request timeout expired"));
+  CHECK(recorder.batches().empty());
+  CHECK(batcher->NumEnqueuedTasks() == 0);
+}
+
+TEST_CASE("on the real clock the batch thread wakes for a REJECT timeout, not the delay",
+          "[dynamic_batcher]") {
+  Recorder recorder;
+  BatchingOptions options{.max_batch_rows = 100, .max_queue_delay = 1h};
+  options.priorities.default_policy.default_timeout = 20ms;
+  auto batcher = MakeBatcher(recorder, options);
+  std::vector<std::promise<absl::Status>> done(1);
+  std::future<absl::Status> rejected = done[0].get_future();
+  REQUIRE(Enqueue(*batcher, 0, done[0]).ok());
+  REQUIRE(rejected.wait_for(10s) == std::future_status::ready);
+  CHECK(rejected.get().code() == absl::StatusCode::kUnavailable);
 }
 
 TEST_CASE("bad options are refused by the factory", "[dynamic_batcher]") {
