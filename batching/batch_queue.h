@@ -115,17 +115,7 @@ class BatchQueue {
   // first one's, and at least one task.
   Cut<Task> Pop(TimePoint now, bool flush) {
     Cut<Task> cut;
-    std::vector<size_t> delayed;
-    for (auto& [task, level] : waiting_.Expire(now, &delayed)) {
-      queued_rows_ -= task->rows();
-      Tell(level, Refusal::kTimeout);
-      cut.dropped.emplace_back(std::move(task),
-                               absl::UnavailableError("request timeout expired: it waited in the "
-                                                      "queue longer than its timeout"));
-    }
-    if (options_.events != nullptr) {
-      for (const size_t level : delayed) options_.events->Delayed(level);
-    }
+    cut.dropped = Expire(now);
     const std::optional<TimePoint> ready_at = BatchReadyAt();
     if (!ready_at || (!flush && now < *ready_at)) return cut;
     const size_t limit = PreferredRows().value_or(BatchCap());
@@ -153,6 +143,27 @@ class BatchQueue {
     }
     return cut;
   }
+
+  // Applies the timeouts passed at `now`: DELAY ones move their tasks back; REJECT ones are
+  // returned, each with its UNAVAILABLE status, for the caller to fail.
+  std::vector<std::pair<std::unique_ptr<Task>, absl::Status>> Expire(TimePoint now) {
+    std::vector<std::pair<std::unique_ptr<Task>, absl::Status>> rejected;
+    std::vector<size_t> delayed;
+    for (auto& [task, level] : waiting_.Expire(now, &delayed)) {
+      queued_rows_ -= task->rows();
+      Tell(level, Refusal::kTimeout);
+      rejected.emplace_back(std::move(task),
+                            absl::UnavailableError("request timeout expired: it waited in the "
+                                                   "queue longer than its timeout"));
+    }
+    if (options_.events != nullptr) {
+      for (const size_t level : delayed) options_.events->Delayed(level);
+    }
+    return rejected;
+  }
+
+  // The earliest time a REJECT timeout passes; nullopt when none is pending.
+  std::optional<TimePoint> NextRejection() const { return waiting_.NextRejection(); }
 
   // Tells the latency objective (if any) what a batch cut by Pop took: its rows, how long its
   // oldest task had waited when it was cut, how long its forward took.

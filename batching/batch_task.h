@@ -38,8 +38,9 @@ class BatchTask {
   // status.
   virtual absl::Status Dequeue(TimePoint now) = 0;
 
-  // Ends a task that will not run (dropped as it left the queue, or the batcher shut down
-  // without running it); called at most once, on a batch thread.
+  // Ends a task that will not run (dropped as it left the queue, rejected for its timeout, or
+  // the batcher shut down without running it); called at most once, on a batch thread or the
+  // batcher's timeout thread.
   virtual void Fail(absl::Status status) = 0;
 };
 

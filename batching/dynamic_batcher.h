@@ -13,7 +13,9 @@
 namespace model_server::batching {
 
 // Coalesces tasks into batches and hands each closed batch to a callback on a batch thread.
-// Task is a BatchTask (or derives from one).
+// Where a queue policy may reject tasks for their timeout (MayReject), a timeout thread of its own
+// fails them when their timeout passes, even while every batch thread computes. Task is a
+// BatchTask (or derives from one).
 template <typename Task>
 class DynamicBatcher {
  public:
@@ -42,6 +44,8 @@ class DynamicBatcher {
       if (absl::Status pushed = queue_.Push(task, clock_.Now()); !pushed.ok()) return pushed;
     }
     wake_.notify_one();
+    // Its timeout may pass before the one the timeout thread waits for.
+    if (timeouts_.joinable()) expiry_wake_.notify_one();
     return absl::OkStatus();
   }
 
@@ -74,9 +78,11 @@ class DynamicBatcher {
       stopping_ = true;
     }
     wake_.notify_all();
+    expiry_wake_.notify_all();
     for (std::thread& worker : workers_) {
       if (worker.joinable()) worker.join();
     }
+    if (timeouts_.joinable()) timeouts_.join();
   }
 
  private:
@@ -84,6 +90,26 @@ class DynamicBatcher {
       : process_(std::move(process)), clock_(*options.clock), queue_(options) {
     for (size_t worker = 0; worker < num_workers; ++worker) {
       workers_.emplace_back([this, worker] { Loop(worker); });
+    }
+    if (MayReject(options.priorities)) timeouts_ = std::thread([this] { RejectLoop(); });
+  }
+
+  // The timeout thread: fails the tasks whose REJECT timeout passes, whatever the batch threads
+  // are doing.
+  void RejectLoop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stopping_) {
+      if (std::optional<TimePoint> next = queue_.NextRejection()) {
+        clock_.WaitUntil(lock, expiry_wake_, *next);
+      } else {
+        expiry_wake_.wait(lock);
+      }
+      if (stopping_) return;  // the batch threads flush what is queued
+      auto rejected = queue_.Expire(clock_.Now());
+      if (rejected.empty()) continue;
+      lock.unlock();
+      for (auto& [task, reason] : rejected) task->Fail(std::move(reason));
+      lock.lock();
     }
   }
 
@@ -119,10 +145,12 @@ class DynamicBatcher {
   const ProcessBatch process_;
   Clock& clock_;
   std::mutex mu_;
-  std::condition_variable wake_;
-  BatchQueue<Task> queue_;  // guarded by mu_
-  bool stopping_ = false;   // guarded by mu_
+  std::condition_variable wake_;         // the batch threads wait on it
+  std::condition_variable expiry_wake_;  // the timeout thread waits on it
+  BatchQueue<Task> queue_;               // guarded by mu_
+  bool stopping_ = false;                // guarded by mu_
   std::vector<std::thread> workers_;
+  std::thread timeouts_;  // where MayReject
 };
 
 }  // namespace model_server::batching

@@ -22,6 +22,18 @@ std::chrono::microseconds EffectiveTimeout(const QueuePolicy& policy,
   return policy.default_timeout;
 }
 
+bool MayReject(const PriorityOptions& options) {
+  const auto rejects = [](const QueuePolicy& policy) {
+    return policy.timeout_action == TimeoutAction::kReject &&
+           (policy.default_timeout.count() > 0 || policy.allow_timeout_override);
+  };
+  if (rejects(options.default_policy)) return true;
+  for (const auto& [level, policy] : options.level_policies) {
+    if (rejects(policy)) return true;
+  }
+  return false;
+}
+
 absl::Status ValidatePriorityOptions(const PriorityOptions& options) {
   if (options.levels > kMaxPriorityLevels) {
     return absl::InvalidArgumentError(

@@ -61,6 +61,10 @@ struct PriorityOptions {
   std::map<size_t, QueuePolicy> level_policies;
 };
 
+// Whether a task may be rejected for its timeout: some level REJECTs and has a timeout or lets
+// tasks set their own.
+bool MayReject(const PriorityOptions& options);
+
 // INVALID_ARGUMENT naming the field for: more levels than kMaxPriorityLevels, a default level
 // or a level policy outside 1..levels (or any of them without levels), a negative timeout.
 absl::Status ValidatePriorityOptions(const PriorityOptions& options);
@@ -82,7 +86,8 @@ enum class Refusal {
 
 // Hears of each task a queue policy refused, rejected or delayed, with its level (0 without
 // levels). Called with the batcher's mutex held, on the thread that enqueued the task (a refusal)
-// or a batch thread (a timeout): it must be quick, must not block, and must not call the batcher.
+// or a batcher thread (a timeout): it must be quick, must not block, and must not call the
+// batcher.
 class QueueEvents {
  public:
   virtual ~QueueEvents() = default;

@@ -1,5 +1,6 @@
 #include "protocol/oip.h"
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 
@@ -135,6 +136,70 @@ absl::StatusOr<std::optional<bool>> BoolParameter(
   return found->second.bool_param();
 }
 
+// A schedule-policy parameter (an integer >= 0, as int64_param or uint64_param, the latter as
+// tritonclient sends "priority"); nullopt when absent.
+absl::StatusOr<std::optional<uint64_t>> CountParameter(
+    const google::protobuf::Map<std::string, InferParameter>& parameters, const std::string& key,
+    const char* unit) {
+  const auto found = parameters.find(key);
+  if (found == parameters.end()) return std::nullopt;
+  const InferParameter& parameter = found->second;
+  if (parameter.parameter_choice_case() == InferParameter::kUint64Param) {
+    return parameter.uint64_param();
+  }
+  if (parameter.parameter_choice_case() == InferParameter::kInt64Param &&
+      parameter.int64_param() >= 0) {
+    return static_cast<uint64_t>(parameter.int64_param());
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("parameter \"", key, "\" of the request must be an integer >= 0 (", unit, ")"));
+}
+
+// The parameters a response cache key holds (see DecodedInfer::cache_parameters): each one's key,
+// a type letter and its value, length-prefixed so that no two sets read alike.
+std::string CacheParameters(const google::protobuf::Map<std::string, InferParameter>& parameters) {
+  std::vector<std::pair<std::string, const InferParameter*>> sorted;
+  for (const auto& [key, value] : parameters) {
+    if (key == "priority" || key == "timeout" || key == "binary_data_output") continue;
+    sorted.emplace_back(key, &value);
+  }
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::string text;
+  for (const auto& [key, value] : sorted) {
+    std::string shown;
+    char type = '-';
+    switch (value->parameter_choice_case()) {
+      case InferParameter::kBoolParam:
+        type = 'b';
+        shown = value->bool_param() ? "1" : "0";
+        break;
+      case InferParameter::kInt64Param:
+        type = 'i';
+        shown = absl::StrCat(value->int64_param());
+        break;
+      case InferParameter::kStringParam:
+        type = 's';
+        shown = value->string_param();
+        break;
+      case InferParameter::kDoubleParam: {
+        type = 'd';
+        const double number = value->double_param();
+        shown.assign(reinterpret_cast<const char*>(&number), sizeof(number));
+        break;
+      }
+      case InferParameter::kUint64Param:
+        type = 'u';
+        shown = absl::StrCat(value->uint64_param());
+        break;
+      case InferParameter::PARAMETER_CHOICE_NOT_SET:
+        break;
+    }
+    absl::StrAppend(&text, key.size(), ":", key, std::string(1, type), shown.size(), ":", shown);
+  }
+  return text;
+}
+
 // "\"x\" FP32 [n, 3], \"params\" FP32 [n, 5] (optional)".
 std::string TensorsText(const std::vector<TensorSpec>& specs, bool batches) {
   std::vector<std::string> texts;
@@ -208,6 +273,17 @@ class Decoder {
       if (found[spec] < 0) Default(specs[spec], out.inputs[spec]);
     }
     if (absl::Status outputs = DecodeOutputs(decoded); !outputs.ok()) return outputs;
+    absl::StatusOr<std::optional<uint64_t>> priority =
+        CountParameter(request_.parameters(), "priority", "1 is served first; 0 the default");
+    if (!priority.ok()) return priority.status();
+    decoded.priority = priority->value_or(0);
+    absl::StatusOr<std::optional<uint64_t>> timeout =
+        CountParameter(request_.parameters(), "timeout", "microseconds");
+    if (!timeout.ok()) return timeout.status();
+    // Longer than a day is as good as none, and keeps time arithmetic far from overflow.
+    constexpr uint64_t kDayMicroseconds = uint64_t{86400} * 1000 * 1000;
+    decoded.timeout = std::chrono::microseconds(std::min(timeout->value_or(0), kDayMicroseconds));
+    decoded.cache_parameters = CacheParameters(request_.parameters());
     return decoded;
   }
 

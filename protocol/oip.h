@@ -14,8 +14,10 @@
 // also come as one row [1, P] for all rows. The reply carries the requested outputs (all of them
 // when the request names none) in raw_output_contents, unless the request asks for typed
 // contents: the bool parameter "binary_data_output" = false on the request, or "binary_data" =
-// false on every output it names (Triton's names for the same choice).
+// false on every output it names (Triton's names for the same choice). The request parameters
+// "priority" and "timeout" (Triton's schedule-policy extension) are decoded for the batcher.
 
+#include <chrono>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -44,6 +46,15 @@ struct DecodedInfer {
   std::vector<size_t> outputs;
   // raw_output_contents (true) or typed contents (false).
   bool raw_output = true;
+  // Triton's schedule-policy parameters: "priority" (1 is served first; 0 when not given: the
+  // model's default level) and "timeout" (microseconds in the queue; 0 when not given), each an
+  // int64_param or uint64_param >= 0.
+  uint64_t priority = 0;
+  std::chrono::microseconds timeout{0};
+  // The request's other parameters (all but priority, timeout and binary_data_output, which
+  // change neither the model's inputs nor its answer), each as key, type and value, in key
+  // order: what a response cache key holds of them (empty when there are none).
+  std::string cache_parameters;
 };
 
 // Decodes the tensors of `request` (model_name and model_version are the caller's to route) and
@@ -52,7 +63,8 @@ struct DecodedInfer {
 // missing input, a datatype or shape the model does not take, inputs whose rows differ, more
 // rows than `max_rows`, raw contents whose size does not match the shape, contents in the wrong
 // field or in both forms, BOOL values other than 0 and 1, an unknown or repeated output, typed
-// contents asked for an FP16 or BF16 output, outputs asking for different forms. Thread-safe.
+// contents asked for an FP16 or BF16 output, outputs asking for different forms, a priority or
+// timeout that is not an integer >= 0. Thread-safe.
 absl::StatusOr<DecodedInfer> DecodeInferRequest(
     const inference::ModelInferRequest& request, const handlers::ModelSignature& signature,
     int64_t max_rows = std::numeric_limits<int64_t>::max());

@@ -3,11 +3,13 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
+#include <map>
 #include <set>
 #include <string>
 #include <utility>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -105,11 +107,6 @@ class Refusal {
   }
   absl::Status Unsupported(std::string_view field) const {
     return (*this)(absl::StrCat("config field ", View(field), " is not supported"));
-  }
-  absl::Status NotYet(std::string_view field) const {
-    return (*this)(absl::StrCat("config field ", View(field),
-                                " is not supported yet (issue 25: priorities, queue policies and "
-                                "the response cache)"));
   }
 
  private:
@@ -290,7 +287,6 @@ absl::Status CheckUnsupported(const Refusal& refuse, const ModelConfig& config) 
   if (!config.metric_tags().empty()) return refuse.Unsupported("metric_tags");
   if (!config.runtime().empty()) return refuse.Unsupported("runtime");
   if (config.has_model_metrics()) return refuse.Unsupported("model_metrics");
-  if (config.response_cache().enable()) return refuse.NotYet("response_cache.enable");
   return absl::OkStatus();
 }
 
@@ -352,6 +348,20 @@ absl::Status CheckInstanceGroups(const Refusal& refuse, const ModelConfig& confi
   return absl::OkStatus();
 }
 
+absl::Status CheckQueuePolicy(const Refusal& refuse, const std::string& what,
+                              const inference::ModelQueuePolicy& policy) {
+  if (!inference::ModelQueuePolicy::TimeoutAction_IsValid(policy.timeout_action())) {
+    return refuse(absl::StrCat(what, ".timeout_action ", int{policy.timeout_action()},
+                               " is not an action (REJECT or DELAY)"));
+  }
+  if (policy.default_timeout_microseconds() > kMaxQueueTimeoutMicroseconds) {
+    return refuse(absl::StrCat(what, ".default_timeout_microseconds ",
+                               policy.default_timeout_microseconds(), " is over ",
+                               kMaxQueueTimeoutMicroseconds, " (one day)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckDynamicBatching(const Refusal& refuse, const ModelConfig& config) {
   if (!config.has_dynamic_batching()) return absl::OkStatus();
   const inference::ModelDynamicBatching& batching = config.dynamic_batching();
@@ -370,15 +380,45 @@ absl::Status CheckDynamicBatching(const Refusal& refuse, const ModelConfig& conf
   if (batching.preserve_ordering()) {
     return refuse.Unsupported("dynamic_batching.preserve_ordering");
   }
-  if (batching.priority_levels() != 0) return refuse.NotYet("dynamic_batching.priority_levels");
-  if (batching.default_priority_level() != 0) {
-    return refuse.NotYet("dynamic_batching.default_priority_level");
+  const uint64_t levels = batching.priority_levels();
+  if (levels > kMaxPriorityLevels) {
+    return refuse(absl::StrCat("dynamic_batching.priority_levels ", levels, " is over ",
+                               kMaxPriorityLevels,
+                               " (each level is a queue of its own and a metric series)"));
   }
-  if (batching.has_default_queue_policy()) {
-    return refuse.NotYet("dynamic_batching.default_queue_policy");
+  const std::string range = absl::StrCat("the priority levels 1..", levels);
+  const uint64_t default_level = batching.default_priority_level();
+  if (levels == 0 && default_level != 0) {
+    return refuse(absl::StrCat("dynamic_batching.default_priority_level ", default_level,
+                               " needs dynamic_batching.priority_levels (there are none)"));
   }
-  if (!batching.priority_queue_policy().empty()) {
-    return refuse.NotYet("dynamic_batching.priority_queue_policy");
+  if (levels > 0 && (default_level < 1 || default_level > levels)) {
+    return refuse(absl::StrCat("dynamic_batching.default_priority_level ", default_level,
+                               " is outside ", range,
+                               " (with priority_levels it must name one of them)"));
+  }
+  if (absl::Status status = CheckQueuePolicy(refuse, "dynamic_batching.default_queue_policy",
+                                             batching.default_queue_policy());
+      !status.ok()) {
+    return status;
+  }
+  // In level order, so that the first problem reported does not depend on the map's order.
+  const std::map<uint64_t, inference::ModelQueuePolicy> policies(
+      batching.priority_queue_policy().begin(), batching.priority_queue_policy().end());
+  for (const auto& [level, policy] : policies) {
+    if (levels == 0) {
+      return refuse(absl::StrCat("dynamic_batching.priority_queue_policy names priority level ",
+                                 level, " but there are no dynamic_batching.priority_levels"));
+    }
+    if (level < 1 || level > levels) {
+      return refuse(absl::StrCat("dynamic_batching.priority_queue_policy names priority level ",
+                                 level, ", outside ", range));
+    }
+    if (absl::Status status = CheckQueuePolicy(
+            refuse, absl::StrCat("dynamic_batching.priority_queue_policy[", level, "]"), policy);
+        !status.ok()) {
+      return status;
+    }
   }
   return absl::OkStatus();
 }
@@ -464,6 +504,18 @@ absl::Status CheckParameters(const Refusal& refuse, const ModelConfig& config) {
     if (!IsUtf8(key) || !IsUtf8(value.string_value())) {
       return refuse(absl::StrCat("parameters ", Quoted(key), " is not UTF-8"));
     }
+  }
+  const auto objective = config.parameters().find(kLatencyObjectiveParameter);
+  if (objective == config.parameters().end()) return absl::OkStatus();
+  if (!LatencyObjectiveMicroseconds(config)) {
+    return refuse(absl::StrCat(
+        "parameters ", kLatencyObjectiveParameter, " ", Quoted(objective->second.string_value()),
+        " is not a whole number of microseconds from 1 to ", kMaxQueueDelayMicroseconds));
+  }
+  if (!config.has_dynamic_batching()) {
+    return refuse(absl::StrCat("parameters ", kLatencyObjectiveParameter,
+                               " needs dynamic_batching (the objective sets its delay and batch "
+                               "size)"));
   }
   return absl::OkStatus();
 }
@@ -646,6 +698,17 @@ inference::DataType ToConfigDataType(DataType type) {
       return inference::TYPE_FP64;
   }
   return inference::TYPE_INVALID;
+}
+
+std::optional<uint64_t> LatencyObjectiveMicroseconds(const ModelConfig& config) {
+  const auto found = config.parameters().find(kLatencyObjectiveParameter);
+  if (found == config.parameters().end()) return std::nullopt;
+  uint64_t microseconds = 0;
+  if (!absl::SimpleAtoi(View(found->second.string_value()), &microseconds) || microseconds == 0 ||
+      microseconds > kMaxQueueDelayMicroseconds) {
+    return std::nullopt;
+  }
+  return microseconds;
 }
 
 std::string_view ModelFileName(const ModelConfig& config) {

@@ -29,6 +29,16 @@ inline constexpr char kAotiFileName[] = "model.pt2";
 // The longest max_queue_delay_microseconds accepted (one hour): longer delays would overflow a
 // nanosecond clock's arithmetic and never make sense for a request with a deadline.
 inline constexpr uint64_t kMaxQueueDelayMicroseconds = uint64_t{3600} * 1000 * 1000;
+// The longest queue timeout accepted (default_timeout_microseconds; one day), for the same
+// reason.
+inline constexpr uint64_t kMaxQueueTimeoutMicroseconds = uint64_t{86400} * 1000 * 1000;
+// The most dynamic_batching.priority_levels accepted: each level is a queue of its own and a
+// metric series (batching::kMaxPriorityLevels).
+inline constexpr uint64_t kMaxPriorityLevels = 64;
+// The config `parameters` key that turns on the latency objective (beyond Triton): a p99 target
+// in whole microseconds (1 to kMaxQueueDelayMicroseconds) that the batcher's delay and batch
+// size then adapt to, in place of max_queue_delay_microseconds.
+inline constexpr char kLatencyObjectiveParameter[] = "latency_objective_p99_microseconds";
 
 // Parses `text` (protobuf text format of inference::ModelConfig). Errors are INVALID_ARGUMENT
 // "<source_name>:<line>:<column>: <what>" (1-based; protobuf's parser places an error where it
@@ -45,15 +55,15 @@ absl::Status ValidateModelName(std::string_view name);
 // Checks that the server can serve `config` as the model `model_name` (the name of its folder),
 // first problem only, as INVALID_ARGUMENT `model "<model_name>": ...` naming the field:
 //  - every field set that the server does not support, e.g. `config field sequence_batching is
-//    not supported`; the priority and queue-policy fields of dynamic_batching and
-//    response_cache.enable say "not supported yet (issue 25)";
+//    not supported`;
 //  - platform "pytorch_libtorch" or "torch_aoti", backend "pytorch" or empty (at least one set);
 //  - `name`, when set, equal to model_name (Triton's rule);
 //  - max_batch_size >= 0; inputs and outputs: a name (unique among inputs, among outputs), a
 //    served data type, dims of rank >= 1 whose sizes are -1 (any) or > 0, a reshape of the same
 //    element count; instance_group count >= 0 (0 means 1) and kind AUTO, GPU or CPU; the version
-//    policy, dynamic_batching, default_model_filename, parameters and model_warmup as
-//    repository/README.md describes.
+//    policy, dynamic_batching (its priority levels and queue policies included),
+//    default_model_filename, parameters (kLatencyObjectiveParameter among them) and model_warmup
+//    as repository/README.md describes.
 // Inputs and outputs may be left out (the handler completes them from the model file).
 absl::Status ValidateModelConfig(const inference::ModelConfig& config, std::string_view model_name);
 
@@ -80,6 +90,10 @@ void WriteSignature(const ConfigSignature& signature, inference::ModelConfig* co
 // (TYPE_UINT16, TYPE_UINT32, TYPE_UINT64, TYPE_STRING).
 std::optional<handlers::DataType> FromConfigDataType(inference::DataType type);
 inference::DataType ToConfigDataType(handlers::DataType type);
+
+// The latency objective kLatencyObjectiveParameter sets, in microseconds; nullopt when the
+// parameter is absent or not valid (ValidateModelConfig refuses that).
+std::optional<uint64_t> LatencyObjectiveMicroseconds(const inference::ModelConfig& config);
 
 // The file each version folder holds: default_model_filename when set, else model.pt2 for
 // torch_aoti and model.pt for anything else.

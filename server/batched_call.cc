@@ -2,21 +2,36 @@
 
 #include <string>
 
+#include "server/cached_response.h"
 #include "server/grpc_status.h"
 #include "server/served_model.h"
 
 namespace model_server::server {
 namespace {
 
-// The batcher's view of a call: the decoded request plus the way back to the client.
+// The batcher's view of a call: the decoded request plus the way back to the client, and, for a
+// model whose answers are cached, the key its answer goes under.
 class CallTask final : public handlers::InferenceTask {
  public:
-  CallTask(handlers::InferenceRequest request, BatchedCall* call, ServedModel& model)
-      : InferenceTask(std::move(request)),
+  // `cache_key` empty: the answer is not cached; else it goes into the model's cache, and
+  // `lookup` is what looking it up took.
+  CallTask(Routed& routed, BatchedCall* call, std::string cache_key,
+           std::chrono::nanoseconds lookup)
+      : InferenceTask(std::move(routed.request)),
         call_(call),
-        metrics_(model.metrics()),
-        statistics_(model.statistics()),
-        enqueued_(std::chrono::steady_clock::now()) {}
+        metrics_(routed.model->metrics()),
+        statistics_(routed.model->statistics()),
+        enqueued_(std::chrono::steady_clock::now()),
+        priority_(routed.priority),
+        timeout_(routed.timeout),
+        batches_(routed.model->signature().batches()),
+        cache_(cache_key.empty() ? nullptr : routed.model->cache()),
+        cache_owner_(routed.model->cache_owner()),
+        cache_key_(std::move(cache_key)),
+        lookup_(lookup) {}
+
+  uint64_t priority() const override { return priority_; }
+  std::chrono::microseconds timeout() const override { return timeout_; }
 
   absl::Status Dequeue(batching::TimePoint now) override {
     metrics_.RecordQueueTime(std::chrono::duration<double>(now - enqueued_).count());
@@ -26,6 +41,10 @@ class CallTask final : public handlers::InferenceTask {
   void Complete(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,
                 int64_t task_row, int64_t rows) override {
     completed_ = task_row + rows == request().rows;
+    if (cache_ != nullptr) {
+      cached_.Add(outputs, batches_, request().rows, batch_row, task_row, rows);
+      if (completed_) Cache();
+    }
     call_->Complete(outputs, batch_row, task_row, rows, completed_);
     if (completed_) {
       statistics_.RecordSuccess(std::chrono::steady_clock::now() - call_->arrived(),
@@ -42,11 +61,29 @@ class CallTask final : public handlers::InferenceTask {
   BatchedCall* completed_call() const { return completed_ ? call_ : nullptr; }
 
  private:
+  // Stores the answer in the cache; a cache miss in the statistics, charged the lookup and the
+  // insertion (as Triton charges it).
+  void Cache() {
+    const auto start = std::chrono::steady_clock::now();
+    cache_->Insert(std::move(cache_key_), std::make_shared<const std::string>(cached_.Finish()),
+                   cache_owner_);
+    statistics_.RecordCacheMiss(lookup_ + (std::chrono::steady_clock::now() - start));
+    metrics_.RecordCacheMiss();
+  }
+
   BatchedCall* const call_;  // alive until it is finished through this task
   // The model version's: it outlives its queued and running tasks.
   metrics::ModelMetrics& metrics_;
   InferenceStatistics& statistics_;
   const batching::TimePoint enqueued_;
+  const uint64_t priority_;
+  const std::chrono::microseconds timeout_;
+  const bool batches_;
+  batching::ResponseCache* const cache_;  // null: not cached
+  const uint64_t cache_owner_;
+  std::string cache_key_;
+  const std::chrono::nanoseconds lookup_;
+  CachedResponseWriter cached_;  // the answer being kept for the cache
   bool completed_ = false;
 };
 
@@ -116,12 +153,42 @@ void BatchedCall::DecodeAndEnqueue() {
     Fail(routed.status());
     return;
   }
+  ServedModel& model = *routed->model;
+  std::string cache_key;
+  std::chrono::nanoseconds lookup{0};
+  if (batching::ResponseCache* cache = model.cache()) {
+    const auto start = std::chrono::steady_clock::now();
+    cache_key = ResponseCacheKey(model.name(), model.version(), model.cache_owner(),
+                                 model.signature(), routed->request, routed->cache_parameters);
+    std::shared_ptr<const std::string> cached = cache->Lookup(cache_key);
+    lookup = std::chrono::steady_clock::now() - start;
+    if (cached != nullptr) {
+      ReplyFromCache(*routed, *cached, lookup);
+      return;
+    }
+  }
   std::unique_ptr<handlers::InferenceTask> task =
-      std::make_unique<CallTask>(std::move(routed->request), this, *routed->model);
+      std::make_unique<CallTask>(*routed, this, std::move(cache_key), lookup);
   state_ = State::kQueued;
-  if (absl::Status queued = routed->model->Enqueue(task); !queued.ok()) Fail(queued);
+  if (absl::Status queued = model.Enqueue(task); !queued.ok()) Fail(queued);
   // `routed` lets go of the model version here: a version removed meanwhile is released once
   // its queue, this request included, has run.
+}
+
+void BatchedCall::ReplyFromCache(const Routed& routed, const std::string& cached,
+                                 std::chrono::nanoseconds lookup) {
+  absl::StatusOr<std::vector<handlers::OutputTensor>> outputs = ReadCachedResponse(cached);
+  if (!outputs.ok()) {
+    Fail(outputs.status());
+    return;
+  }
+  ServedModel& model = *routed.model;
+  KeepOutputs(*outputs, 0, 0, routed.request.rows);
+  model_version_ = model.version();
+  model.statistics().RecordCacheHit(std::chrono::steady_clock::now() - arrived_, lookup);
+  model.metrics().RecordCacheHit();
+  state_ = State::kReplying;
+  Reply();
 }
 
 void BatchedCall::Complete(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,

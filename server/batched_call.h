@@ -38,6 +38,13 @@ struct CallContext {
 struct Routed {
   handlers::InferenceRequest request;
   std::shared_ptr<ServedModel> model;
+  // Where it waits: its priority (0: the model's default level) and its own queue timeout (0:
+  // none), as batching::BatchTask takes them. The seed's calls ask for neither.
+  uint64_t priority = 0;
+  std::chrono::microseconds timeout{0};
+  // What a response cache key holds of the request's parameters beyond its inputs
+  // (protocol::oip::DecodedInfer::cache_parameters).
+  std::string cache_parameters;
 };
 
 // The life of a unary call whose request is computed in a batch, whatever its wire protocol:
@@ -45,7 +52,8 @@ struct Routed {
 // completion-queue thread, a codec-pool thread decodes it and queues it for its model's
 // batcher; the batch thread that runs it copies out the call's rows of the outputs, and a
 // codec-pool thread encodes the reply and finishes the call (without a pool, the
-// completion-queue thread decodes and the batch thread encodes). A bad request, a full
+// completion-queue thread decodes and the batch thread encodes). A request whose answer is in the
+// model's response cache is answered by the thread that decoded it. A bad request, a full
 // queue or a draining server is answered at once. The call deletes itself once gRPC is done with
 // it.
 //
@@ -119,8 +127,12 @@ class BatchedCall : public Tag, public WorkPool::Item {
     BatchedCall* const call_;
   };
 
-  // Decodes the request and queues it for its model's batcher, or fails the call.
+  // Decodes the request and answers it from the response cache, or queues it for its model's
+  // batcher, or fails the call.
   void DecodeAndEnqueue();
+  // Answers the call from `cached`, its outputs in the response cache, without queueing it.
+  void ReplyFromCache(const Routed& routed, const std::string& cached,
+                      std::chrono::nanoseconds lookup);
   // Encodes the kept outputs and finishes the call with them.
   void Reply();
   // Counts the call's outcome, once: whichever of the finishing thread (just before Finish) and

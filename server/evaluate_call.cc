@@ -45,6 +45,7 @@ absl::StatusOr<Routed> EvaluateCall::Decode() {
   seed_output_ = signature.seed->output;
   rows_ = decoded->request.rows;
   outputs_.resize(rows_ * output_names_.size());
+  // The default priority level and no timeout of its own: the seed's calls say nothing of them.
   return Routed{std::move(decoded->request), *std::move(model)};
 }
 

@@ -151,6 +151,28 @@ ModelFlag ParseModelFlag(const std::string& value) {
   return {kDefaultModelName, value};
 }
 
+// Triton's --cache-config for the local cache: "local,size=BYTES", BYTES > 0; empty: no cache
+// (0).
+absl::StatusOr<size_t> ParseCacheConfig(const std::string& text) {
+  if (text.empty()) return size_t{0};
+  constexpr char kLocal[] = "local,";
+  if (text.rfind(kLocal, 0) != 0) {
+    return Invalid("must be local,size=BYTES (the local cache is the only one served)");
+  }
+  const std::string setting = text.substr(sizeof(kLocal) - 1);
+  constexpr char kSize[] = "size=";
+  if (setting.rfind(kSize, 0) != 0) {
+    return Invalid(absl::StrCat("the local cache takes size=BYTES, not \"", setting, "\""));
+  }
+  const std::string number = setting.substr(sizeof(kSize) - 1);
+  uint64_t bytes = 0;
+  if (!absl::SimpleAtoi(number, &bytes) || bytes == 0 ||
+      bytes > std::numeric_limits<size_t>::max()) {
+    return Invalid(absl::StrCat("size \"", number, "\" is not a number of bytes above 0"));
+  }
+  return static_cast<size_t>(bytes);
+}
+
 // The flag table: --help lists the flags in this order.
 const std::vector<Flag>& Flags() {
   static const std::vector<Flag>* const flags = [] {
@@ -276,6 +298,21 @@ const std::vector<Flag>& Flags() {
     add(IntegerFlag(
         "max-queue-rows", "rows queued at most; beyond it requests get RESOURCE_EXHAUSTED",
         [](auto& config) -> auto& { return config.server.batching.max_queue_rows; }, 1));
+    Flag cache_config =
+        Named("cache-config",
+              "local,size=BYTES: a response cache of at most BYTES (Triton's form) for the "
+              "models whose config sets response_cache { enable: true }; empty: none");
+    cache_config.show = [](const Config& config) {
+      const size_t bytes = config.server.response_cache_bytes;
+      return bytes == 0 ? std::string() : absl::StrCat("local,size=", bytes);
+    };
+    cache_config.set = [](const std::string& text, Config& config) -> absl::Status {
+      absl::StatusOr<size_t> bytes = ParseCacheConfig(text);
+      if (!bytes.ok()) return bytes.status();
+      config.server.response_cache_bytes = *bytes;
+      return absl::OkStatus();
+    };
+    add(std::move(cache_config));
     add(IntegerFlag(
         "cq-threads", "completion-queue threads; 0 = CPUs this process may use",
         [](auto& config) -> auto& { return config.server.cq_threads; }, 0));

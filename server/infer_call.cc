@@ -42,7 +42,8 @@ absl::StatusOr<Routed> InferCall::Decode() {
     const handlers::TensorSpec& spec = signature.outputs[index];
     outputs_.push_back({spec.name, spec.type, {}, {}});
   }
-  return Routed{std::move(decoded->request), *std::move(model)};
+  return Routed{std::move(decoded->request), *std::move(model), decoded->priority, decoded->timeout,
+                std::move(decoded->cache_parameters)};
 }
 
 void InferCall::KeepOutputs(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,

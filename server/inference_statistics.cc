@@ -15,6 +15,18 @@ void InferenceStatistics::Counter::Fill(inference::StatisticDuration* out) const
 void InferenceStatistics::RecordSuccess(Duration total, int64_t rows) {
   success_.Add(1, total);
   inference_count_.fetch_add(static_cast<uint64_t>(rows), std::memory_order_relaxed);
+  MarkLastInference();
+}
+
+void InferenceStatistics::RecordCacheHit(Duration total, Duration lookup) {
+  success_.Add(1, total);
+  cache_hit_.Add(1, lookup);
+  MarkLastInference();
+}
+
+void InferenceStatistics::RecordCacheMiss(Duration duration) { cache_miss_.Add(1, duration); }
+
+void InferenceStatistics::MarkLastInference() {
   const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::system_clock::now().time_since_epoch());
   last_inference_ms_.store(static_cast<uint64_t>(now.count()), std::memory_order_relaxed);
@@ -49,6 +61,8 @@ void InferenceStatistics::Fill(inference::ModelStatistics* out) const {
   compute_input_.Fill(stats->mutable_compute_input());
   compute_infer_.Fill(stats->mutable_compute_infer());
   compute_output_.Fill(stats->mutable_compute_output());
+  cache_hit_.Fill(stats->mutable_cache_hit());
+  cache_miss_.Fill(stats->mutable_cache_miss());
   std::lock_guard<std::mutex> lock(batches_mu_);
   for (const auto& [rows, size] : batches_) {
     inference::InferBatchStatistics* batch = out->add_batch_stats();

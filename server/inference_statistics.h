@@ -13,8 +13,9 @@ namespace model_server::server {
 
 // One model version's inference statistics as Triton reports them (ModelStatistics): requests
 // that succeeded or failed and how long they took from arrival, their time queued and their share
-// of compute, inferences (rows) and executions (forward passes), and the executions of each batch
-// size. Record* are thread-safe and allocation-free but for the first batch of a new size.
+// of compute, inferences (rows) and executions (forward passes), response cache hits and misses,
+// and the executions of each batch size. Record* are thread-safe and allocation-free but for the
+// first batch of a new size.
 class InferenceStatistics {
  public:
   using Duration = std::chrono::nanoseconds;
@@ -25,6 +26,12 @@ class InferenceStatistics {
   void RecordFailure(Duration total);
   // A request leaving the queue after `queued`.
   void RecordQueue(Duration queued);
+  // A request answered from the response cache, `total` after it arrived, the lookup having
+  // taken `lookup`: a success and a cache hit, but neither an inference nor an execution (as
+  // Triton counts it).
+  void RecordCacheHit(Duration total, Duration lookup);
+  // A request computed and then cached: the lookup and the insertion took `duration`.
+  void RecordCacheMiss(Duration duration);
   // A batch of `requests` requests and `rows` rows that took `execution`: each request is
   // charged the batch's compute times, as Triton does.
   void RecordBatch(size_t requests, int64_t rows, const handlers::Execution& execution);
@@ -33,6 +40,8 @@ class InferenceStatistics {
   void Fill(inference::ModelStatistics* out) const;
 
  private:
+  void MarkLastInference();
+
   struct Counter {
     std::atomic<uint64_t> count{0};
     std::atomic<uint64_t> ns{0};
@@ -44,7 +53,8 @@ class InferenceStatistics {
     Duration input{0}, infer{0}, output{0};
   };
 
-  Counter success_, fail_, queue_, compute_input_, compute_infer_, compute_output_;
+  Counter success_, fail_, queue_, compute_input_, compute_infer_, compute_output_, cache_hit_,
+      cache_miss_;
   std::atomic<uint64_t> inference_count_{0};
   std::atomic<uint64_t> execution_count_{0};
   std::atomic<uint64_t> last_inference_ms_{0};

@@ -39,12 +39,34 @@ inference::ModelConfig Settle(const repository::RepositoryModel& model,
   return config;
 }
 
+batching::QueuePolicy QueuePolicyFrom(const inference::ModelQueuePolicy& policy) {
+  batching::QueuePolicy queue;
+  queue.max_queue_size = policy.max_queue_size();
+  queue.default_timeout = std::chrono::microseconds(policy.default_timeout_microseconds());
+  queue.allow_timeout_override = policy.allow_timeout_override();
+  queue.timeout_action = policy.timeout_action() == inference::ModelQueuePolicy::DELAY
+                             ? batching::TimeoutAction::kDelay
+                             : batching::TimeoutAction::kReject;
+  return queue;
+}
+
 // How a version with `config` is served: Triton's dynamic batching when the configuration has
-// it (its delay and preferred sizes), one request per batch otherwise; requests of at most
-// max_batch_size rows when the configuration comes from a config.pbtxt.
-ServingOptions ServingFor(const inference::ModelConfig& config, bool has_config_file,
-                          const ServingOptions& defaults) {
+// it (its delay and preferred sizes, priority levels and queue policies, or a latency
+// objective), one request per batch otherwise; requests of at most max_batch_size rows when the
+// configuration comes from a config.pbtxt; the server's response cache when the configuration
+// enables it. FAILED_PRECONDITION when it enables the cache and the server has none.
+absl::StatusOr<ServingOptions> ServingFor(const inference::ModelConfig& config,
+                                          bool has_config_file, const ServingOptions& defaults) {
   ServingOptions serving = defaults;
+  serving.cache = nullptr;
+  if (config.response_cache().enable()) {
+    if (defaults.cache == nullptr) {
+      return absl::FailedPreconditionError(
+          "config field response_cache.enable is set but the server has no response cache "
+          "(start it with --cache-config local,size=BYTES)");
+    }
+    serving.cache = defaults.cache;
+  }
   batching::BatchingOptions& batching = serving.batching;
   if (config.max_batch_size() > 0) {
     batching.max_batch_rows =
@@ -58,6 +80,17 @@ ServingOptions ServingFor(const inference::ModelConfig& config, bool has_config_
       if (rows > 0 && static_cast<size_t>(rows) <= batching.max_batch_rows) preferred.insert(rows);
     }
     batching.preferred_batch_rows.assign(preferred.begin(), preferred.end());
+    batching::PriorityOptions& priorities = batching.priorities;
+    priorities.levels = dynamic.priority_levels();
+    priorities.default_level = dynamic.default_priority_level();
+    priorities.default_policy = QueuePolicyFrom(dynamic.default_queue_policy());
+    for (const auto& [level, policy] : dynamic.priority_queue_policy()) {
+      priorities.level_policies[level] = QueuePolicyFrom(policy);
+    }
+    if (const std::optional<uint64_t> objective =
+            repository::LatencyObjectiveMicroseconds(config)) {
+      batching.latency_objective = std::chrono::microseconds(*objective);
+    }
   } else {
     batching.max_batch_tasks = 1;
   }
@@ -196,9 +229,11 @@ absl::Status ModelManager::LoadVersion(const repository::RepositoryModel& model,
   }
   auto config = std::make_shared<const inference::ModelConfig>(
       Settle(model, signature, instances->size(), options_.serving));
+  absl::StatusOr<ServingOptions> serving =
+      ServingFor(*config, model.has_config_file, options_.serving);
+  if (!serving.ok()) return serving.status();
   absl::StatusOr<std::unique_ptr<ServedModel>> served =
-      ServedModel::Create(model.name, file.version, *std::move(instances),
-                          ServingFor(*config, model.has_config_file, options_.serving), codec_pool_,
+      ServedModel::Create(model.name, file.version, *std::move(instances), *serving, codec_pool_,
                           metrics_->AddModel(model.name));
   if (!served.ok()) return served.status();
   const handlers::InitializeTimes times = (*served)->initialize_times();

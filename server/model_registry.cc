@@ -94,6 +94,7 @@ void ModelRegistry::Install(std::shared_ptr<ServedModel> version,
   if (first) {
     metrics->SetSources([this, name] { return QueuedRequestsOf(name); },
                         [this, name] { return LoadedVersions(name); });
+    metrics->SetQueueDepthSource([this, name] { return QueuedRequestsPerLevelOf(name); });
   }
   if (replaced != nullptr) Retire(name, std::move(replaced));
 }
@@ -153,6 +154,18 @@ size_t ModelRegistry::QueuedRequestsOf(const std::string& name) const {
   return queued;
 }
 
+std::vector<std::pair<size_t, size_t>> ModelRegistry::QueuedRequestsPerLevelOf(
+    const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::map<size_t, size_t> levels;
+  const auto found = models_.find(name);
+  if (found == models_.end()) return {};
+  for (const auto& [number, version] : found->second.versions) {
+    for (const auto& [level, queued] : version->QueuedRequestsPerLevel()) levels[level] += queued;
+  }
+  return {levels.begin(), levels.end()};
+}
+
 size_t ModelRegistry::QueuedRequests() const {
   std::lock_guard<std::mutex> lock(mu_);
   size_t queued = 0;
@@ -174,7 +187,10 @@ void ModelRegistry::ShutdownAll() {
     }
   }
   // Scrapes may outlive the registry: they stop asking it first (outside mu_, see Install).
-  for (metrics::ModelMetrics* metrics : sources) metrics->SetSources(nullptr, nullptr);
+  for (metrics::ModelMetrics* metrics : sources) {
+    metrics->SetSources(nullptr, nullptr);
+    metrics->SetQueueDepthSource(nullptr);
+  }
   for (const std::string& name : names) Remove(name, std::nullopt);
 }
 

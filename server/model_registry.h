@@ -6,6 +6,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -55,6 +56,9 @@ class ModelRegistry {
   // thread.
   size_t QueuedRequestsOf(const std::string& name) const;
   size_t QueuedRequests() const;
+  // The requests waiting in `name`'s serving versions by priority level, as (level, requests),
+  // levels in order. Any thread.
+  std::vector<std::pair<size_t, size_t>> QueuedRequestsPerLevelOf(const std::string& name) const;
   // Removes every version of every model (server shutdown); the registry serves nothing after.
   void ShutdownAll();
 

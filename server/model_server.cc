@@ -228,9 +228,18 @@ absl::Status ModelServer::Build(std::unique_ptr<ModelCatalog> catalog) {
       metrics::ServerMetrics::Start(metrics_options);
   if (!metrics.ok()) return metrics.status();
   metrics_ = *std::move(metrics);
+  if (options_.response_cache_bytes > 0) {
+    cache_ = std::make_unique<batching::ResponseCache>(options_.response_cache_bytes);
+    metrics_->SetCacheSource([cache = cache_.get()] {
+      const batching::ResponseCache::Stats stats = cache->stats();
+      return metrics::CacheStats{stats.capacity_bytes, stats.bytes,     stats.entries,
+                                 stats.insertions,     stats.evictions, stats.invalidations};
+    });
+  }
   models_ = std::make_unique<ModelRegistry>(metrics_.get());
   ManagerOptions manager_options = options_.models;
   manager_options.serving.batching = options_.batching;
+  manager_options.serving.cache = cache_.get();
   // A request the queue can never hold is refused as such.
   manager_options.serving.max_rows_per_request =
       std::min<int64_t>(options_.max_rows_per_request, options_.batching.max_queue_rows);

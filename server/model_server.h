@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "batching/batch_queue.h"
+#include "batching/response_cache.h"
 #include "handlers/model_handler.h"
 #include "protos/grpc_predict_v2.grpc.pb.h"
 #include "protos/model_interface.grpc.pb.h"
@@ -99,6 +100,9 @@ struct ServerOptions {
   TlsOptions tls;
   // How requests are coalesced into forward passes.
   batching::BatchingOptions batching;
+  // Bytes the response cache holds at most (Triton's --cache-config local,size=BYTES); 0: no
+  // cache. Models opt in with response_cache { enable: true } in their configuration.
+  size_t response_cache_bytes = 0;
   // How long Shutdown keeps serving normally after health turns NOT_SERVING, so that load
   // balancers that check health move traffic away before calls are refused.
   std::chrono::milliseconds drain_grace{0};
@@ -201,6 +205,8 @@ class ModelServer {
   void StartSelfCheck(std::shared_ptr<grpc::ChannelCredentials> credentials);
 
   const ServerOptions options_;
+  // Before the metrics, which read it, and the models, which fill it: it outlives both.
+  std::unique_ptr<batching::ResponseCache> cache_;   // null without one
   std::unique_ptr<metrics::ServerMetrics> metrics_;  // outlives everything that records
   std::unique_ptr<WorkPool> codec_pool_;             // null without codec threads
   std::unique_ptr<ModelRegistry> models_;

@@ -19,7 +19,30 @@ handlers::InitializeTimes TotalTimes(const Instances& instances) {
   return times;
 }
 
+// Owner ids of versions in the response cache: never reused, so a version that replaces another
+// of the same number never finds the other's answers.
+std::atomic<uint64_t> next_cache_owner{1};
+
 }  // namespace
+
+void QueueEventCounter::Refused(size_t level, batching::Refusal why) {
+  switch (why) {
+    case batching::Refusal::kMaxQueueRows:
+      metrics_->RecordQueueRejection(level, metrics::QueueRejection::kMaxQueueRows);
+      break;
+    case batching::Refusal::kMaxQueueSize:
+      metrics_->RecordQueueRejection(level, metrics::QueueRejection::kMaxQueueSize);
+      break;
+    case batching::Refusal::kTimeout:
+      metrics_->RecordQueueRejection(level, metrics::QueueRejection::kTimeout);
+      metrics_->RecordQueueTimeout(level, /*delayed=*/false);
+      break;
+  }
+}
+
+void QueueEventCounter::Delayed(size_t level) {
+  metrics_->RecordQueueTimeout(level, /*delayed=*/true);
+}
 
 absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(std::string name, int64_t version,
                                                                  Instances instances,
@@ -48,6 +71,7 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(std::string nam
   const size_t workers = instances.size();
   std::unique_ptr<ServedModel> model(new ServedModel(std::move(name), version, std::move(instances),
                                                      serving, codec_pool, metrics));
+  serving.batching.events = &model->queue_events_;
   absl::StatusOr<std::unique_ptr<Batcher>> batcher = Batcher::Create(
       serving.batching, workers,
       [served = model.get()](size_t worker,
@@ -76,7 +100,10 @@ ServedModel::ServedModel(std::string name, int64_t version, Instances instances,
       times_(TotalTimes(instances_)),
       max_rows_per_request_(options.max_rows_per_request),
       codec_pool_(codec_pool),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      queue_events_(metrics),
+      cache_(options.cache),
+      cache_owner_(next_cache_owner.fetch_add(1, std::memory_order_relaxed)) {}
 
 ServedModel::~ServedModel() { Shutdown(); }
 
@@ -95,6 +122,8 @@ void ServedModel::RunBatch(size_t worker,
 
 void ServedModel::Shutdown() {
   if (batcher_ != nullptr) batcher_->Shutdown();
+  // No batch of this version runs any more: none adds an entry after this.
+  if (cache_ != nullptr) cache_->Invalidate(cache_owner_);
   executors_.clear();
   instances_.clear();  // LoadedModel's destructor runs Cleanup
 }

@@ -4,11 +4,14 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "batching/batch_queue.h"
 #include "batching/dynamic_batcher.h"
+#include "batching/queue_policy.h"
+#include "batching/response_cache.h"
 #include "handlers/batch_executor.h"
 #include "handlers/inference_task.h"
 #include "handlers/model_handler.h"
@@ -28,6 +31,20 @@ struct ServingOptions {
   batching::BatchingOptions batching;
   // Rows one request may carry.
   int64_t max_rows_per_request = 65536;
+  // Where the version's answers are cached (response_cache { enable: true }); null: they are
+  // not. Outlives the version.
+  batching::ResponseCache* cache = nullptr;
+};
+
+// Tells a model's metrics what its queue policies did (batching::QueueEvents).
+class QueueEventCounter final : public batching::QueueEvents {
+ public:
+  explicit QueueEventCounter(metrics::ModelMetrics* metrics) : metrics_(metrics) {}
+  void Refused(size_t level, batching::Refusal why) override;
+  void Delayed(size_t level) override;
+
+ private:
+  metrics::ModelMetrics* const metrics_;
 };
 
 // One version of a model, serving: an instance per batch thread, the batcher whose batch threads
@@ -67,11 +84,20 @@ class ServedModel {
   absl::Status Enqueue(std::unique_ptr<handlers::InferenceTask>& task) {
     return batcher_->Enqueue(task);
   }
-  // Requests waiting in the queue (not those being computed). Any thread.
+  // Requests waiting in the queue (not those being computed), in all and by priority level
+  // (DynamicBatcher::EnqueuedTasksPerLevel). Any thread.
   size_t QueuedRequests() const { return batcher_->NumEnqueuedTasks(); }
+  std::vector<std::pair<size_t, size_t>> QueuedRequestsPerLevel() const {
+    return batcher_->EnqueuedTasksPerLevel();
+  }
 
-  // Runs every task still queued, joins the batch threads and releases the instances.
-  // Idempotent; any thread but a batch thread.
+  // The response cache this version's answers go to; null when they are not cached. The
+  // version's entries are its cache_owner()'s, dropped when it shuts down.
+  batching::ResponseCache* cache() const { return cache_; }
+  uint64_t cache_owner() const { return cache_owner_; }
+
+  // Runs every task still queued, joins the batch threads, drops the version's cached answers
+  // and releases the instances. Idempotent; any thread but a batch thread.
   void Shutdown();
 
  private:
@@ -91,6 +117,9 @@ class ServedModel {
   WorkPool* const codec_pool_;
   metrics::ModelMetrics* const metrics_;
   InferenceStatistics statistics_;
+  QueueEventCounter queue_events_;  // before the batcher, which tells it
+  batching::ResponseCache* const cache_;
+  const uint64_t cache_owner_;  // unique in the process
   std::unique_ptr<Batcher> batcher_;
 };
 

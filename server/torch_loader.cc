@@ -29,20 +29,24 @@ std::vector<std::string> SplitNames(const std::string& text) {
 absl::StatusOr<std::optional<handlers::SeedDeclaration>> SeedParameters(
     const inference::ModelConfig& config) {
   const auto& parameters = config.parameters();
+  bool any = false;
   for (const auto& [key, value] : parameters) {
+    if (key == repository::kLatencyObjectiveParameter) continue;  // the batcher's
+    any = true;
     const bool known = std::any_of(std::begin(kSeedParameters), std::end(kSeedParameters),
                                    [&](const char* name) { return key == name; });
     if (!known) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config parameter \"", key, "\" is not supported (supported: ",
-          absl::StrJoin(std::begin(kSeedParameters), std::end(kSeedParameters), ", "), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("config parameter \"", key, "\" is not supported (supported: ",
+                       absl::StrJoin(std::begin(kSeedParameters), std::end(kSeedParameters), ", "),
+                       ", ", repository::kLatencyObjectiveParameter, ")"));
     }
   }
   const auto text = [&](const char* key) {
     const auto found = parameters.find(key);
     return found == parameters.end() ? std::string() : found->second.string_value();
   };
-  if (parameters.empty()) return std::nullopt;
+  if (!any) return std::nullopt;
   handlers::SeedDeclaration declaration;
   declaration.columns = text("seed_columns");
   declaration.params = text("seed_params");
@@ -115,7 +119,9 @@ absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> InstanceOptions(
     if (!signature.ok()) return in_model(signature.status());
     base.signature = *std::move(signature);
   } else {
-    if (!config.parameters().empty()) {
+    const size_t batcher_parameters =
+        config.parameters().count(repository::kLatencyObjectiveParameter);
+    if (config.parameters().size() > batcher_parameters) {
       return in_model(absl::InvalidArgumentError(
           "config parameters need the inputs and outputs they name declared in the config"));
     }

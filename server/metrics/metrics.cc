@@ -226,6 +226,54 @@ void ModelMetrics::RecordReload(bool ok) {
   reloads_[ok ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
 }
 
+namespace {
+
+size_t PriorityIndex(size_t priority) { return std::min(priority, kMaxPriorityLevel); }
+
+const char* RejectionName(size_t why) {
+  switch (static_cast<QueueRejection>(why)) {
+    case QueueRejection::kMaxQueueRows:
+      return "max_queue_rows";
+    case QueueRejection::kMaxQueueSize:
+      return "max_queue_size";
+    case QueueRejection::kTimeout:
+      return "timeout";
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+void ModelMetrics::RecordQueueRejection(size_t priority, QueueRejection why) {
+  const size_t policy = static_cast<size_t>(why);
+  if (policy >= kQueueRejectionCount) return;
+  queue_rejections_[policy][PriorityIndex(priority)].fetch_add(1, std::memory_order_relaxed);
+}
+
+void ModelMetrics::RecordQueueTimeout(size_t priority, bool delayed) {
+  queue_timeouts_[delayed ? 1 : 0][PriorityIndex(priority)].fetch_add(1, std::memory_order_relaxed);
+}
+
+void ModelMetrics::RecordCacheHit() { cache_hits_.fetch_add(1, std::memory_order_relaxed); }
+
+void ModelMetrics::RecordCacheMiss() { cache_misses_.fetch_add(1, std::memory_order_relaxed); }
+
+uint64_t ModelMetrics::queue_rejections(size_t priority, QueueRejection why) const {
+  const size_t policy = static_cast<size_t>(why);
+  if (policy >= kQueueRejectionCount) return 0;
+  return queue_rejections_[policy][PriorityIndex(priority)].load(std::memory_order_relaxed);
+}
+
+uint64_t ModelMetrics::queue_timeouts(size_t priority, bool delayed) const {
+  return queue_timeouts_[delayed ? 1 : 0][PriorityIndex(priority)].load(std::memory_order_relaxed);
+}
+
+void ModelMetrics::SetQueueDepthSource(
+    std::function<std::vector<std::pair<size_t, size_t>>()> queue_depth) {
+  base::MutexLock lock(sources_mu_);
+  queue_depth_ = std::move(queue_depth);
+}
+
 void ModelMetrics::SetSources(std::function<size_t()> queued_requests,
                               std::function<size_t()> loaded_versions) {
   base::MutexLock lock(sources_mu_);
@@ -347,6 +395,11 @@ void ServerMetrics::AddInFlight(int64_t delta) {
   inflight_requests_.fetch_add(delta, std::memory_order_relaxed);
 }
 
+void ServerMetrics::SetCacheSource(std::function<CacheStats()> cache) {
+  base::MutexLock lock(cache_mu_);
+  cache_ = std::move(cache);
+}
+
 uint64_t ServerMetrics::requests(Method method, int grpc_status_code) const {
   const size_t method_index = static_cast<size_t>(method);
   if (method_index >= kMethodCount) return 0;
@@ -383,6 +436,33 @@ std::string ServerMetrics::Render() const {
                "EvaluateModel and ModelInfer calls accepted and not yet finished.", &out);
   AppendSample("model_server_inflight_requests", inflight_requests_.load(std::memory_order_relaxed),
                &out);
+
+  CacheStats cache;
+  {
+    base::MutexLock lock(cache_mu_);
+    if (cache_) cache = cache_();
+  }
+  const auto cache_sample = [&out](const char* name, const char* type, const char* help,
+                                   uint64_t value) {
+    AppendHeader(name, type, help, &out);
+    AppendSample(name, static_cast<int64_t>(value), &out);
+  };
+  cache_sample("model_server_cache_capacity_bytes", "gauge",
+               "Bytes the response cache may hold (--cache-config local,size=BYTES; 0: no cache).",
+               cache.capacity_bytes);
+  cache_sample("model_server_cache_bytes", "gauge",
+               "Bytes the response cache holds: keys, values and a fixed cost per entry.",
+               cache.bytes);
+  cache_sample("model_server_cache_entries", "gauge", "Entries the response cache holds.",
+               cache.entries);
+  cache_sample("model_server_cache_insertions_total", "counter",
+               "Responses stored in the response cache.", cache.insertions);
+  cache_sample("model_server_cache_evictions_total", "counter",
+               "Response cache entries dropped, least recently used first, to make room.",
+               cache.evictions);
+  cache_sample("model_server_cache_invalidations_total", "counter",
+               "Response cache entries dropped because their model version stopped serving.",
+               cache.invalidations);
 
   // Each model's families, every model's series under one header.
   base::MutexLock lock(models_mu_);  // to the end of the scrape, as before
@@ -428,6 +508,58 @@ std::string ServerMetrics::Render() const {
                base::MutexLock sources(m.sources_mu_);
                gauge("model_server_queued_requests", m,
                      static_cast<int64_t>(m.queued_requests_ ? m.queued_requests_() : 0), out);
+             });
+  each_model("model_server_queue_depth", "gauge",
+             "Requests waiting in the batcher queue, by priority level (0: a model without "
+             "levels).",
+             &out, [](const ModelMetrics& m, std::string* out) {
+               base::MutexLock sources(m.sources_mu_);
+               if (!m.queue_depth_) return;
+               for (const auto& [priority, requests] : m.queue_depth_()) {
+                 absl::StrAppend(out, "model_server_queue_depth{", m.label_, ",priority=\"",
+                                 priority, "\"} ", requests, "\n");
+               }
+             });
+  each_model("model_server_queue_rejections_total", "counter",
+             "Requests a queue policy turned away, by priority level and policy: max_queue_rows "
+             "(the queue was full), max_queue_size (the level was full), timeout (REJECT).",
+             &out, [](const ModelMetrics& m, std::string* out) {
+               for (size_t policy = 0; policy < kQueueRejectionCount; ++policy) {
+                 for (size_t priority = 0; priority <= kMaxPriorityLevel; ++priority) {
+                   const uint64_t count =
+                       m.queue_rejections_[policy][priority].load(std::memory_order_relaxed);
+                   if (count == 0) continue;  // a series appears once it happens
+                   absl::StrAppend(out, "model_server_queue_rejections_total{", m.label_,
+                                   ",priority=\"", priority, "\",policy=\"", RejectionName(policy),
+                                   "\"} ", count, "\n");
+                 }
+               }
+             });
+  each_model("model_server_queue_timeouts_total", "counter",
+             "Requests whose queue timeout passed, by priority level and timeout_action: reject "
+             "(failed) or delay (moved behind the level's others).",
+             &out, [](const ModelMetrics& m, std::string* out) {
+               for (const bool delayed : {false, true}) {
+                 for (size_t priority = 0; priority <= kMaxPriorityLevel; ++priority) {
+                   const uint64_t count =
+                       m.queue_timeouts_[delayed ? 1 : 0][priority].load(std::memory_order_relaxed);
+                   if (count == 0) continue;
+                   absl::StrAppend(out, "model_server_queue_timeouts_total{", m.label_,
+                                   ",priority=\"", priority, "\",action=\"",
+                                   delayed ? "delay" : "reject", "\"} ", count, "\n");
+                 }
+               }
+             });
+  each_model("model_server_cache_hits_total", "counter",
+             "Requests answered from the response cache, without queueing or a forward pass.", &out,
+             [&gauge](const ModelMetrics& m, std::string* out) {
+               gauge("model_server_cache_hits_total", m, static_cast<int64_t>(m.cache_hits()), out);
+             });
+  each_model("model_server_cache_misses_total", "counter",
+             "Requests of a model with a response cache that were computed, then cached.", &out,
+             [&gauge](const ModelMetrics& m, std::string* out) {
+               gauge("model_server_cache_misses_total", m, static_cast<int64_t>(m.cache_misses()),
+                     out);
              });
   each_model("model_server_model_load_seconds", "gauge",
              "Time it took to load the serving version (0 until loaded).", &out,

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -79,6 +80,28 @@ class Histogram {
   std::atomic<double> sum_{0.0};
 };
 
+// Priority levels counted apart in the queue metrics: 0 (a model without levels) to this one;
+// higher levels count as this one (batching::kMaxPriorityLevels).
+inline constexpr size_t kMaxPriorityLevel = 64;
+
+// The queue policy that turned a request away; rendered as the `policy` label.
+enum class QueueRejection {
+  kMaxQueueRows,  // "max_queue_rows": the model's queue held --max-queue-rows rows
+  kMaxQueueSize,  // "max_queue_size": its priority level held its max_queue_size requests
+  kTimeout,       // "timeout": its queue timeout passed under timeout_action REJECT
+};
+inline constexpr size_t kQueueRejectionCount = 3;
+
+// What the response cache holds and has done, read at each scrape.
+struct CacheStats {
+  uint64_t capacity_bytes = 0;
+  uint64_t bytes = 0;
+  uint64_t entries = 0;
+  uint64_t insertions = 0;
+  uint64_t evictions = 0;
+  uint64_t invalidations = 0;
+};
+
 // Bucket bounds shared by the time histograms: 100µs .. 10s, 1-2.5-5 per decade.
 std::vector<double> LatencyBucketsSeconds();
 // 1, 2, 4, ... 2^max_exponent.
@@ -105,17 +128,32 @@ class ModelMetrics {
   void SetVersion(int64_t version);
   // One attempt to load a new version: it serves now (ok), or it was refused.
   void RecordReload(bool ok);
+  // A request of priority level `priority` that a queue policy turned away.
+  void RecordQueueRejection(size_t priority, QueueRejection why);
+  // A request of priority level `priority` whose queue timeout passed: rejected (REJECT) or
+  // moved back (DELAY).
+  void RecordQueueTimeout(size_t priority, bool delayed);
+  // A request answered from the response cache, or computed and then cached.
+  void RecordCacheHit();
+  void RecordCacheMiss();
 
   // What a scrape reads from the model itself: requests waiting in its queue and versions in
   // memory (more than one while an old version finishes its last batches). Null reports 0.
   // Thread-safe; a scrape after the call no longer uses the previous functions.
   void SetSources(std::function<size_t()> queued_requests, std::function<size_t()> loaded_versions);
+  // The same for the requests waiting in each priority level, as (level, requests) pairs (level
+  // 0 for a model without levels); null reports none.
+  void SetQueueDepthSource(std::function<std::vector<std::pair<size_t, size_t>>()> queue_depth);
 
   // Totals for logs and tests; any thread.
   uint64_t batches() const { return batch_requests_.count(); }
   uint64_t batched_requests() const { return static_cast<uint64_t>(batch_requests_.sum()); }
   uint64_t forward_passes() const { return forward_passes_.load(std::memory_order_relaxed); }
   uint64_t reloads(bool ok) const { return reloads_[ok ? 1 : 0].load(std::memory_order_relaxed); }
+  uint64_t queue_rejections(size_t priority, QueueRejection why) const;
+  uint64_t queue_timeouts(size_t priority, bool delayed) const;
+  uint64_t cache_hits() const { return cache_hits_.load(std::memory_order_relaxed); }
+  uint64_t cache_misses() const { return cache_misses_.load(std::memory_order_relaxed); }
 
  private:
   friend class ServerMetrics;
@@ -132,9 +170,17 @@ class ModelMetrics {
   std::atomic<double> warmup_seconds_{0.0};
   std::atomic<int64_t> version_{0};
   std::array<std::atomic<uint64_t>, 2> reloads_{};  // [failed, ok]
+  // [policy][priority]
+  std::array<std::array<std::atomic<uint64_t>, kMaxPriorityLevel + 1>, kQueueRejectionCount>
+      queue_rejections_{};
+  // [delayed][priority]
+  std::array<std::array<std::atomic<uint64_t>, kMaxPriorityLevel + 1>, 2> queue_timeouts_{};
+  std::atomic<uint64_t> cache_hits_{0};
+  std::atomic<uint64_t> cache_misses_{0};
   mutable base::Mutex sources_mu_;
   std::function<size_t()> queued_requests_ ABSL_GUARDED_BY(sources_mu_);
   std::function<size_t()> loaded_versions_ ABSL_GUARDED_BY(sources_mu_);
+  std::function<std::vector<std::pair<size_t, size_t>>()> queue_depth_ ABSL_GUARDED_BY(sources_mu_);
 };
 
 // The server's Prometheus metrics (model_server_*, see docs/METRICS.md), those of each model
@@ -170,6 +216,9 @@ class ServerMetrics {
   // Gauge of EvaluateModel and ModelInfer calls accepted and not finished: +1 on arrival, -1 on
   // completion.
   void AddInFlight(int64_t delta);
+  // What a scrape reads of the response cache; null (no cache) reports zeros. Thread-safe; a
+  // scrape after the call no longer uses the previous function.
+  void SetCacheSource(std::function<CacheStats()> cache);
 
   // Every metric in the Prometheus text exposition format 0.0.4. Any thread.
   std::string Render() const;
@@ -188,6 +237,8 @@ class ServerMetrics {
   std::array<std::array<std::atomic<uint64_t>, kGrpcCodeCount>, kMethodCount> requests_{};
   std::array<Histogram, kMethodCount> request_latency_;
   std::atomic<int64_t> inflight_requests_{0};
+  mutable base::Mutex cache_mu_;
+  std::function<CacheStats()> cache_ ABSL_GUARDED_BY(cache_mu_);
   mutable base::Mutex models_mu_;
   std::vector<std::unique_ptr<ModelMetrics>> models_ ABSL_GUARDED_BY(models_mu_);  // never shrinks
 

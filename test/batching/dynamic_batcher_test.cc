@@ -246,6 +246,28 @@ TEST_CASE("on the real clock the batch thread wakes for a REJECT timeout, not th
   CHECK(rejected.get().code() == absl::StatusCode::kUnavailable);
 }
 
+TEST_CASE("a REJECT timeout fails a waiting task while every batch thread computes",
+          "[dynamic_batcher]") {
+  FakeClock clock;
+  Recorder recorder(&clock);
+  BatchingOptions options{.max_batch_rows = 1, .clock = &clock};
+  options.priorities.default_policy.default_timeout = 100ms;
+  auto batcher = MakeBatcher(recorder, options);
+  std::vector<std::promise<absl::Status>> done(2);
+  recorder.Hold(true);
+  REQUIRE(Enqueue(*batcher, 0, done[0]).ok());
+  recorder.WaitForBatches(1);  // the only batch thread is busy with task 0
+  std::future<absl::Status> rejected = done[1].get_future();
+  REQUIRE(Enqueue(*batcher, 1, done[1]).ok());
+  REQUIRE(testing_support::WaitFor([&] { return clock.waits() >= 1; }));  // the timeout thread
+  clock.Advance(100ms);
+  REQUIRE(rejected.wait_for(10s) == std::future_status::ready);
+  CHECK(rejected.get().code() == absl::StatusCode::kUnavailable);
+  CHECK(recorder.batches() == std::vector<std::vector<int>>{{0}});
+  recorder.Hold(false);
+  CHECK(done[0].get_future().get().ok());
+}
+
 TEST_CASE("bad options are refused by the factory", "[dynamic_batcher]") {
   auto process = [](size_t, std::vector<std::unique_ptr<FakeTask>>&) {};
   CHECK(DynamicBatcher<FakeTask>::Create({.max_batch_rows = 0}, 1, process).status().code() ==

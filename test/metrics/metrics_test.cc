@@ -258,6 +258,82 @@ TEST_CASE("each model's series carry its label; reloads count by result") {
   CHECK(b->reloads(false) == 2);
 }
 
+TEST_CASE("queue policies count by priority and policy; queue depth by priority") {
+  auto metrics = StartWithoutHttp();
+  ModelMetrics* model = metrics->AddModel("m");
+  model->RecordQueueRejection(2, QueueRejection::kMaxQueueSize);
+  model->RecordQueueRejection(2, QueueRejection::kMaxQueueSize);
+  model->RecordQueueRejection(1, QueueRejection::kTimeout);
+  model->RecordQueueRejection(0, QueueRejection::kMaxQueueRows);
+  model->RecordQueueRejection(500, QueueRejection::kMaxQueueRows);  // counted as the highest
+  model->RecordQueueTimeout(1, false);
+  model->RecordQueueTimeout(3, true);
+  model->SetQueueDepthSource([] {
+    return std::vector<std::pair<size_t, size_t>>{{1, 0}, {2, 7}, {3, 1}};
+  });
+  auto samples = ParseExposition(metrics->Render());
+  CHECK(
+      Sample(
+          samples,
+          R"(model_server_queue_rejections_total{model="m",priority="2",policy="max_queue_size"})") ==
+      2);
+  CHECK(Sample(samples,
+               R"(model_server_queue_rejections_total{model="m",priority="1",policy="timeout"})") ==
+        1);
+  CHECK(
+      Sample(
+          samples,
+          R"(model_server_queue_rejections_total{model="m",priority="0",policy="max_queue_rows"})") ==
+      1);
+  CHECK(
+      Sample(
+          samples,
+          R"(model_server_queue_rejections_total{model="m",priority="64",policy="max_queue_rows"})") ==
+      1);
+  // Series appear once they happen.
+  CHECK(
+      samples.count(
+          R"(model_server_queue_rejections_total{model="m",priority="1",policy="max_queue_size"})") ==
+      0);
+  CHECK(Sample(samples,
+               R"(model_server_queue_timeouts_total{model="m",priority="1",action="reject"})") ==
+        1);
+  CHECK(Sample(samples,
+               R"(model_server_queue_timeouts_total{model="m",priority="3",action="delay"})") == 1);
+  CHECK(Sample(samples, R"(model_server_queue_depth{model="m",priority="1"})") == 0);
+  CHECK(Sample(samples, R"(model_server_queue_depth{model="m",priority="2"})") == 7);
+  CHECK(Sample(samples, R"(model_server_queue_depth{model="m",priority="3"})") == 1);
+  CHECK(model->queue_rejections(2, QueueRejection::kMaxQueueSize) == 2);
+  CHECK(model->queue_timeouts(3, true) == 1);
+  model->SetQueueDepthSource(nullptr);
+  samples = ParseExposition(metrics->Render());
+  CHECK(samples.count(R"(model_server_queue_depth{model="m",priority="2"})") == 0);
+}
+
+TEST_CASE("the response cache's hits and misses count per model; its size and evictions once") {
+  auto metrics = StartWithoutHttp();
+  ModelMetrics* model = metrics->AddModel("m");
+  auto samples = ParseExposition(metrics->Render());
+  CHECK(Sample(samples, "model_server_cache_capacity_bytes") == 0);  // no cache
+  CHECK(Sample(samples, R"(model_server_cache_hits_total{model="m"})") == 0);
+  model->RecordCacheHit();
+  model->RecordCacheHit();
+  model->RecordCacheMiss();
+  metrics->SetCacheSource([] { return CacheStats{1000, 640, 5, 9, 3, 1}; });
+  samples = ParseExposition(metrics->Render());
+  CHECK(Sample(samples, R"(model_server_cache_hits_total{model="m"})") == 2);
+  CHECK(Sample(samples, R"(model_server_cache_misses_total{model="m"})") == 1);
+  CHECK(Sample(samples, "model_server_cache_capacity_bytes") == 1000);
+  CHECK(Sample(samples, "model_server_cache_bytes") == 640);
+  CHECK(Sample(samples, "model_server_cache_entries") == 5);
+  CHECK(Sample(samples, "model_server_cache_insertions_total") == 9);
+  CHECK(Sample(samples, "model_server_cache_evictions_total") == 3);
+  CHECK(Sample(samples, "model_server_cache_invalidations_total") == 1);
+  metrics->SetCacheSource(nullptr);
+  samples = ParseExposition(metrics->Render());
+  CHECK(Sample(samples, "model_server_cache_bytes") == 0);
+}
+
 TEST_CASE("batch histograms use power-of-two buckets; totals count batches and forward passes") {
   auto metrics = StartWithoutHttp();
   ModelMetrics* model = metrics->AddModel("m");
@@ -327,7 +403,18 @@ TEST_CASE("promtool accepts the exposition, every family filled in") {
     model->RecordReload(true);
     model->RecordReload(false);
     model->SetSources([] { return size_t{4}; }, [] { return size_t{2}; });
+    model->SetQueueDepthSource([] {
+      return std::vector<std::pair<size_t, size_t>>{{1, 3}, {2, 1}};
+    });
+    model->RecordQueueRejection(1, QueueRejection::kMaxQueueSize);
+    model->RecordQueueRejection(2, QueueRejection::kTimeout);
+    model->RecordQueueRejection(0, QueueRejection::kMaxQueueRows);
+    model->RecordQueueTimeout(1, true);
+    model->RecordQueueTimeout(2, false);
+    model->RecordCacheHit();
+    model->RecordCacheMiss();
   }
+  metrics->SetCacheSource([] { return CacheStats{1000, 500, 3, 4, 1, 0}; });
   const auto [status, output] = Promtool(metrics->Render());
   INFO(output);
   CHECK(status == 0);
@@ -356,6 +443,17 @@ TEST_CASE("every family has HELP and TYPE of the right kind") {
            "# TYPE model_server_model_version gauge\n",
            "# TYPE model_server_model_versions_loaded gauge\n",
            "# TYPE model_server_model_reloads_total counter\n",
+           "# TYPE model_server_queue_depth gauge\n",
+           "# TYPE model_server_queue_rejections_total counter\n",
+           "# TYPE model_server_queue_timeouts_total counter\n",
+           "# TYPE model_server_cache_hits_total counter\n",
+           "# TYPE model_server_cache_misses_total counter\n",
+           "# TYPE model_server_cache_capacity_bytes gauge\n",
+           "# TYPE model_server_cache_bytes gauge\n",
+           "# TYPE model_server_cache_entries gauge\n",
+           "# TYPE model_server_cache_insertions_total counter\n",
+           "# TYPE model_server_cache_evictions_total counter\n",
+           "# TYPE model_server_cache_invalidations_total counter\n",
        }) {
     INFO(line);
     CHECK(text.find(line) != std::string::npos);

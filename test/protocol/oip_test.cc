@@ -152,6 +152,15 @@ TEST_CASE("every bad request is refused with a message naming the problem", "[oi
       {"parameter type",
        [](auto& r) { (*r.mutable_parameters())["binary_data_output"].set_int64_param(0); },
        "parameter \"binary_data_output\" of the request must be a bool"},
+      {"negative priority",
+       [](auto& r) { (*r.mutable_parameters())["priority"].set_int64_param(-1); },
+       "parameter \"priority\" of the request must be an integer >= 0"},
+      {"priority as text",
+       [](auto& r) { (*r.mutable_parameters())["priority"].set_string_param("1"); },
+       "parameter \"priority\" of the request must be an integer >= 0"},
+      {"negative timeout",
+       [](auto& r) { (*r.mutable_parameters())["timeout"].set_int64_param(-5); },
+       "parameter \"timeout\" of the request must be an integer >= 0 (microseconds)"},
   };
   for (const Case& c : cases) {
     INFO(c.what);
@@ -163,6 +172,59 @@ TEST_CASE("every bad request is refused with a message naming the problem", "[oi
     CHECK(decoded.status().code() == absl::StatusCode::kInvalidArgument);
     CHECK_THAT(std::string(decoded.status().message()), Catch::Contains(c.message));
   }
+}
+
+TEST_CASE("priority and timeout are read as tritonclient sends them", "[oip]") {
+  ModelInferRequest request = Good(true);
+  absl::StatusOr<DecodedInfer> decoded = DecodeInferRequest(request, Signature());
+  REQUIRE(decoded.ok());
+  CHECK(decoded->priority == 0);
+  CHECK(decoded->timeout.count() == 0);
+  (*request.mutable_parameters())["priority"].set_uint64_param(2);  // tritonclient's form
+  (*request.mutable_parameters())["timeout"].set_int64_param(1500);
+  decoded = DecodeInferRequest(request, Signature());
+  REQUIRE(decoded.ok());
+  CHECK(decoded->priority == 2);
+  CHECK(decoded->timeout.count() == 1500);
+  (*request.mutable_parameters())["priority"].set_int64_param(1);  // the documented int64 form
+  decoded = DecodeInferRequest(request, Signature());
+  REQUIRE(decoded.ok());
+  CHECK(decoded->priority == 1);
+}
+
+TEST_CASE("the cache key's parameters leave out scheduling and encoding, and tell others apart",
+          "[oip]") {
+  const auto parameters = [](const std::function<void(ModelInferRequest&)>& set) {
+    ModelInferRequest request = Good(true);
+    set(request);
+    absl::StatusOr<DecodedInfer> decoded = DecodeInferRequest(request, Signature());
+    REQUIRE(decoded.ok());
+    return decoded->cache_parameters;
+  };
+  const std::string none = parameters([](ModelInferRequest&) {});
+  CHECK(none.empty());
+  CHECK(parameters([](ModelInferRequest& r) {
+          (*r.mutable_parameters())["priority"].set_uint64_param(1);
+          (*r.mutable_parameters())["timeout"].set_int64_param(10);
+          (*r.mutable_parameters())["binary_data_output"].set_bool_param(false);
+        }) == none);
+  const std::string a = parameters(
+      [](ModelInferRequest& r) { (*r.mutable_parameters())["temperature"].set_string_param("1"); });
+  const std::string b = parameters(
+      [](ModelInferRequest& r) { (*r.mutable_parameters())["temperature"].set_string_param("2"); });
+  const std::string c = parameters(
+      [](ModelInferRequest& r) { (*r.mutable_parameters())["temperature"].set_int64_param(1); });
+  CHECK(a != none);
+  CHECK(a != b);
+  CHECK(a != c);  // same text, another type
+  // Key order does not matter.
+  CHECK(parameters([](ModelInferRequest& r) {
+          (*r.mutable_parameters())["a"].set_int64_param(1);
+          (*r.mutable_parameters())["b"].set_int64_param(2);
+        }) == parameters([](ModelInferRequest& r) {
+          (*r.mutable_parameters())["b"].set_int64_param(2);
+          (*r.mutable_parameters())["a"].set_int64_param(1);
+        }));
 }
 
 TEST_CASE("typed contents must be in fp32_contents and match the shape", "[oip]") {

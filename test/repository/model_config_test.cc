@@ -5,6 +5,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+
 namespace model_server::repository {
 namespace {
 
@@ -318,7 +320,7 @@ TEST_CASE("Triton's unsupported fields parse and are refused by name", "[model_c
   CHECK(Refusal(Good("model_transaction_policy { decoupled: false }")).empty());
 }
 
-TEST_CASE("queue policies, priorities and the response cache parse and wait for issue 25",
+TEST_CASE("queue policies, priorities and the response cache parse and are served",
           "[model_config]") {
   const ModelConfig config = Good(R"pb(
     dynamic_batching {
@@ -336,6 +338,7 @@ TEST_CASE("queue policies, priorities and the response cache parse and wait for 
         value: { timeout_action: REJECT max_queue_size: 2 }
       }
     }
+    response_cache { enable: true }
   )pb");
   const inference::ModelDynamicBatching& batching = config.dynamic_batching();
   CHECK(batching.priority_levels() == 2);
@@ -345,23 +348,94 @@ TEST_CASE("queue policies, priorities and the response cache parse and wait for 
   CHECK(batching.default_queue_policy().allow_timeout_override());
   CHECK(batching.default_queue_policy().max_queue_size() == 4);
   CHECK(batching.priority_queue_policy().at(1).max_queue_size() == 2);
+  CHECK(config.response_cache().enable());
+  CHECK(Refusal(config).empty());
+}
 
-  const std::string tail =
-      " is not supported yet (issue 25: priorities, queue policies and the response cache)";
-  ModelConfig one = config;
-  CHECK(Refusal(one) == "model \"cnn\": config field dynamic_batching.priority_levels" + tail);
-  one.mutable_dynamic_batching()->clear_priority_levels();
-  CHECK(Refusal(one) ==
-        "model \"cnn\": config field dynamic_batching.default_priority_level" + tail);
-  one.mutable_dynamic_batching()->clear_default_priority_level();
-  CHECK(Refusal(one) == "model \"cnn\": config field dynamic_batching.default_queue_policy" + tail);
-  one.mutable_dynamic_batching()->clear_default_queue_policy();
-  CHECK(Refusal(one) ==
-        "model \"cnn\": config field dynamic_batching.priority_queue_policy" + tail);
-  one.mutable_dynamic_batching()->clear_priority_queue_policy();
-  CHECK(Refusal(one).empty());
-  CHECK(Refusal(Good("response_cache { enable: true }")) ==
-        "model \"cnn\": config field response_cache.enable" + tail);
+TEST_CASE("priority and queue-policy errors name the model and the field", "[model_config]") {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"dynamic_batching { priority_levels: 2 }",
+       "dynamic_batching.default_priority_level 0 is outside the priority levels 1..2 (with "
+       "priority_levels it must name one of them)"},
+      {"dynamic_batching { priority_levels: 2 default_priority_level: 3 }",
+       "dynamic_batching.default_priority_level 3 is outside the priority levels 1..2 (with "
+       "priority_levels it must name one of them)"},
+      {"dynamic_batching { default_priority_level: 1 }",
+       "dynamic_batching.default_priority_level 1 needs dynamic_batching.priority_levels (there "
+       "are none)"},
+      {"dynamic_batching { priority_levels: 65 default_priority_level: 1 }",
+       "dynamic_batching.priority_levels 65 is over 64 (each level is a queue of its own and a "
+       "metric series)"},
+      {R"pb(dynamic_batching {
+              priority_levels: 2
+              default_priority_level: 1
+              priority_queue_policy {
+                key: 3
+                value: { max_queue_size: 1 }
+              }
+            })pb",
+       "dynamic_batching.priority_queue_policy names priority level 3, outside the priority "
+       "levels 1..2"},
+      {R"pb(dynamic_batching {
+              priority_queue_policy {
+                key: 1
+                value: { max_queue_size: 1 }
+              }
+            })pb",
+       "dynamic_batching.priority_queue_policy names priority level 1 but there are no "
+       "dynamic_batching.priority_levels"},
+      {"dynamic_batching { default_queue_policy { timeout_action: 7 } }",
+       "dynamic_batching.default_queue_policy.timeout_action 7 is not an action (REJECT or "
+       "DELAY)"},
+      {R"pb(dynamic_batching {
+              priority_levels: 2
+              default_priority_level: 2
+              priority_queue_policy {
+                key: 2
+                value: { timeout_action: 3 }
+              }
+            })pb",
+       "dynamic_batching.priority_queue_policy[2].timeout_action 3 is not an action (REJECT or "
+       "DELAY)"},
+      {"dynamic_batching { default_queue_policy { default_timeout_microseconds: 86400000001 } }",
+       "dynamic_batching.default_queue_policy.default_timeout_microseconds 86400000001 is over "
+       "86400000000 (one day)"},
+  };
+  for (const auto& [extra, expected] : cases) {
+    INFO(extra);
+    CHECK(Refusal(Good(extra)) == "model \"cnn\": " + expected);
+  }
+  // An action named wrongly does not parse; the parser names the field and the place.
+  const absl::StatusOr<ModelConfig> unknown = ParseModelConfig(
+      std::string(kGood) + "dynamic_batching { default_queue_policy { timeout_action: DROP } }",
+      "cnn/config.pbtxt");
+  REQUIRE_FALSE(unknown.ok());
+  CHECK_THAT(std::string(unknown.status().message()),
+             Catch::StartsWith("cnn/config.pbtxt:14:") &&
+                 Catch::Contains("Unknown enumeration value of \"DROP\" for field "
+                                 "\"timeout_action\""));
+}
+
+TEST_CASE("the latency objective is a config parameter in microseconds, with dynamic batching",
+          "[model_config]") {
+  const auto with = [](const std::string& value, bool batching = true) {
+    return Good(absl::StrCat(batching ? "dynamic_batching { } " : "",
+                             "parameters { key: \"latency_objective_p99_microseconds\" value: { "
+                             "string_value: \"",
+                             value, "\" } }"));
+  };
+  CHECK(Refusal(with("5000")).empty());
+  CHECK(LatencyObjectiveMicroseconds(with("5000")) == 5000);
+  CHECK(LatencyObjectiveMicroseconds(Good()) == std::nullopt);
+  for (const char* bad : {"", "5ms", "0", "-1", "3600000001", "1e3"}) {
+    INFO(bad);
+    CHECK(Refusal(with(bad)) ==
+          absl::StrCat("model \"cnn\": parameters latency_objective_p99_microseconds \"", bad,
+                       "\" is not a whole number of microseconds from 1 to 3600000000"));
+  }
+  CHECK(Refusal(with("5000", false)) ==
+        "model \"cnn\": parameters latency_objective_p99_microseconds needs dynamic_batching (the "
+        "objective sets its delay and batch size)");
 }
 
 TEST_CASE("platform, backend and name follow Triton's rules", "[model_config]") {

@@ -73,6 +73,7 @@ TEST_CASE("without flags or variables every value is its option's default", "[fl
   CHECK(config.server.seed_model.empty());
   CHECK(config.server.cq_threads == server.cq_threads);
   CHECK(config.server.batching.max_queue_delay == server.batching.max_queue_delay);
+  CHECK(config.server.response_cache_bytes == 0);  // no cache
   CHECK(config.instances == defaults.instances);
   CHECK(config.handler.device == defaults.handler.device);
   CHECK(config.log_level == defaults.log_level);
@@ -129,6 +130,8 @@ const std::vector<FlagCase>& FlagCases() {
        [](const Config& c) { return c.server.batching.max_queue_delay == 250us; }},
       {"max-queue-rows", "9",
        [](const Config& c) { return c.server.batching.max_queue_rows == 9; }},
+      {"cache-config", "local,size=1048576",
+       [](const Config& c) { return c.server.response_cache_bytes == 1048576; }},
       {"cq-threads", "3", [](const Config& c) { return c.server.cq_threads == 3; }},
       {"codec-threads", "-1", [](const Config& c) { return c.server.codec_threads == -1; }},
       {"instances", "4", [](const Config& c) { return c.instances == 4; }},
@@ -286,6 +289,19 @@ TEST_CASE("each bad value is refused with a message naming its flag or variable"
       {{"--max-batch-rows=-1"}, {}, "--max-batch-rows=-1: must be at least 1"},
       {{"--max-queue-rows=0"}, {}, "--max-queue-rows=0: must be at least 1"},
       {{"--max-queue-delay-us=-1"}, {}, "--max-queue-delay-us=-1: must not be negative"},
+      {{"--cache-config=redis,size=10"},
+       {},
+       "--cache-config=redis,size=10: must be local,size=BYTES (the local cache is the only one "
+       "served)"},
+      {{"--cache-config=local,bytes=10"},
+       {},
+       "--cache-config=local,bytes=10: the local cache takes size=BYTES, not \"bytes=10\""},
+      {{"--cache-config=local,size=1MB"},
+       {},
+       "--cache-config=local,size=1MB: size \"1MB\" is not a number of bytes above 0"},
+      {{"--cache-config=local,size=0"},
+       {},
+       "--cache-config=local,size=0: size \"0\" is not a number of bytes above 0"},
       {{"--cq-threads=-1"}, {}, "--cq-threads=-1: must be at least 0"},
       {{"--codec-threads=-2"}, {}, "--codec-threads=-2: must be at least -1"},
       {{"--torch-threads=-1"}, {}, "--torch-threads=-1: must be at least 0"},
