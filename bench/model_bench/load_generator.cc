@@ -36,11 +36,12 @@ struct Shared {
 // one thread (closed loop) or two (open loop: a pacer and a completer).
 class Worker {
  public:
-  Worker(Shared& shared, int index, int concurrency, double rate)
+  Worker(Shared& shared, int index, int concurrency, double rate, double off_rate)
       : shared_(shared),
         options_(shared.options),
         concurrency_(concurrency),
         rate_(rate),
+        off_rate_(off_rate),
         random_(1234567 + index),
         next_channel_(index),
         next_payload_(index) {
@@ -90,7 +91,8 @@ class Worker {
       bool ok;
       while (cq_.Next(&tag, &ok)) Complete(static_cast<Call*>(tag));
     });
-    for (Clock::time_point next = shared_.measure_start - options_.warmup + Gap();; next += Gap()) {
+    const Clock::time_point start = shared_.measure_start - options_.warmup;
+    for (Clock::time_point next = NextArrival(start);; next = NextArrival(next)) {
       std::this_thread::sleep_until(next);
       while (in_flight_.load() >= options_.max_in_flight) {
         std::this_thread::sleep_for(std::chrono::microseconds(100));
@@ -102,11 +104,49 @@ class Worker {
     completer.join();
   }
 
-  Clock::duration Gap() {
-    const double mean_s = 1.0 / rate_;
+  Clock::duration Gap(double rate) {
+    const double mean_s = 1.0 / rate;
     const double gap_s =
-        options_.poisson ? std::exponential_distribution<double>(rate_)(random_) : mean_s;
+        options_.poisson ? std::exponential_distribution<double>(rate)(random_) : mean_s;
     return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap_s));
+  }
+
+  // The arrival after one at `after`: at the rate of the phase it falls in. An arrival that
+  // would cross into the next phase is drawn again from the phase's start at that phase's rate
+  // (for Poisson arrivals the process stays exact: its gaps have no memory).
+  Clock::time_point NextArrival(Clock::time_point after) {
+    if (options_.burst_on.count() <= 0) return after + Gap(rate_);
+    while (true) {
+      const Phase phase = PhaseAt(after);
+      const double rate = phase.burst ? rate_ : off_rate_;
+      if (rate > 0) {
+        const Clock::time_point next = after + Gap(rate);
+        if (next < phase.end) return next;
+      }
+      after = phase.end;
+      if (after >= shared_.end) return after;  // Send stops there
+    }
+  }
+
+  struct Phase {
+    bool burst;
+    Clock::time_point end;
+    Clock::duration since_burst;  // after a burst: how long since it ended
+  };
+  Phase PhaseAt(Clock::time_point at) const {
+    const Clock::time_point origin = shared_.measure_start - options_.warmup;
+    const Clock::duration period = options_.burst_on + options_.burst_off;
+    const Clock::duration offset = (at - origin) % period;
+    const Clock::time_point period_start = at - offset;
+    if (offset < options_.burst_on) return {true, period_start + options_.burst_on, {}};
+    return {false, period_start + period, offset - options_.burst_on};
+  }
+
+  BurstPhase PhaseOf(Clock::time_point at) const {
+    const Phase phase = PhaseAt(at);
+    if (phase.burst) return BurstPhase::kBurst;
+    return phase.since_burst < std::chrono::seconds(1) ? BurstPhase::kFirstSecond
+                                                       : BurstPhase::kLater;
   }
 
   // Sends one call meant to leave at `intended`; false (and no more sending) once the step is
@@ -136,8 +176,15 @@ class Worker {
     --in_flight_;
     const Clock::time_point now = Clock::now();
     if (!call->counted) return;
-    result_.latency.Record(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(now - call->intended).count());
+    const int64_t latency =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now - call->intended).count();
+    result_.latency.Record(latency);
+    const size_t phase =
+        options_.burst_on.count() > 0 ? static_cast<size_t>(PhaseOf(call->intended)) : kBurstPhases;
+    if (phase < kBurstPhases) {
+      result_.phase_latency[phase].Record(latency);
+      if (call->status.ok()) ++result_.phase_ok[phase];
+    }
     last_completion_ = now;
     shared_.completed.fetch_add(1, std::memory_order_relaxed);
     if (!call->status.ok()) {
@@ -164,6 +211,7 @@ class Worker {
   const LoadOptions& options_;
   const int concurrency_;
   const double rate_;
+  const double off_rate_;  // between bursts
   std::mt19937_64 random_;
   size_t next_channel_;
   size_t next_payload_;
@@ -177,6 +225,18 @@ class Worker {
 };
 
 }  // namespace
+
+const char* BurstPhaseName(BurstPhase phase) {
+  switch (phase) {
+    case BurstPhase::kBurst:
+      return "burst";
+    case BurstPhase::kFirstSecond:
+      return "after_burst_first_1s";
+    case BurstPhase::kLater:
+      return "after_burst_later";
+  }
+  return "unknown";
+}
 
 int64_t LoadResult::error_count() const {
   int64_t total = 0;
@@ -193,7 +253,8 @@ LoadResult RunLoad(const LoadOptions& options, const ProgressCallback& progress)
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < threads; ++i) {
     const int concurrency = options.concurrency / threads + (i < options.concurrency % threads);
-    workers.push_back(std::make_unique<Worker>(shared, i, concurrency, options.rate / threads));
+    workers.push_back(std::make_unique<Worker>(shared, i, concurrency, options.rate / threads,
+                                               options.burst_off_rate / threads));
   }
   shared.workers_running = threads;
   std::vector<std::thread> running;
@@ -222,6 +283,10 @@ LoadResult RunLoad(const LoadOptions& options, const ProgressCallback& progress)
     LoadResult& part = worker->result();
     total.latency.Merge(part.latency);
     total.ok += part.ok;
+    for (size_t phase = 0; phase < kBurstPhases; ++phase) {
+      total.phase_latency[phase].Merge(part.phase_latency[phase]);
+      total.phase_ok[phase] += part.phase_ok[phase];
+    }
     for (const auto& [name, count] : part.errors) total.errors[name] += count;
     last = std::max(last, worker->last_completion());
   }

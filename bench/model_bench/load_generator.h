@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -52,11 +53,28 @@ struct LoadOptions {
   // Verifies an OK call's serialized reply message; failures count as errors named
   // BAD_RESPONSE. Null skips reading replies altogether.
   std::function<absl::Status(const std::string&)> check;
+  // Open loop in bursts: from the step's start (warm-up included), `burst_on` at `rate`, then
+  // `burst_off` at `burst_off_rate`, again and again. Zero burst_on: no bursts.
+  std::chrono::milliseconds burst_on{0};
+  std::chrono::milliseconds burst_off{0};
+  double burst_off_rate = 0;
 };
+
+// Where a call's intended send time falls in a bursty step, for LoadResult::phases.
+enum class BurstPhase {
+  kBurst,        // during a burst
+  kFirstSecond,  // within a second after a burst ended
+  kLater,        // later after a burst
+};
+inline constexpr size_t kBurstPhases = 3;
+const char* BurstPhaseName(BurstPhase phase);
 
 struct LoadResult {
   LatencyHistogram latency;  // of counted calls, OK or not
   int64_t ok = 0;
+  // With bursts: the latency and the OK calls of the counted calls sent in each BurstPhase.
+  std::array<LatencyHistogram, kBurstPhases> phase_latency;
+  std::array<int64_t, kBurstPhases> phase_ok{};
   std::map<std::string, int64_t> errors;  // by gRPC status code name (or BAD_RESPONSE)
   double elapsed_s = 0;  // from the end of the warmup to the last counted completion
   double throughput() const { return elapsed_s > 0 ? ok / elapsed_s : 0; }

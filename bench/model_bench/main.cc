@@ -29,6 +29,7 @@ struct Config {
   std::vector<std::string> targets;
   bool oip = false;        // --protocol oip: ModelInfer instead of EvaluateModel
   std::string model_name;  // OIP: the model_name of every request
+  uint64_t priority = 0;   // OIP: the "priority" parameter of every request; 0: none
   int connections = 1;
   int threads = 1;
   std::vector<int> concurrencies;  // closed-loop steps
@@ -87,6 +88,13 @@ Config ParseFlags(int argc, char** argv) {
      cxxopts::value<double>()->default_value("0"))
     ("arrivals", "open-loop arrivals: poisson or constant",
      cxxopts::value<std::string>()->default_value("poisson"))
+    ("burst", "open loop in bursts ON_S,OFF_S: ON_S seconds at --rate, then OFF_S seconds at "
+     "--burst-off-rate, again and again; latency is also reported by phase (in a burst, within "
+     "a second after one, later)", cxxopts::value<std::string>()->default_value(""))
+    ("burst-off-rate", "open loop with --burst: requests/s between bursts",
+     cxxopts::value<double>()->default_value("0"))
+    ("priority", "oip: the priority parameter of every request (1 is served first; 0: none)",
+     cxxopts::value<uint64_t>()->default_value("0"))
     ("max-in-flight", "open loop: calls in flight at most",
      cxxopts::value<int>()->default_value("20000"))
     ("duration", "seconds measured per step", cxxopts::value<double>()->default_value("10"))
@@ -136,6 +144,22 @@ Config ParseFlags(int argc, char** argv) {
     }
     config.oip = protocol == "oip";
     config.model_name = flags["model"].as<std::string>();
+    config.priority = flags["priority"].as<uint64_t>();
+    if (config.priority > 0 && !config.oip) {
+      throw cxxopts::exceptions::exception("--priority is for --protocol oip");
+    }
+    if (const std::string burst = flags["burst"].as<std::string>(); !burst.empty()) {
+      const std::vector<double> phases = ParseList<double>(burst);
+      if (phases.size() != 2) {
+        throw cxxopts::exceptions::exception("--burst takes ON_S,OFF_S (two positive numbers)");
+      }
+      config.load.burst_on = Seconds(phases[0]);
+      config.load.burst_off = Seconds(phases[1]);
+    }
+    config.load.burst_off_rate = flags["burst-off-rate"].as<double>();
+    if (config.load.burst_off_rate < 0) {
+      throw cxxopts::exceptions::exception("--burst-off-rate must not be negative");
+    }
     config.connections = flags["connections"].as<int>();
     config.threads =
         flags["threads"].as<int>() > 0 ? flags["threads"].as<int>() : platform::UsableCpus();
@@ -209,12 +233,15 @@ std::vector<std::string> BuiltInPayloads(const Config& config) {
         }
       }
       const std::vector<float> params_fp32(params.begin(), params.end());
-      payloads.push_back(protocol::oip::EncodeInferRequest(
-                             config.model_name,
-                             {{protocol::oip::kInput, {config.rows, config.vars}, std::move(x)},
-                              {protocol::oip::kParams, {1, 5}, params_fp32}},
-                             /*raw=*/true)
-                             .SerializeAsString());
+      inference::ModelInferRequest request = protocol::oip::EncodeInferRequest(
+          config.model_name,
+          {{protocol::oip::kInput, {config.rows, config.vars}, std::move(x)},
+           {protocol::oip::kParams, {1, 5}, params_fp32}},
+          /*raw=*/true);
+      if (config.priority > 0) {
+        (*request.mutable_parameters())["priority"].set_uint64_param(config.priority);
+      }
+      payloads.push_back(request.SerializeAsString());
       continue;
     }
     inRequest request;
@@ -369,6 +396,7 @@ int Main(int argc, char** argv) {
     if (before && after) step.server = Between(*before, *after);
   }
   PrintTable(steps, std::cout);
+  if (config.load.burst_on.count() > 0) PrintPhases(steps, std::cout);
 
   const std::time_t now = std::time(nullptr);
   char date[64];

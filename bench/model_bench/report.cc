@@ -210,6 +210,21 @@ absl::Status WriteJson(const Settings& settings, const std::vector<Step>& steps,
       first = false;
     }
     json << "}";
+    bool any_phase = false;
+    for (const LatencyHistogram& phase : result.phase_latency) any_phase |= phase.count() > 0;
+    if (any_phase) {
+      json << ", \"phases\": {";
+      for (size_t phase = 0; phase < kBurstPhases; ++phase) {
+        const LatencyHistogram& latency = result.phase_latency[phase];
+        json << (phase > 0 ? ", " : "")
+             << JsonString(BurstPhaseName(static_cast<BurstPhase>(phase)))
+             << ": {\"calls\": " << latency.count() << ", \"ok\": " << result.phase_ok[phase]
+             << ", \"p50_ms\": " << Ms(latency.Quantile(0.5))
+             << ", \"p99_ms\": " << Ms(latency.Quantile(0.99))
+             << ", \"max_ms\": " << Ms(latency.max()) << "}";
+      }
+      json << "}";
+    }
     if (step.server) {
       json << ", \"server\": {\"queue_ms_per_request\": " << step.server->queue_ms_per_request
            << ", \"compute_ms_per_batch\": " << step.server->compute_ms_per_batch
@@ -219,6 +234,25 @@ absl::Status WriteJson(const Settings& settings, const std::vector<Step>& steps,
   }
   json << "\n]}\n";
   return WriteFile(path, json.str());
+}
+
+void PrintPhases(const std::vector<Step>& steps, std::ostream& out) {
+  out << "\nby burst phase (calls sent in a burst, within 1 s after one, later):\n";
+  char line[160];
+  std::snprintf(line, sizeof(line), "%-12s %-22s %10s %10s %10s %10s %10s\n", "step", "phase",
+                "calls", "ok", "p50 ms", "p99 ms", "max ms");
+  out << line;
+  for (const Step& step : steps) {
+    for (size_t phase = 0; phase < kBurstPhases; ++phase) {
+      const LatencyHistogram& latency = step.result.phase_latency[phase];
+      std::snprintf(line, sizeof(line), "%-12s %-22s %10lld %10lld %10.3f %10.3f %10.3f\n",
+                    step.Label().c_str(), BurstPhaseName(static_cast<BurstPhase>(phase)),
+                    static_cast<long long>(latency.count()),
+                    static_cast<long long>(step.result.phase_ok[phase]), Ms(latency.Quantile(0.5)),
+                    Ms(latency.Quantile(0.99)), Ms(latency.max()));
+      out << line;
+    }
+  }
 }
 
 absl::Status WriteCsv(const std::vector<Step>& steps, const std::string& path) {

@@ -30,7 +30,11 @@ using Settings = std::vector<std::pair<std::string, std::string>>;
 // Throughput (req/s, rows/s), latency p50/p90/p99/p99.9/max in ms and errors by code.
 void PrintTable(const std::vector<Step>& steps, std::ostream& out);
 
-// Each writer replaces `path`; errors are UNAVAILABLE naming the path.
+// With bursts: each step's OK calls and latency p50/p99/max by burst phase (LoadResult).
+void PrintPhases(const std::vector<Step>& steps, std::ostream& out);
+
+// Each writer replaces `path`; errors are UNAVAILABLE naming the path. JSON carries the burst
+// phases as steps[i].phases when there are any.
 absl::Status WriteJson(const Settings& settings, const std::vector<Step>& steps,
                        const std::string& path);
 absl::Status WriteCsv(const std::vector<Step>& steps, const std::string& path);
