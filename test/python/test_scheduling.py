@@ -83,6 +83,12 @@ dynamic_batching {
   priority_queue_policy { key: 4 value: { timeout_action: REJECT allow_timeout_override: true } }
 }
 """,
+    # A fixed delay of an hour, replaced by a 5 ms latency objective.
+    "objective": """
+max_batch_size: 8
+dynamic_batching { max_queue_delay_microseconds: 3600000000 }
+parameters { key: "latency_objective_p99_microseconds" value: { string_value: "5000" } }
+""",
     "cached": """
 max_batch_size: 8
 dynamic_batching { }
@@ -322,6 +328,15 @@ class Scheduling(unittest.TestCase):
         self.assertIsNotNone(error)
         self.assertIn("request timeout expired", error.message())
         self.assertLess(calls.position("overridden"), calls.position("running"))
+
+    def test_latency_objective_replaces_the_delay_and_holds_no_lone_request(self):
+        # Under the configured hour's delay each call would wait an hour for batch-mates; under
+        # the objective a lone call runs at once, so the 60 s client timeout never passes.
+        calls = self.calls()
+        for i in range(3):
+            calls.send(f"lone{i}", "objective", SHORT, client_timeout=60)
+            calls.wait(i + 1)
+            self.assertIsNone(calls.error(f"lone{i}"))
 
     def infer_cached(self, value, **kwargs):
         import numpy as np
