@@ -38,14 +38,18 @@ class DynamicBatcher {
   // untouched: UNAVAILABLE when shutting down, or as BatchQueue::Push refuses it (a priority
   // outside the levels, the queue or the task's level full). Any thread.
   absl::Status Enqueue(std::unique_ptr<Task>& task) {
+    bool sooner_rejection = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) return absl::UnavailableError("server is shutting down");
+      const std::optional<TimePoint> before = queue_.NextRejection();
       if (absl::Status pushed = queue_.Push(task, clock_.Now()); !pushed.ok()) return pushed;
+      const std::optional<TimePoint> after = queue_.NextRejection();
+      sooner_rejection = after && (!before || *after < *before);
     }
     wake_.notify_one();
-    // Its timeout may pass before the one the timeout thread waits for.
-    if (timeouts_.joinable()) expiry_wake_.notify_one();
+    // Its timeout passes before the one the timeout thread waits for.
+    if (sooner_rejection && timeouts_.joinable()) expiry_wake_.notify_one();
     return absl::OkStatus();
   }
 
