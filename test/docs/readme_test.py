@@ -17,7 +17,8 @@ build/, scripts/, clients/ and protos/ are the repository's (cwd=repo: in the re
 
     readme_test.py --build BUILD_DIR --scenario NAME    run one scenario
     readme_test.py --build BUILD_DIR --check            every block is marked, every scenario and
-                                                        covering test exists
+                                                        covering test exists, and docs/
+                                                        OPERATIONS.md lists every flag of --help
 
 Exit 0 when it passed, 1 when it failed, 77 (skipped) when the venv a scenario needs is absent.
 """
@@ -170,9 +171,15 @@ def check(build):
                 if f"readme_{scenario.replace('-', '_')}" not in registered:
                     problems.append(f"README.md:{line}: scenario {scenario} has no ctest test "
                                     f"readme_{scenario.replace('-', '_')}")
+    help_text = subprocess.run([os.path.join(build, "server", "model_server"), "--help"],
+                               capture_output=True, text=True, check=True).stdout
+    operations = open(os.path.join(REPO, "docs", "OPERATIONS.md"), encoding="utf-8").read()
+    for flag in re.findall(r"^\s+--([a-z0-9-]+)", help_text, re.MULTILINE):
+        if flag != "help" and f"`--{flag}" not in operations:
+            problems.append(f"docs/OPERATIONS.md does not describe --{flag}")
     for problem in problems:
         print(problem)
-    print(f"README blocks checked: {len(problems)} problem(s)")
+    print(f"README blocks and documented flags checked: {len(problems)} problem(s)")
     return 1 if problems else 0
 
 
