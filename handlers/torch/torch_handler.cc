@@ -5,6 +5,7 @@
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <spdlog/spdlog.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 #include <torch/version.h>
@@ -362,7 +363,9 @@ class TorchHandler final : public ModelHandler {
   // Forward over the batch inputs of the last PrepareBatch.
   absl::StatusOr<c10::IValue> Forward() {
     try {
-      c10::InferenceMode inference_mode;
+      const c10::InferenceMode inference_mode(options_.inference_mode);
+      const torch::NoGradGuard no_grad;
+      const torch::jit::GraphOptimizerEnabledGuard optimized(options_.optimized_execution);
       const c10::StreamGuard stream_guard(stream_);
       std::vector<c10::IValue> positional;
       std::unordered_map<std::string, c10::IValue> named;

@@ -28,6 +28,12 @@ struct TorchHandlerOptions {
   // The largest batch of a model whose signature is read from the file (its max_batch_size);
   // warm-up runs batch sizes up to the signature's max_batch_size.
   int64_t max_batch_rows = 4096;
+  // Whether forward runs with the TorchScript graph executor's optimizations (profiling,
+  // fusion); false is the PyTorch backend's DISABLE_OPTIMIZED_EXECUTION: true.
+  bool optimized_execution = true;
+  // Whether forward runs under c10::InferenceMode (true) or only torch::NoGradGuard (the PyTorch
+  // backend's INFERENCE_MODE: false). The answers are the same.
+  bool inference_mode = true;
   // The model's inputs, outputs and batching as its configuration declares them (config.pbtxt);
   // nullopt: read them from the file (see MakeTorchHandler).
   std::optional<ModelSignature> signature;
