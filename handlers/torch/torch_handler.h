@@ -42,8 +42,9 @@ struct TorchHandlerOptions {
 // A handler that serves a TorchScript module.
 //
 // With a declared signature, inputs bind to forward's arguments by Triton's PyTorch convention:
-// a name ending in "__<i>" (INPUT__0, ...) is argument i, any other name the argument of that
-// name. Forward may return a tensor (one output), a tuple or list of tensors (outputs by their
+// the argument of that name, else a name ending in "__<i>" (INPUT__0, ...) is argument i; where
+// some name is neither, every input binds by its place in the declaration (Triton's third rule).
+// Forward may return a tensor (one output), a tuple or list of tensors (outputs by their
 // "__<i>" index, else in declared order) or a dict of tensors (by name). Initialize checks the
 // declaration against a warm-up forward and fails naming the input or output that differs.
 //
