@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A small CNN ([n, 3, 32, 32] -> [n, 10], random weights; test/python/torch_models.py "cnn") from
-# a model repository, served through the Open Inference Protocol at concurrency 64 (one image per
+# a model repository, served through the Open Inference Protocol at concurrency 64 (IMAGES per
 # request) with the server on one core, against the in-process forward pass of the same model at
 # the batch size the server's batcher settled on (docs/BENCHMARKS.md, "A repository CNN through
 # OIP"; the target: served images/s >= 80 % of the forward's).
@@ -12,10 +12,11 @@
 # batch), model_bench on CPU 1; each round runs the server, reads the batch sizes it formed from
 # ModelStatistics (inference_count / execution_count over the measured step), then runs
 # model_forward_bench on CPU 0 at that mean batch size and at the most frequent one. Env: ROUNDS
-# (3), DURATION (10 s measured per step), WARMUP (3 s), CONCURRENCY (64), CONNECTIONS (4), DELAY
-# (the config's max_queue_delay_microseconds, 0), MAX_BATCH (the config's max_batch_size, 64),
-# NICE (-10, as root). Writes OUT_DIR/summary.md (default BUILD_DIR/cnn-oip) and the raw figures.
-# Needs Debian's python3 with torch (the model) and grpcio (the statistics).
+# (3), DURATION (10 s measured per step), WARMUP (3 s), CONCURRENCY (64), IMAGES (per request,
+# 1), CONNECTIONS (4), DELAY (the config's max_queue_delay_microseconds, 0), MAX_BATCH (the
+# config's max_batch_size, 64), NICE (-10, as root). Writes OUT_DIR/summary.md (default
+# BUILD_DIR/cnn-oip) and the raw figures. Needs Debian's python3 with torch (the model) and
+# grpcio (the statistics).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -24,6 +25,7 @@ rounds=${ROUNDS:-3}
 duration=${DURATION:-10}
 warmup=${WARMUP:-3}
 concurrency=${CONCURRENCY:-64}
+images=${IMAGES:-1}
 connections=${CONNECTIONS:-4}
 delay=${DELAY:-0}
 max_batch=${MAX_BATCH:-64}
@@ -73,7 +75,7 @@ for round in $(seq "$rounds"); do
   done
   [[ -n $port ]] || { echo "server did not start" >&2; exit 1; }
   bench=("${pin[@]}" 1 "$build/bench/model_bench" --target "127.0.0.1:$port" --protocol oip
-         --model cnn --input INPUT__0:FP32:1x3x32x32 --connections "$connections"
+         --model cnn --input "INPUT__0:FP32:${images}x3x32x32" --connections "$connections"
          --concurrency "$concurrency" --warmup 0)
   "${bench[@]}" --duration "$warmup" >/dev/null
   statistics "$port" "$out/raw/stats_before_r$round.json"
@@ -110,7 +112,7 @@ EOF
   echo "forward_r$round after $(cut -d' ' -f1 /proc/loadavg)" >>"$out/raw/loadavg.txt"
 done
 
-/usr/bin/python3 - "$out" "$rounds" <<'EOF' | tee "$out/summary.md"
+/usr/bin/python3 - "$out" "$rounds" "$images" "$concurrency" <<'EOF' | tee "$out/summary.md"
 import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 rows = []
@@ -125,7 +127,8 @@ for r in range(1, rounds + 1):
     errors = sum(served.get("errors", {}).values())
     rows.append((served["rows_per_s"], errors, mean, mode, forward[mean],
                  forward[mode]))
-print("| round | served images/s (c=64, 1 core) | errors | batch: mean, most frequent | "
+print(f"{sys.argv[3]} image(s) per request, concurrency {sys.argv[4]}\n")
+print("| round | served images/s (1 core) | errors | batch: mean, most frequent | "
       "forward images/s at the mean | at the most frequent | served / forward (mean) |")
 print("|---:|---:|---:|---|---:|---:|---:|")
 for r, (served, errors, mean, mode, at_mean, at_mode) in enumerate(rows, 1):
