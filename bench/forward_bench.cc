@@ -1,5 +1,7 @@
 // model_forward_bench: the model's own limit. Times the TorchScript handler's forward pass (the
-// one model_server runs) at given batch sizes, in process, with no gRPC and no JSON.
+// one model_server runs) at given batch sizes, in process, with no gRPC and no JSON: of a model
+// file (--model), of a repository model as model_server would load it (--model-repository,
+// --model-name: its config.pbtxt, parameters and latest picked version), or of the demo model.
 
 #include <chrono>
 #include <cmath>
@@ -11,6 +13,8 @@
 #include <vector>
 
 #include "handlers/torch/torch_handler.h"
+#include "repository/model_repository.h"
+#include "server/torch_loader.h"
 
 namespace handlers = model_server::handlers;
 
@@ -52,6 +56,10 @@ int main(int argc, char** argv) {
   options.add_options()
     ("model", "TorchScript model file; none uses the built-in demo model",
      cxxopts::value<std::string>()->default_value(""))
+    ("model-repository", "a Triton model repository: time --model-name as model_server loads it",
+     cxxopts::value<std::string>()->default_value(""))
+    ("model-name", "with --model-repository: the model (its latest picked version)",
+     cxxopts::value<std::string>()->default_value(""))
     ("batch-rows", "comma-separated batch sizes",
      cxxopts::value<std::string>()->default_value("1,50,100,200,400,800,1600,3200"))
     ("seconds", "seconds timed per batch size", cxxopts::value<double>()->default_value("2"))
@@ -63,6 +71,7 @@ int main(int argc, char** argv) {
   // clang-format on
   std::vector<int64_t> sizes;
   handlers::TorchHandlerOptions handler_options;
+  std::string repository_dir, model_name;
   double seconds = 0;
   int64_t variable_size = 0;
   try {
@@ -79,6 +88,14 @@ int main(int argc, char** argv) {
     handler_options.torch_threads = flags["torch-threads"].as<int>();
     handler_options.demo_hidden = flags["demo-hidden"].as<int64_t>();
     handler_options.device = "cpu";
+    repository_dir = flags["model-repository"].as<std::string>();
+    model_name = flags["model-name"].as<std::string>();
+    if (repository_dir.empty() != model_name.empty()) {
+      throw cxxopts::exceptions::exception("--model-repository and --model-name go together");
+    }
+    if (!repository_dir.empty() && !handler_options.model_path.empty()) {
+      throw cxxopts::exceptions::exception("--model or --model-repository, not both");
+    }
   } catch (const std::exception& error) {
     std::cerr << "model_forward_bench: " << error.what() << "\n\n" << options.help() << std::endl;
     return 2;
@@ -91,6 +108,31 @@ int main(int argc, char** argv) {
     handler_options.max_batch_rows = std::max(handler_options.max_batch_rows, rows);
   }
 
+  if (!repository_dir.empty()) {
+    // The options of the model's first instance, as model_server's loader makes them.
+    absl::StatusOr<model_server::repository::ModelRepository> repository =
+        model_server::repository::ModelRepository::Create(repository_dir);
+    if (!repository.ok()) {
+      std::cerr << "model_forward_bench: " << repository.status().message() << std::endl;
+      return 1;
+    }
+    absl::StatusOr<model_server::repository::RepositoryModel> model = repository->Read(model_name);
+    if (!model.ok()) {
+      std::cerr << "model_forward_bench: " << model.status().message() << std::endl;
+      return 1;
+    }
+    model_server::server::TorchLoaderOptions loader;
+    loader.handler = handler_options;
+    absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> instances =
+        model_server::server::InstanceOptions(*model, model->versions.back(), loader);
+    if (!instances.ok()) {
+      std::cerr << "model_forward_bench: " << instances.status().message() << std::endl;
+      return 1;
+    }
+    handler_options = instances->front();
+    std::cout << "model " << model_name << " version " << model->versions.back().version << " from "
+              << handler_options.model_path << " on " << handler_options.device << std::endl;
+  }
   absl::StatusOr<std::unique_ptr<handlers::LoadedModel>> loaded =
       handlers::LoadedModel::Load(handlers::MakeTorchHandler(handler_options));
   if (!loaded.ok()) {
@@ -99,6 +141,13 @@ int main(int argc, char** argv) {
   }
   handlers::ModelHandler* handler = &(*loaded)->handler();
   const handlers::ModelSignature& signature = handler->signature();
+  for (const int64_t rows : sizes) {
+    if (signature.batches() && rows > signature.max_batch_size) {
+      std::cerr << "model_forward_bench: batch size " << rows << " is more than the model's "
+                << "max_batch_size " << signature.max_batch_size << std::endl;
+      return 2;
+    }
+  }
   std::printf("%10s %12s %14s %12s\n", "batch_rows", "forwards/s", "rows/s", "us/forward");
   for (const int64_t rows : sizes) {
     std::vector<handlers::Dims> shapes;

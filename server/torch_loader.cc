@@ -1,7 +1,10 @@
 #include "server/torch_loader.h"
 
+#include <algorithm>
+#include <iterator>
 #include <set>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -13,9 +16,94 @@
 namespace model_server::server {
 namespace {
 
-// The parameters a configuration may give, and what each sets.
+// The seed mapping's parameters (see torch_loader.h).
 constexpr const char* kSeedParameters[] = {"seed_columns",    "seed_params",      "seed_output",
                                            "input_var_order", "output_var_order", "default_params"};
+
+// Triton's PyTorch backend parameters (its README), by what this server does with each.
+// Set in the handler's options:
+constexpr char kDisableOptimizedExecution[] = "DISABLE_OPTIMIZED_EXECUTION";
+constexpr char kInferenceMode[] = "INFERENCE_MODE";
+// Switches of process-wide libtorch state (or of GPU memory, or of weights shared between
+// instances) that the server never changes: accepted with the value that is libtorch's own (or
+// what the server does), refused otherwise.
+struct FixedParameter {
+  const char* name;
+  bool value;       // the value accepted
+  const char* why;  // why another is refused
+};
+constexpr FixedParameter kFixedParameters[] = {
+    {"ENABLE_JIT_EXECUTOR", true, "it switches libtorch's executor for the whole process"},
+    {"ENABLE_JIT_PROFILING", true, "it switches libtorch's profiling for the whole process"},
+    {"ENABLE_TENSOR_FUSER", true, "it switches libtorch's fuser for the whole process"},
+    {"ENABLE_NVFUSER", false, "it switches libtorch's fuser for the whole process"},
+    {"ENABLE_WEIGHT_SHARING", false, "each instance loads its own copy of the weights"},
+    {"ENABLE_CACHE_CLEANING", false, "the CUDA cache is not emptied after each batch"},
+};
+// Thread counts: the server's --torch-threads sets them.
+constexpr const char* kThreadParameters[] = {"INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT"};
+
+bool IsSeedParameter(const std::string& key) {
+  return std::any_of(std::begin(kSeedParameters), std::end(kSeedParameters),
+                     [&](const char* name) { return key == name; });
+}
+
+// A boolean parameter as the PyTorch backend reads one: true, yes, on or 1; false, no, off or 0
+// (any case).
+absl::StatusOr<bool> BooleanParameter(const std::string& key, const std::string& text) {
+  const std::string value = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
+  if (value == "true" || value == "yes" || value == "on" || value == "1") return true;
+  if (value == "false" || value == "no" || value == "off" || value == "0") return false;
+  return absl::InvalidArgumentError(
+      absl::StrCat("config parameter \"", key, "\" is \"", text, "\"; it takes true or false"));
+}
+
+// Applies the PyTorch backend's parameters of `config` to `options`; refuses any parameter that
+// is neither one of them nor the seed mapping's.
+absl::Status BackendParameters(const inference::ModelConfig& config,
+                               handlers::TorchHandlerOptions* options) {
+  for (const auto& [key, value] : config.parameters()) {
+    if (IsSeedParameter(key)) continue;
+    if (key == kDisableOptimizedExecution || key == kInferenceMode) {
+      absl::StatusOr<bool> on = BooleanParameter(key, value.string_value());
+      if (!on.ok()) return on.status();
+      if (key == kDisableOptimizedExecution) {
+        options->optimized_execution = !*on;
+      } else {
+        options->inference_mode = *on;
+      }
+      continue;
+    }
+    const auto fixed = std::find_if(std::begin(kFixedParameters), std::end(kFixedParameters),
+                                    [&](const FixedParameter& p) { return key == p.name; });
+    if (fixed != std::end(kFixedParameters)) {
+      absl::StatusOr<bool> on = BooleanParameter(key, value.string_value());
+      if (!on.ok()) return on.status();
+      if (*on != fixed->value) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "config parameter \"", key, "\": ", *on ? "true" : "false", " is not supported (",
+            fixed->why, "); leave it out or set it ", fixed->value ? "true" : "false"));
+      }
+      continue;
+    }
+    const bool threads = std::any_of(std::begin(kThreadParameters), std::end(kThreadParameters),
+                                     [&](const char* name) { return key == name; });
+    if (threads) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config parameter \"", key,
+                       "\" is not supported: libtorch's threads are the process's, set with "
+                       "model_server --torch-threads"));
+    }
+    std::vector<std::string> known(std::begin(kSeedParameters), std::end(kSeedParameters));
+    known.push_back(kDisableOptimizedExecution);
+    known.push_back(kInferenceMode);
+    for (const FixedParameter& parameter : kFixedParameters) known.push_back(parameter.name);
+    return absl::InvalidArgumentError(
+        absl::StrCat("config parameter \"", key,
+                     "\" is not supported (supported: ", absl::StrJoin(known, ", "), ")"));
+  }
+  return absl::OkStatus();
+}
 
 std::vector<std::string> SplitNames(const std::string& text) {
   std::vector<std::string> names;
@@ -29,20 +117,13 @@ std::vector<std::string> SplitNames(const std::string& text) {
 absl::StatusOr<std::optional<handlers::SeedDeclaration>> SeedParameters(
     const inference::ModelConfig& config) {
   const auto& parameters = config.parameters();
-  for (const auto& [key, value] : parameters) {
-    const bool known = std::any_of(std::begin(kSeedParameters), std::end(kSeedParameters),
-                                   [&](const char* name) { return key == name; });
-    if (!known) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config parameter \"", key, "\" is not supported (supported: ",
-          absl::StrJoin(std::begin(kSeedParameters), std::end(kSeedParameters), ", "), ")"));
-    }
-  }
   const auto text = [&](const char* key) {
     const auto found = parameters.find(key);
     return found == parameters.end() ? std::string() : found->second.string_value();
   };
-  if (parameters.empty()) return std::nullopt;
+  const bool any = std::any_of(parameters.begin(), parameters.end(),
+                               [](const auto& entry) { return IsSeedParameter(entry.first); });
+  if (!any) return std::nullopt;
   handlers::SeedDeclaration declaration;
   declaration.columns = text("seed_columns");
   declaration.params = text("seed_params");
@@ -115,14 +196,20 @@ absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> InstanceOptions(
   }
   handlers::TorchHandlerOptions base = options.handler;
   base.model_path = version.path;
+  if (absl::Status parameters = BackendParameters(config, &base); !parameters.ok()) {
+    return in_model(parameters);
+  }
   if (config.input_size() > 0 || config.output_size() > 0) {
     absl::StatusOr<handlers::ModelSignature> signature = DeclaredSignature(config);
     if (!signature.ok()) return in_model(signature.status());
     base.signature = *std::move(signature);
   } else {
-    if (!config.parameters().empty()) {
+    const bool seed = std::any_of(config.parameters().begin(), config.parameters().end(),
+                                  [](const auto& entry) { return IsSeedParameter(entry.first); });
+    if (seed) {
       return in_model(absl::InvalidArgumentError(
-          "config parameters need the inputs and outputs they name declared in the config"));
+          "config parameters seed_* need the inputs and outputs they name declared in the "
+          "config"));
     }
     if (config.max_batch_size() > 0) base.max_batch_rows = config.max_batch_size();
   }

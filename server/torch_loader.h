@@ -31,6 +31,10 @@ struct TorchLoaderOptions {
 //    seed_output: tensor names; input_var_order, output_var_order: comma-separated names;
 //    default_params: comma-separated numbers, which make the params input optional), else the
 //    mapping the signature allows by itself (handlers::DefaultSeedSignature);
+//  - the PyTorch backend's parameters: DISABLE_OPTIMIZED_EXECUTION and INFERENCE_MODE set the
+//    handler's optimized_execution and inference_mode; ENABLE_JIT_EXECUTOR,
+//    ENABLE_JIT_PROFILING, ENABLE_TENSOR_FUSER (true) and ENABLE_NVFUSER, ENABLE_WEIGHT_SHARING,
+//    ENABLE_CACHE_CLEANING (false) are accepted only at the value that changes nothing;
 //  - instance_group: its count (summed over groups) and kind, KIND_GPU placing instances on its
 //    gpus in turn (cuda:0 when it lists none), KIND_CPU on the CPU, KIND_AUTO on the default
 //    device.

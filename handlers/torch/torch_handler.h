@@ -28,6 +28,12 @@ struct TorchHandlerOptions {
   // The largest batch of a model whose signature is read from the file (its max_batch_size);
   // warm-up runs batch sizes up to the signature's max_batch_size.
   int64_t max_batch_rows = 4096;
+  // Whether forward runs with the TorchScript graph executor's optimizations (profiling,
+  // fusion); false is the PyTorch backend's DISABLE_OPTIMIZED_EXECUTION: true.
+  bool optimized_execution = true;
+  // Whether forward runs under c10::InferenceMode (true) or only torch::NoGradGuard (the PyTorch
+  // backend's INFERENCE_MODE: false). The answers are the same.
+  bool inference_mode = true;
   // The model's inputs, outputs and batching as its configuration declares them (config.pbtxt);
   // nullopt: read them from the file (see MakeTorchHandler).
   std::optional<ModelSignature> signature;
@@ -36,8 +42,9 @@ struct TorchHandlerOptions {
 // A handler that serves a TorchScript module.
 //
 // With a declared signature, inputs bind to forward's arguments by Triton's PyTorch convention:
-// a name ending in "__<i>" (INPUT__0, ...) is argument i, any other name the argument of that
-// name. Forward may return a tensor (one output), a tuple or list of tensors (outputs by their
+// the argument of that name, else a name ending in "__<i>" (INPUT__0, ...) is argument i; where
+// some name is neither, every input binds by its place in the declaration (Triton's third rule).
+// Forward may return a tensor (one output), a tuple or list of tensors (outputs by their
 // "__<i>" index, else in declared order) or a dict of tensors (by name). Initialize checks the
 // declaration against a warm-up forward and fails naming the input or output that differs.
 //

@@ -374,12 +374,44 @@ def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
                                {MakeSpec("OUTPUT__0", DataType::kFp32, {3}),
                                 MakeSpec("OUTPUT__7", DataType::kFp32, {})})),
              Catch::Contains("no tensor 7 for output \"OUTPUT__7\""));
-  CHECK_THAT(error_of(Declared(8, {MakeSpec("z", DataType::kFp32, {4})},
+  CHECK_THAT(error_of(Declared(8, {MakeSpec("INPUT__1", DataType::kFp32, {4})},
                                {MakeSpec("OUTPUT__0", DataType::kFp32, {3})})),
-             Catch::Contains("input \"z\" binds to no argument of forward(x)"));
+             Catch::Contains("input \"INPUT__1\" binds to no argument of forward(x)"));
+  CHECK_THAT(error_of(Declared(
+                 8, {MakeSpec("z", DataType::kFp32, {4}), MakeSpec("w", DataType::kFp32, {4})},
+                 {MakeSpec("OUTPUT__0", DataType::kFp32, {3})})),
+             Catch::Contains("the config declares 2 inputs (\"z\", \"w\") for forward(x)"));
   CHECK_THAT(error_of(Declared(8, {MakeSpec("INPUT__0", DataType::kFp32, {5})},
                                {MakeSpec("OUTPUT__0", DataType::kFp32, {3})})),
              Catch::Contains("warm-up forward on 1 rows failed"));
+}
+
+TEST_CASE("inputs named neither as arguments nor __index bind by their declared order", "[torch]") {
+  TempFile file("ordered.pt");
+  SaveModel(file, R"(
+def forward(self, a: Tensor, b: Tensor) -> Tensor:
+    return a - 2.0 * b
+)");
+  // "in" is a Triton documentation example's name (no forward argument can be called that).
+  const ModelSignature declared =
+      Declared(8, {MakeSpec("in", DataType::kFp32, {2}), MakeSpec("b", DataType::kFp32, {2})},
+               {MakeSpec("out", DataType::kFp32, {2})});
+  // The PyTorch backend's DISABLE_OPTIMIZED_EXECUTION and INFERENCE_MODE false answer the same.
+  for (const bool optimized : {true, false}) {
+    TorchHandlerOptions options;
+    options.model_path = file.path();
+    options.device = "cpu";
+    options.signature = declared;
+    options.optimized_execution = optimized;
+    options.inference_mode = optimized;
+    std::unique_ptr<ModelHandler> handler = MakeTorchHandler(options);
+    REQUIRE(handler->Initialize().ok());
+    const torch::Tensor first = torch::tensor({1.0f, 2.0f, 3.0f, 4.0f}).reshape({2, 2});
+    const torch::Tensor second = torch::tensor({10.0f, 20.0f, 30.0f, 40.0f}).reshape({2, 2});
+    const std::vector<torch::Tensor> served =
+        RunBatch(*handler, {{{2, 2}, first}, {{2, 2}, second}});
+    CHECK(torch::equal(served[0], first - 2.0 * second));  // "in" is a, "b" is b
+  }
 }
 
 TEST_CASE("a model without a batch dimension, and a reshaped input", "[torch]") {
