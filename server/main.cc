@@ -54,11 +54,12 @@ absl::StatusOr<std::unique_ptr<server::ModelCatalog>> MakeCatalog(const server::
   return server::MakeFileCatalog(std::move(files));
 }
 
-// gRPC's own log lines, through spdlog like every other line. The drain stops gRPC's listening
-// socket at the socket (ServerSockets::StopListening), which gRPC then reports as an accept
-// error ("Failed accept4: Invalid argument"): expected then, so a debug line, not an error.
+// gRPC's own log lines, through spdlog like every other line. gRPC's errors are warnings here:
+// what they cause reaches our code as a status, which is reported as the one error line (a port in
+// use is gRPC's bind error, then our "cannot listen on"). The drain stops gRPC's listening socket
+// at the socket (ServerSockets::StopListening), which gRPC then reports as an accept error
+// ("Failed accept4: Invalid argument"): expected then, so a debug line.
 void LogGrpc(gpr_log_func_args* args) {
-  const bool stopped_listener = std::strstr(args->message, "Failed accept4: Invalid argument");
   switch (args->severity) {
     case GPR_LOG_SEVERITY_DEBUG:
       spdlog::debug("grpc: {}", args->message);
@@ -67,10 +68,10 @@ void LogGrpc(gpr_log_func_args* args) {
       spdlog::info("grpc: {}", args->message);
       break;
     case GPR_LOG_SEVERITY_ERROR:
-      if (stopped_listener) {
+      if (std::strstr(args->message, "Failed accept4: Invalid argument")) {
         spdlog::debug("grpc: {}", args->message);
       } else {
-        spdlog::error("grpc: {} ({}:{})", args->message, args->file, args->line);
+        spdlog::warn("grpc: {} ({}:{})", args->message, args->file, args->line);
       }
       break;
   }
