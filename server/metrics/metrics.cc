@@ -343,8 +343,8 @@ void ServerMetrics::RecordRequest(Method method, int grpc_status_code, double la
   request_latency_[method_index].Observe(latency_seconds);
 }
 
-void ServerMetrics::AddInFlight(int64_t delta) {
-  inflight_requests_.fetch_add(delta, std::memory_order_relaxed);
+int64_t ServerMetrics::AddInFlight(int64_t delta) {
+  return inflight_requests_.fetch_add(delta, std::memory_order_relaxed) + delta;
 }
 
 uint64_t ServerMetrics::requests(Method method, int grpc_status_code) const {

@@ -168,8 +168,8 @@ class ServerMetrics {
   // from arrival to completion.
   void RecordRequest(Method method, int grpc_status_code, double latency_seconds);
   // Gauge of EvaluateModel and ModelInfer calls accepted and not finished: +1 on arrival, -1 on
-  // completion.
-  void AddInFlight(int64_t delta);
+  // completion. Returns the gauge after the change (1 on arrival: no other call in flight).
+  int64_t AddInFlight(int64_t delta);
 
   // Every metric in the Prometheus text exposition format 0.0.4. Any thread.
   std::string Render() const;
@@ -179,6 +179,8 @@ class ServerMetrics {
   uint64_t batches() const;
   uint64_t batched_requests() const;
   uint64_t forward_passes() const;
+  // The in-flight gauge (AddInFlight).
+  int64_t in_flight() const { return inflight_requests_.load(std::memory_order_relaxed); }
 
  private:
   ServerMetrics();
