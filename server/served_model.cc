@@ -146,6 +146,7 @@ void ServedModel::RunIdle(IdleClaim claim, std::unique_ptr<handlers::InferenceTa
   }
   std::vector<std::unique_ptr<handlers::InferenceTask>> batch;
   batch.push_back(std::move(task));
+  metrics_->RecordIdleRun();
   Execute(*claim.instance_, batch);
   task = std::move(batch.front());
 }

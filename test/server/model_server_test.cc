@@ -584,6 +584,7 @@ TEST_CASE("calls to an idle server run to completion on the thread that received
   // Counted as batches of one, as the batcher's are.
   CHECK(server.server().metrics().batched_requests() == 4);
   CHECK(server.server().metrics().batches() == 4);
+  CHECK(server.server().metrics().idle_requests() == (idle_on ? 3 : 0));
   CHECK(server.server().metrics().requests(metrics::Method::kEvaluateModel, 0) == 4);
   CHECK(server.server().metrics().in_flight() == 0);
 }
