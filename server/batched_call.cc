@@ -21,6 +21,10 @@
 namespace model_server::server {
 namespace {
 
+// Whether the last call that arrived on this (completion-queue) thread found no other call in
+// flight.
+thread_local bool last_arrival_alone = false;
+
 // The batcher's view of a call: the decoded request plus the way back to the client.
 class CallTask final : public handlers::InferenceTask {
  public:
@@ -107,10 +111,15 @@ void BatchedCall::Proceed(bool ok) {
     return;
   }
   deadline_ = SteadyDeadline(server_context_);
-  // Run to completion here only when nothing else is going on: no other call in flight, and
-  // this thread has waited for work since the last call arrived (else calls may be queued
-  // behind this one, and would wait for all of it).
-  if (TakeIdle() && alone && RunIdle()) return;
+  // Run to completion here only when nothing else is going on: no other call in flight, this
+  // thread has waited for work since the last call arrived (else calls may be queued behind this
+  // one, and would wait for all of it), and that call was alone too. The last keeps a closed
+  // loop of several clients batching: their calls come in waves, whose first call finds the
+  // server idle while the others are on their way.
+  const bool waited = TakeIdle();
+  const bool idle = waited && alone && last_arrival_alone;
+  last_arrival_alone = alone;
+  if (idle && RunIdle()) return;
   if (context_.decode_pool == nullptr) {
     DecodeAndEnqueue();
     return;
