@@ -1,12 +1,29 @@
 #include "server/batched_call.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "server/grpc_status.h"
 #include "server/served_model.h"
 
+// BatchedCall checks each move of its state in debug builds and in the sanitizer builds
+// (scripts/sanitize.sh builds Release with -fsanitize=...), where the threads that move it are
+// watched anyway.
+#if !defined(NDEBUG) || defined(MODEL_SERVER_TSAN) || defined(__SANITIZE_ADDRESS__)
+#define MODEL_SERVER_CHECK_CALL_STATES 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(undefined_behavior_sanitizer)
+#define MODEL_SERVER_CHECK_CALL_STATES 1
+#endif
+#endif
+
 namespace model_server::server {
 namespace {
+
+// Whether the last call that arrived on this (completion-queue) thread found no other call in
+// flight.
+thread_local bool last_arrival_alone = false;
 
 // The batcher's view of a call: the decoded request plus the way back to the client.
 class CallTask final : public handlers::InferenceTask {
@@ -72,7 +89,7 @@ void BatchedCall::Start() {
 }
 
 void BatchedCall::Proceed(bool ok) {
-  if (state_ == State::kFinished) {
+  if (state_.load(std::memory_order_relaxed) == State::kFinished) {
     Release();
     return;
   }
@@ -84,7 +101,7 @@ void BatchedCall::Proceed(bool ok) {
   }
   ListenAgain();
   arrived_ = std::chrono::steady_clock::now();
-  context_.metrics->AddInFlight(1);
+  const bool alone = context_.metrics->AddInFlight(1) == 1;
   admitted_ = context_.drain->Arrive();
   if (!admitted_) {
     // Draining: refused before any work, with a hint for gRPC retry policies to wait.
@@ -94,40 +111,96 @@ void BatchedCall::Proceed(bool ok) {
     return;
   }
   deadline_ = SteadyDeadline(server_context_);
+  // Run to completion here only when nothing else is going on: no other call in flight, this
+  // thread has waited for work since the last call arrived (else calls may be queued behind this
+  // one, and would wait for all of it), and that call was alone too. The last keeps a closed
+  // loop of several clients batching: their calls come in waves, whose first call finds the
+  // server idle while the others are on their way.
+  const bool waited = TakeIdle();
+  const bool idle = waited && alone && last_arrival_alone;
+  last_arrival_alone = alone;
+  if (idle && RunIdle()) return;
   if (context_.decode_pool == nullptr) {
     DecodeAndEnqueue();
     return;
   }
-  state_ = State::kDecoding;
+  SetState(State::kDecoding);
   context_.decode_pool->Submit(this);
 }
 
 void BatchedCall::Run() {
-  if (state_ == State::kDecoding) {
+  if (state_.load(std::memory_order_relaxed) == State::kDecoding) {
     DecodeAndEnqueue();
   } else {
     Reply();
   }
 }
 
-void BatchedCall::DecodeAndEnqueue() {
-  absl::StatusOr<Routed> routed = Decode();
-  if (!routed.ok()) {
-    Fail(routed.status());
-    return;
+bool BatchedCall::RunIdle() {
+  absl::StatusOr<std::shared_ptr<ServedModel>> model = Route();
+  if (!model.ok()) {
+    Fail(model.status());
+    return true;
+  }
+  model_ = *std::move(model);
+  if (!model_->MayRunIdle()) return false;
+  absl::StatusOr<handlers::InferenceRequest> request = Decode(*model_);
+  if (!request.ok()) {
+    model_.reset();
+    Fail(request.status());
+    return true;
   }
   std::unique_ptr<handlers::InferenceTask> task =
-      std::make_unique<CallTask>(std::move(routed->request), this, *routed->model);
-  state_ = State::kQueued;
-  if (absl::Status queued = routed->model->Enqueue(task); !queued.ok()) Fail(queued);
-  // `routed` lets go of the model version here: a version removed meanwhile is released once
-  // its queue, this request included, has run.
+      std::make_unique<CallTask>(*std::move(request), this, *model_);
+  ServedModel::IdleClaim claim = model_->ClaimIdle(task->request().rows);
+  if (!claim) {
+    // The version got busy, or this request is larger than runs quickly: to the batcher, from
+    // here (it is decoded already).
+    Enqueue(std::move(task));
+    return true;
+  }
+  SetState(State::kQueued);
+  model_->RunIdle(std::move(claim), task);
+  BatchedCall* completed = static_cast<const CallTask&>(*task).completed_call();
+  task.reset();
+  model_version_ = model_->version();
+  model_.reset();  // the version is not held while the reply is written
+  // A failed task has answered the call already (its finish tag comes to this thread, after
+  // this returns).
+  if (completed != nullptr) Reply();
+  return true;
+}
+
+void BatchedCall::DecodeAndEnqueue() {
+  if (model_ == nullptr) {
+    absl::StatusOr<std::shared_ptr<ServedModel>> model = Route();
+    if (!model.ok()) {
+      Fail(model.status());
+      return;
+    }
+    model_ = *std::move(model);
+  }
+  absl::StatusOr<handlers::InferenceRequest> request = Decode(*model_);
+  if (!request.ok()) {
+    model_.reset();
+    Fail(request.status());
+    return;
+  }
+  Enqueue(std::make_unique<CallTask>(*std::move(request), this, *model_));
+}
+
+void BatchedCall::Enqueue(std::unique_ptr<handlers::InferenceTask> task) {
+  // Lets go of the model version before the call can be answered: a version removed meanwhile
+  // is released once its queue, this request included, has run.
+  const std::shared_ptr<ServedModel> model = std::move(model_);
+  SetState(State::kQueued);
+  if (absl::Status queued = model->Enqueue(task); !queued.ok()) Fail(queued);
 }
 
 void BatchedCall::Complete(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,
                            int64_t task_row, int64_t rows, bool last) {
   KeepOutputs(outputs, batch_row, task_row, rows);
-  if (last) state_ = State::kReplying;
+  if (last) SetState(State::kReplying);
 }
 
 void BatchedCall::ReplyAll(const std::vector<std::unique_ptr<handlers::InferenceTask>>& batch,
@@ -148,18 +221,66 @@ void BatchedCall::ReplyAll(const std::vector<std::unique_ptr<handlers::Inference
 }
 
 void BatchedCall::Reply() {
+  ExpectState(State::kReplying);
   EncodeReply(model_version_);
   RecordOutcome(grpc::StatusCode::OK);
-  state_ = State::kFinished;
-  SendReply(this);  // armed off the polling thread; Proceed runs on a polling thread
+  SetState(State::kFinished);
+  SendReply(this);  // may be armed off the polling thread; Proceed runs on a polling thread
 }
 
 void BatchedCall::Fail(const absl::Status& status) {
   const grpc::Status grpc_status = ToGrpcStatus(status);
   RecordOutcome(grpc_status.error_code());
-  state_ = State::kFinished;
+  SetState(State::kFinished);
   SendError(grpc_status, this);  // may be armed off the polling thread
 }
+
+#ifdef MODEL_SERVER_CHECK_CALL_STATES
+namespace {
+
+const char* StateName(int state) {
+  static constexpr const char* kNames[] = {"waiting for its request", "decoding", "queued",
+                                           "replying", "finished"};
+  return state >= 0 && state < 5 ? kNames[state] : "unknown";
+}
+
+[[noreturn]] void BadState(const char* what, int from, int to) {
+  std::fprintf(stderr, "BatchedCall: %s: %s -> %s\n", what, StateName(from), StateName(to));
+  std::abort();
+}
+
+}  // namespace
+
+void BatchedCall::SetState(State to) {
+  const State from = state_.exchange(to, std::memory_order_relaxed);
+  bool allowed = false;
+  switch (from) {
+    case State::kWaitingForRequest:
+      allowed = to == State::kDecoding || to == State::kQueued || to == State::kFinished;
+      break;
+    case State::kDecoding:
+      allowed = to == State::kQueued || to == State::kFinished;
+      break;
+    case State::kQueued:
+      allowed = to == State::kReplying || to == State::kFinished;
+      break;
+    case State::kReplying:
+      allowed = to == State::kFinished;
+      break;
+    case State::kFinished:
+      break;  // the end: nothing may follow
+  }
+  if (!allowed) BadState("a move its life does not allow", static_cast<int>(from), static_cast<int>(to));
+}
+
+void BatchedCall::ExpectState(State expected) const {
+  const State now = state_.load(std::memory_order_relaxed);
+  if (now != expected) BadState("in the wrong state", static_cast<int>(now), static_cast<int>(expected));
+}
+#else
+void BatchedCall::SetState(State to) { state_.store(to, std::memory_order_relaxed); }
+void BatchedCall::ExpectState(State /*expected*/) const {}
+#endif
 
 void BatchedCall::RecordOutcome(grpc::StatusCode code) {
   if (outcome_recorded_.exchange(true, std::memory_order_acq_rel)) return;

@@ -273,6 +273,12 @@ const std::vector<Flag>& Flags() {
     add(DurationFlag<std::chrono::microseconds>(
         "max-queue-delay-us", "longest a request waits for more rows to batch with; 0 = never wait",
         [](auto& config) -> auto& { return config.server.batching.max_queue_delay; }));
+    add(DurationFlag<std::chrono::microseconds>(
+        "idle-max-forward-us",
+        "a call that arrives while the server is idle runs to completion on the thread that "
+        "received it (no hand-off) when its model's forward pass is expected to take at most this "
+        "long; 0 = never, every call is batched",
+        [](auto& config) -> auto& { return config.server.max_idle_forward; }));
     add(IntegerFlag(
         "max-queue-rows", "rows queued at most; beyond it requests get RESOURCE_EXHAUSTED",
         [](auto& config) -> auto& { return config.server.batching.max_queue_rows; }, 1));

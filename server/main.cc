@@ -212,8 +212,10 @@ int Main(int argc, char** argv) {
 
   const int exit_code = ServeUntilSignalled(**started, signal_pipe);
   const server::metrics::ServerMetrics& metrics = (*started)->metrics();
-  spdlog::info("stopped: {} requests in {} batches, {} forward passes", metrics.batched_requests(),
-               metrics.batches(), metrics.forward_passes());
+  spdlog::info("stopped: {} requests in {} batches, {} forward passes; {} requests run where they "
+               "arrived (idle)",
+               metrics.batched_requests(), metrics.batches(), metrics.forward_passes(),
+               metrics.idle_requests());
   return exit_code;
 }
 

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "handlers/signature.h"
 #include "repository/model_config.h"
+#include "server/batched_call.h"
 
 namespace model_server::server {
 namespace {
@@ -198,7 +199,10 @@ absl::Status ModelManager::LoadVersion(const repository::RepositoryModel& model,
       Settle(model, signature, instances->size(), options_.serving));
   absl::StatusOr<std::unique_ptr<ServedModel>> served =
       ServedModel::Create(model.name, file.version, *std::move(instances),
-                          ServingFor(*config, model.has_config_file, options_.serving), codec_pool_,
+                          ServingFor(*config, model.has_config_file, options_.serving),
+                          [pool = codec_pool_](const auto& batch, int64_t version) {
+                            BatchedCall::ReplyAll(batch, version, pool);
+                          },
                           metrics_->AddModel(model.name));
   if (!served.ok()) return served.status();
   const handlers::InitializeTimes times = (*served)->initialize_times();

@@ -230,6 +230,7 @@ absl::Status ModelServer::Build(std::unique_ptr<ModelCatalog> catalog) {
   models_ = std::make_unique<ModelRegistry>(metrics_.get());
   ManagerOptions manager_options = options_.models;
   manager_options.serving.batching = options_.batching;
+  manager_options.serving.max_idle_forward = options_.max_idle_forward;
   // A request the queue can never hold is refused as such.
   manager_options.serving.max_rows_per_request =
       std::min<int64_t>(options_.max_rows_per_request, options_.batching.max_queue_rows);
@@ -307,7 +308,7 @@ absl::Status ModelServer::Build(std::unique_ptr<ModelCatalog> catalog) {
       UnaryCall<google::protobuf::Empty, HCReply>::Listen(health_methods_, cq.get());
     }
     oip_->Listen(cq.get(), kHealthCallsPerQueue);
-    pollers_.emplace_back([queue = cq.get()] { PollCompletionQueue(queue); });
+    pollers_.emplace_back([queue = cq.get()] { PollCompletionQueueNotingIdle(queue); });
   }
   SetServing(true);
   if (options_.self_check.interval.count() > 0) StartSelfCheck(credentials->self_check);

@@ -99,6 +99,11 @@ struct ServerOptions {
   TlsOptions tls;
   // How requests are coalesced into forward passes.
   batching::BatchingOptions batching;
+  // A call that arrives while no other call is in flight, and finds its model version idle,
+  // runs to completion on the completion-queue thread that received it (no hand-off to the
+  // codec pool or the batch thread) when the version's forward pass is expected to take at most
+  // this long (from its measured passes); zero: never, every call goes through the batcher.
+  std::chrono::microseconds max_idle_forward{500};
   // How long Shutdown keeps serving normally after health turns NOT_SERVING, so that load
   // balancers that check health move traffic away before calls are refused.
   std::chrono::milliseconds drain_grace{0};

@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "handlers/signature.h"
-#include "server/batched_call.h"
 
 namespace model_server::server {
 namespace {
@@ -19,12 +19,37 @@ handlers::InitializeTimes TotalTimes(const Instances& instances) {
   return times;
 }
 
+// An exponentially weighted average's step: `average` moves 1/8 of the way to `sample`.
+void Smooth(std::atomic<int64_t>& average, int64_t sample) {
+  const int64_t old = average.load(std::memory_order_relaxed);
+  average.store(old < 0 ? sample : old + (sample - old) / 8, std::memory_order_relaxed);
+}
+
 }  // namespace
+
+// An instance's executor and the lock whoever runs a forward pass on it holds.
+struct ServedModel::IdleClaim::Instance {
+  explicit Instance(handlers::ModelHandler& handler) : executor(handler) {}
+  base::Mutex mu;
+  handlers::BatchExecutor executor;  // used by the thread holding mu
+};
+
+ServedModel::IdleClaim& ServedModel::IdleClaim::operator=(IdleClaim&& other) noexcept {
+  if (this != &other) {
+    Release();
+    instance_ = std::exchange(other.instance_, nullptr);
+  }
+  return *this;
+}
+
+void ServedModel::IdleClaim::Release() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  if (instance_ != nullptr) std::exchange(instance_, nullptr)->mu.Unlock();
+}
 
 absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(std::string name, int64_t version,
                                                                  Instances instances,
                                                                  const ServingOptions& options,
-                                                                 WorkPool* codec_pool,
+                                                                 BatchDone batch_done,
                                                                  metrics::ModelMetrics* metrics) {
   if (instances.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("model ", name, " has no instance to serve"));
@@ -47,7 +72,7 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(std::string nam
           : 1;
   const size_t workers = instances.size();
   std::unique_ptr<ServedModel> model(new ServedModel(std::move(name), version, std::move(instances),
-                                                     serving, codec_pool, metrics));
+                                                     serving, std::move(batch_done), metrics));
   absl::StatusOr<std::unique_ptr<Batcher>> batcher = Batcher::Create(
       serving.batching, workers,
       [served = model.get()](size_t worker,
@@ -60,37 +85,87 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(std::string nam
 }
 
 ServedModel::ServedModel(std::string name, int64_t version, Instances instances,
-                         const ServingOptions& options, WorkPool* codec_pool,
+                         const ServingOptions& options, BatchDone batch_done,
                          metrics::ModelMetrics* metrics)
     : name_(std::move(name)),
       version_(version),
       instances_(std::move(instances)),
       executors_([this] {
-        std::vector<std::unique_ptr<handlers::BatchExecutor>> executors;
+        std::vector<std::unique_ptr<IdleClaim::Instance>> executors;
         for (auto& instance : instances_) {
-          executors.push_back(std::make_unique<handlers::BatchExecutor>(instance->handler()));
+          executors.push_back(std::make_unique<IdleClaim::Instance>(instance->handler()));
         }
         return executors;
       }()),
       signature_(instances_[0]->signature()),
       times_(TotalTimes(instances_)),
       max_rows_per_request_(options.max_rows_per_request),
-      codec_pool_(codec_pool),
+      max_idle_forward_(options.max_idle_forward),
+      batch_done_(std::move(batch_done)),
       metrics_(metrics) {}
 
 ServedModel::~ServedModel() { Shutdown(); }
 
 void ServedModel::RunBatch(size_t worker,
                            std::vector<std::unique_ptr<handlers::InferenceTask>>& batch) {
+  IdleClaim::Instance& instance = *executors_[worker];
+  {
+    // Waits while a request runs on the instance from the thread that received it.
+    base::MutexLock lock(instance.mu);
+    Execute(instance, batch);
+  }
+  batch_done_(batch, version_);
+}
+
+bool ServedModel::MayRunIdle() const {
+  const int64_t forward_ns = forward_ns_.load(std::memory_order_relaxed);
+  return max_idle_forward_.count() > 0 && forward_ns >= 0 &&
+         forward_ns <= max_idle_forward_.count() && batcher_->NumEnqueuedTasks() == 0;
+}
+
+// The claim holds the instance's lock beyond this function (the analysis cannot follow it).
+ServedModel::IdleClaim ServedModel::ClaimIdle(int64_t rows) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  if (!MayRunIdle()) return {};
+  // Forward passes take at most proportionally longer with more rows (a fixed cost per pass
+  // makes them take less).
+  const int64_t typical_rows = std::max<int64_t>(forward_rows_.load(std::memory_order_relaxed), 1);
+  const double expected_ns = static_cast<double>(forward_ns_.load(std::memory_order_relaxed)) *
+                             std::max<double>(1.0, static_cast<double>(rows) / typical_rows);
+  if (expected_ns > static_cast<double>(max_idle_forward_.count())) return {};
+  for (const auto& instance : executors_) {
+    if (instance->mu.TryLock()) return IdleClaim(instance.get());
+  }
+  return {};
+}
+
+void ServedModel::RunIdle(IdleClaim claim, std::unique_ptr<handlers::InferenceTask>& task) {
+  // As the batcher does as a task leaves its queue.
+  if (absl::Status live = task->Dequeue(std::chrono::steady_clock::now()); !live.ok()) {
+    task->Fail(std::move(live));
+    return;
+  }
+  std::vector<std::unique_ptr<handlers::InferenceTask>> batch;
+  batch.push_back(std::move(task));
+  metrics_->RecordIdleRun();
+  Execute(*claim.instance_, batch);
+  task = std::move(batch.front());
+}
+
+void ServedModel::Execute(IdleClaim::Instance& instance,
+                          std::vector<std::unique_ptr<handlers::InferenceTask>>& batch) {
   const auto start = std::chrono::steady_clock::now();
   int64_t rows = 0;
   for (const auto& task : batch) rows += task->request().rows;
-  const handlers::Execution execution = executors_[worker]->Execute(batch);
+  const handlers::Execution execution = instance.executor.Execute(batch);
   statistics_.RecordBatch(batch.size(), rows, execution);
   metrics_->RecordBatch(
       batch.size(), rows, execution.forward_passes,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  BatchedCall::ReplyAll(batch, version_, codec_pool_);
+  if (execution.forward_passes > 0) {
+    const auto passes = static_cast<int64_t>(execution.forward_passes);
+    Smooth(forward_ns_, (execution.input + execution.infer + execution.output).count() / passes);
+    Smooth(forward_rows_, std::max<int64_t>(rows / passes, 1));
+  }
 }
 
 void ServedModel::Shutdown() {

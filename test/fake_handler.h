@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "handlers/model_handler.h"
@@ -44,6 +45,11 @@ class FakeModelControl {
     std::lock_guard<std::mutex> lock(mu_);
     return batch_rows_;
   }
+  // The thread that ran each forward pass so far.
+  std::vector<std::thread::id> forward_threads() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return forward_threads_;
+  }
   bool cleaned_up() const { return cleaned_up_; }
 
  private:
@@ -53,6 +59,7 @@ class FakeModelControl {
   void StartForward(int64_t rows) {
     std::unique_lock<std::mutex> lock(mu_);
     batch_rows_.push_back(rows);
+    forward_threads_.push_back(std::this_thread::get_id());
     changed_.notify_all();
     changed_.wait(lock, [this] { return !hold_; });
   }
@@ -61,6 +68,7 @@ class FakeModelControl {
   std::condition_variable changed_;
   bool hold_ = false;                // guarded by mu_
   std::vector<int64_t> batch_rows_;  // guarded by mu_
+  std::vector<std::thread::id> forward_threads_;  // guarded by mu_
   std::atomic<bool> fail_every_call_{false};
   std::atomic<bool> cleaned_up_{false};
 };

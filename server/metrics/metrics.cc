@@ -275,6 +275,13 @@ uint64_t ServerMetrics::forward_passes() const {
   return total;
 }
 
+uint64_t ServerMetrics::idle_requests() const {
+  base::MutexLock lock(models_mu_);
+  uint64_t total = 0;
+  for (const auto& model : models_) total += model->idle_requests();
+  return total;
+}
+
 absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const MetricsOptions& options) {
   std::unique_ptr<ServerMetrics> metrics(new ServerMetrics());
   if (!options.address.empty()) {
@@ -343,8 +350,8 @@ void ServerMetrics::RecordRequest(Method method, int grpc_status_code, double la
   request_latency_[method_index].Observe(latency_seconds);
 }
 
-void ServerMetrics::AddInFlight(int64_t delta) {
-  inflight_requests_.fetch_add(delta, std::memory_order_relaxed);
+int64_t ServerMetrics::AddInFlight(int64_t delta) {
+  return inflight_requests_.fetch_add(delta, std::memory_order_relaxed) + delta;
 }
 
 uint64_t ServerMetrics::requests(Method method, int grpc_status_code) const {
@@ -413,6 +420,13 @@ std::string ServerMetrics::Render() const {
              [&gauge](const ModelMetrics& m, std::string* out) {
                gauge("model_server_forward_passes_total", m,
                      static_cast<int64_t>(m.forward_passes()), out);
+             });
+  each_model("model_server_idle_requests_total", "counter",
+             "Requests run to completion on the thread that received them (the server was idle), "
+             "not queued for a batch.",
+             &out, [&gauge](const ModelMetrics& m, std::string* out) {
+               gauge("model_server_idle_requests_total", m,
+                     static_cast<int64_t>(m.idle_requests()), out);
              });
   each_model("model_server_batch_rows", "histogram", "Per batch, rows in the batch.", &out,
              [](const ModelMetrics& m, std::string* out) {

@@ -99,6 +99,9 @@ class ModelMetrics {
   // Per batch: the requests and rows it carried, the forward passes it took (more than one when
   // a failed batch was rerun request by request) and how long they took.
   void RecordBatch(size_t requests, size_t rows, size_t forward_passes, double compute_seconds);
+  // A request run to completion on the thread that received it (the server was idle), not
+  // queued; its batch (of one) is recorded as well.
+  void RecordIdleRun() { idle_requests_.fetch_add(1, std::memory_order_relaxed); }
   // The serving version's load and warm-up times (summed over its instances) and its number.
   void SetLoadSeconds(double seconds);
   void SetWarmupSeconds(double seconds);
@@ -115,6 +118,7 @@ class ModelMetrics {
   uint64_t batches() const { return batch_requests_.count(); }
   uint64_t batched_requests() const { return static_cast<uint64_t>(batch_requests_.sum()); }
   uint64_t forward_passes() const { return forward_passes_.load(std::memory_order_relaxed); }
+  uint64_t idle_requests() const { return idle_requests_.load(std::memory_order_relaxed); }
   uint64_t reloads(bool ok) const { return reloads_[ok ? 1 : 0].load(std::memory_order_relaxed); }
 
  private:
@@ -128,6 +132,7 @@ class ModelMetrics {
   Histogram batch_rows_;
   Histogram batch_requests_;
   std::atomic<uint64_t> forward_passes_{0};
+  std::atomic<uint64_t> idle_requests_{0};
   std::atomic<double> load_seconds_{0.0};
   std::atomic<double> warmup_seconds_{0.0};
   std::atomic<int64_t> version_{0};
@@ -168,8 +173,8 @@ class ServerMetrics {
   // from arrival to completion.
   void RecordRequest(Method method, int grpc_status_code, double latency_seconds);
   // Gauge of EvaluateModel and ModelInfer calls accepted and not finished: +1 on arrival, -1 on
-  // completion.
-  void AddInFlight(int64_t delta);
+  // completion. Returns the gauge after the change (1 on arrival: no other call in flight).
+  int64_t AddInFlight(int64_t delta);
 
   // Every metric in the Prometheus text exposition format 0.0.4. Any thread.
   std::string Render() const;
@@ -179,6 +184,9 @@ class ServerMetrics {
   uint64_t batches() const;
   uint64_t batched_requests() const;
   uint64_t forward_passes() const;
+  uint64_t idle_requests() const;
+  // The in-flight gauge (AddInFlight).
+  int64_t in_flight() const { return inflight_requests_.load(std::memory_order_relaxed); }
 
  private:
   ServerMetrics();

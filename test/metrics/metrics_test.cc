@@ -349,6 +349,7 @@ TEST_CASE("every family has HELP and TYPE of the right kind") {
            "# TYPE model_server_batch_rows histogram\n",
            "# TYPE model_server_batch_requests histogram\n",
            "# TYPE model_server_forward_passes_total counter\n",
+           "# TYPE model_server_idle_requests_total counter\n",
            "# TYPE model_server_queued_requests gauge\n",
            "# TYPE model_server_inflight_requests gauge\n",
            "# TYPE model_server_model_load_seconds gauge\n",

@@ -73,6 +73,7 @@ TEST_CASE("without flags or variables every value is its option's default", "[fl
   CHECK(config.server.seed_model.empty());
   CHECK(config.server.cq_threads == server.cq_threads);
   CHECK(config.server.batching.max_queue_delay == server.batching.max_queue_delay);
+  CHECK(config.server.max_idle_forward == server.max_idle_forward);
   CHECK(config.instances == defaults.instances);
   CHECK(config.handler.device == defaults.handler.device);
   CHECK(config.log_level == defaults.log_level);
@@ -127,6 +128,8 @@ const std::vector<FlagCase>& FlagCases() {
        }},
       {"max-queue-delay-us", "250",
        [](const Config& c) { return c.server.batching.max_queue_delay == 250us; }},
+      {"idle-max-forward-us", "0",
+       [](const Config& c) { return c.server.max_idle_forward == 0us; }},
       {"max-queue-rows", "9",
        [](const Config& c) { return c.server.batching.max_queue_rows == 9; }},
       {"cq-threads", "3", [](const Config& c) { return c.server.cq_threads == 3; }},
@@ -286,6 +289,7 @@ TEST_CASE("each bad value is refused with a message naming its flag or variable"
       {{"--max-batch-rows=-1"}, {}, "--max-batch-rows=-1: must be at least 1"},
       {{"--max-queue-rows=0"}, {}, "--max-queue-rows=0: must be at least 1"},
       {{"--max-queue-delay-us=-1"}, {}, "--max-queue-delay-us=-1: must not be negative"},
+      {{"--idle-max-forward-us=-5"}, {}, "--idle-max-forward-us=-5: must not be negative"},
       {{"--cq-threads=-1"}, {}, "--cq-threads=-1: must be at least 0"},
       {{"--codec-threads=-2"}, {}, "--codec-threads=-2: must be at least -1"},
       {{"--torch-threads=-1"}, {}, "--torch-threads=-1: must be at least 0"},
