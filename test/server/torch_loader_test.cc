@@ -53,9 +53,10 @@ TEST_CASE("KIND_GPU puts count instances on each GPU it lists, or on each visibl
                 1) == V{"cuda:0", "cpu", "cpu"});
 }
 
-TEST_CASE("KIND_AUTO and models without instance_group spread over the GPUs when the device is "
-          "auto",
-          "[torch_loader]") {
+TEST_CASE(
+    "KIND_AUTO and models without instance_group spread over the GPUs when the device is "
+    "auto",
+    "[torch_loader]") {
   using V = std::vector<std::string>;
   CHECK(Devices("instance_group [{ kind: KIND_AUTO count: 2 }]", 2) ==
         V{"cuda:0", "cuda:0", "cuda:1", "cuda:1"});

@@ -239,7 +239,8 @@ TEST_CASE("CUDA graphs replay bucketed batch sizes; padding rows never reach the
   CHECK(DescribeTorchInstance(*graphs)->graph_replays == 7);
 }
 
-TEST_CASE("a forward that runs out of GPU memory is classed so; the handler stays usable", "[gpu]") {
+TEST_CASE("a forward that runs out of GPU memory is classed so; the handler stays usable",
+          "[gpu]") {
   TempFile file("hungry.pt");
   TorchHandlerOptions options = OnGpu();
   options.model_path = SaveModel(file, R"(
