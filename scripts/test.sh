@@ -9,8 +9,16 @@
 # required; the GPU benchmark's pipeline on the CPU), then the container image (built and tested
 # with podman: docker/test_image.sh). A test that skips (a prerequisite missing) is reported; with
 # MODEL_SERVER_NO_SKIPS=1, as .ci/run sets, it fails the run (scripts/ctest.sh).
+#
+#   scripts/test.sh           # everything, as CI runs it (~30 min on 2 cores; downloads the wheel)
+#   scripts/test.sh --quick   # the everyday loop: Debian's packages, one build, the unit and
+#                             # in-process server tests (ctest label "quick"; a few minutes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = --quick ]; then
+  scripts/setup.sh && scripts/build.sh && exec scripts/ctest.sh build -L quick --output-on-failure
+  exit 1
+fi
 scripts/setup.sh || exit 1
 scripts/setup_torch2.sh || exit 1
 scripts/setup_oip_peers.sh || exit 1

@@ -444,7 +444,7 @@ const std::vector<Flag>& Flags() {
 cxxopts::Options MakeOptions() {
   cxxopts::Options options(
       "model_server",
-      "Serves TorchScript models over the seed's gRPC ModelService and the Open Inference "
+      "Serves PyTorch models over the seed's gRPC ModelService and the Open Inference "
       "Protocol with dynamic batching");
   const Config defaults;
   cxxopts::OptionAdder adder = options.add_options();

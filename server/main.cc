@@ -2,6 +2,7 @@
 // Inference Protocol with dynamic micro-batching. See README.md for flags and payloads.
 
 #include <fcntl.h>
+#include <grpc/support/log.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -59,6 +60,28 @@ absl::StatusOr<std::unique_ptr<server::ModelCatalog>> MakeCatalog(const server::
     files.push_back({flag.name, flag.path, server::MakeTorchLoader(loader)});
   }
   return server::MakeFileCatalog(std::move(files));
+}
+
+// gRPC's own log lines, through spdlog like every other line. The drain stops gRPC's listening
+// socket at the socket (ServerSockets::StopListening), which gRPC then reports as an accept
+// error ("Failed accept4: Invalid argument"): expected then, so a debug line, not an error.
+void LogGrpc(gpr_log_func_args* args) {
+  const bool stopped_listener = std::strstr(args->message, "Failed accept4: Invalid argument");
+  switch (args->severity) {
+    case GPR_LOG_SEVERITY_DEBUG:
+      spdlog::debug("grpc: {}", args->message);
+      break;
+    case GPR_LOG_SEVERITY_INFO:
+      spdlog::info("grpc: {}", args->message);
+      break;
+    case GPR_LOG_SEVERITY_ERROR:
+      if (stopped_listener) {
+        spdlog::debug("grpc: {}", args->message);
+      } else {
+        spdlog::error("grpc: {} ({}:{})", args->message, args->file, args->line);
+      }
+      break;
+  }
 }
 
 // The write end of a pipe the signal handler writes each SIGINT/SIGTERM/SIGHUP to. A handler
@@ -149,6 +172,7 @@ int Main(int argc, char** argv) {
   }
   const server::Config& config = parsed->config;
   spdlog::set_level(spdlog::level::from_str(config.log_level));  // checked by ParseFlags
+  gpr_set_log_function(LogGrpc);
 
   if (!config.export_demo_model.empty()) {
     const absl::Status exported =

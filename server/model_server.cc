@@ -112,8 +112,7 @@ void EndConnections(const ServerSockets& sockets, const DrainGate& gate,
   const auto started = std::chrono::steady_clock::now();
   spdlog::info(
       "drain: no accepted call in flight {} ms after the refusals began; new connections refused "
-      "from now on (gRPC logs \"Failed accept4: Invalid argument\" for a TCP port it no longer "
-      "listens on)",
+      "from now on",
       ms(started - refusing_since));
   const int listeners = sockets.StopListening();
   int64_t unacknowledged = 0;

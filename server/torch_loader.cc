@@ -108,6 +108,11 @@ absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> InstanceOptions(
                      " is an AOTInductor package (torch_aoti); this build serves TorchScript "
                      "(model.pt) only")));
   }
+  if (config.model_warmup_size() > 0) {
+    return in_model(absl::InvalidArgumentError(
+        "config field model_warmup is not supported: the server warms up every batch size it "
+        "uses itself (variable dimensions at size 16)"));
+  }
   handlers::TorchHandlerOptions base = options.handler;
   base.model_path = version.path;
   if (config.input_size() > 0 || config.output_size() > 0) {

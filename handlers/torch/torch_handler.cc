@@ -58,7 +58,7 @@ std::string LoadErrorSummary(const char* message) {
                           : "the libtorch of the PyTorch that saved the model, or a newer one";
   return absl::StrCat(summary, " The model needs a newer libtorch than this server's ",
                       TORCH_VERSION, ": build model_server against ", newer,
-                      " (README.md, \"libtorch versions\").");
+                      " (docs/MODELS.md, \"libtorch versions\").");
 }
 
 // A stream of its own for an instance: CPU has a single stream, so every instance shares it;
