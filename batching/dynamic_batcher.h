@@ -20,14 +20,18 @@ class DynamicBatcher {
   // Runs one batch on batch thread `worker` (0 <= worker < num_workers). It owns the tasks and
   // completes each of them.
   using ProcessBatch = std::function<void(size_t worker, std::vector<std::unique_ptr<Task>>&)>;
+  // Runs once on batch thread `worker` as it starts, before it takes any batch (e.g. to warm
+  // up what that thread runs).
+  using StartWorker = std::function<void(size_t worker)>;
 
   static absl::StatusOr<std::unique_ptr<DynamicBatcher>> Create(const BatchingOptions& options,
                                                                 size_t num_workers,
-                                                                ProcessBatch process) {
+                                                                ProcessBatch process,
+                                                                StartWorker start = nullptr) {
     if (absl::Status valid = ValidateBatchingOptions(options); !valid.ok()) return valid;
     if (num_workers == 0) return absl::InvalidArgumentError("num_workers must be at least 1");
     return std::unique_ptr<DynamicBatcher>(
-        new DynamicBatcher(options, num_workers, std::move(process)));
+        new DynamicBatcher(options, num_workers, std::move(process), std::move(start)));
   }
 
   ~DynamicBatcher() { Shutdown(); }
@@ -64,14 +68,19 @@ class DynamicBatcher {
   }
 
  private:
-  DynamicBatcher(const BatchingOptions& options, size_t num_workers, ProcessBatch process)
-      : process_(std::move(process)), clock_(*options.clock), queue_(options) {
+  DynamicBatcher(const BatchingOptions& options, size_t num_workers, ProcessBatch process,
+                 StartWorker start)
+      : process_(std::move(process)),
+        start_(std::move(start)),
+        clock_(*options.clock),
+        queue_(options) {
     for (size_t worker = 0; worker < num_workers; ++worker) {
       workers_.emplace_back([this, worker] { Loop(worker); });
     }
   }
 
   void Loop(size_t worker) {
+    if (start_) start_(worker);
     std::unique_lock<std::mutex> lock(mu_);
     while (true) {
       Cut<Task> cut = queue_.Pop(clock_.Now(), stopping_);
@@ -95,6 +104,7 @@ class DynamicBatcher {
   }
 
   const ProcessBatch process_;
+  const StartWorker start_;
   Clock& clock_;
   std::mutex mu_;
   std::condition_variable wake_;

@@ -1,7 +1,9 @@
 // model_forward_bench: the model's own limit. Times the TorchScript handler's forward pass (the
-// one model_server runs) at given batch sizes, in process, with no gRPC and no JSON: of a model
-// file (--model), of a repository model as model_server would load it (--model-repository,
-// --model-name: its config.pbtxt, parameters and latest picked version), or of the demo model.
+// one model_server runs, warmed up as its batch threads warm it up) at given batch sizes, in
+// process, with no gRPC and no JSON: of a model file (--model), of a repository model as
+// model_server would load it (--model-repository, --model-name: its config.pbtxt, parameters and
+// latest picked version), or of the demo model; on the CPU or a GPU, in any precision, with or
+// without CUDA graphs.
 
 #include <chrono>
 #include <cmath>
@@ -65,6 +67,10 @@ int main(int argc, char** argv) {
     ("seconds", "seconds timed per batch size", cxxopts::value<double>()->default_value("2"))
     ("torch-threads", "torch intra-op threads", cxxopts::value<int>()->default_value("1"))
     ("demo-hidden", "hidden width of the demo model", cxxopts::value<int64_t>()->default_value("32"))
+    ("device", "cpu, cuda, cuda:N or auto", cxxopts::value<std::string>()->default_value("cpu"))
+    ("precision", "fp32, tf32, fp16 or bf16", cxxopts::value<std::string>()->default_value("fp32"))
+    ("cuda-graphs", "true: replay CUDA graphs of bucketed batch sizes (on a GPU)",
+     cxxopts::value<std::string>()->default_value("false"))
     ("variable-size", "size given to the model's variable dimensions",
      cxxopts::value<int64_t>()->default_value("16"))
     ("h,help", "show this help");
@@ -87,7 +93,9 @@ int main(int argc, char** argv) {
     handler_options.model_path = flags["model"].as<std::string>();
     handler_options.torch_threads = flags["torch-threads"].as<int>();
     handler_options.demo_hidden = flags["demo-hidden"].as<int64_t>();
-    handler_options.device = "cpu";
+    handler_options.device = flags["device"].as<std::string>();
+    handler_options.precision = flags["precision"].as<std::string>();
+    handler_options.cuda_graphs = flags["cuda-graphs"].as<std::string>() == "true";
     repository_dir = flags["model-repository"].as<std::string>();
     model_name = flags["model-name"].as<std::string>();
     if (repository_dir.empty() != model_name.empty()) {
@@ -147,6 +155,11 @@ int main(int argc, char** argv) {
                 << "max_batch_size " << signature.max_batch_size << std::endl;
       return 2;
     }
+  }
+  // As a batch thread of the server does before it serves: every size up to the largest.
+  if (const absl::Status warmed = handler->WarmUp(handler_options.max_batch_rows); !warmed.ok()) {
+    std::cerr << "model_forward_bench: " << warmed.message() << std::endl;
+    return 1;
   }
   std::printf("%10s %12s %14s %12s\n", "batch_rows", "forwards/s", "rows/s", "us/forward");
   for (const int64_t rows : sizes) {

@@ -121,6 +121,19 @@ Flag SecondsFlag(std::string name, std::string help, Get get) {
   return flag;
 }
 
+// A flag whose value is true or false, for a bool field.
+template <typename Get>
+Flag BoolFlag(std::string name, std::string help, Get get) {
+  Flag flag = Named(std::move(name), std::move(help));
+  flag.show = [get](const Config& config) { return get(config) ? "true" : "false"; };
+  flag.set = [get](const std::string& text, Config& config) -> absl::Status {
+    if (text != "true" && text != "false") return Invalid("must be true or false");
+    get(config) = text == "true";
+    return absl::OkStatus();
+  };
+  return flag;
+}
+
 // A flag whose value is text; `check` (when given) says what is wrong with it.
 template <typename Get>
 Flag StringFlag(std::string name, std::string help, Get get,
@@ -295,8 +308,20 @@ const std::vector<Flag>& Flags() {
         "instances", "model instances, each with its own batch thread (and CUDA stream)",
         [](auto& config) -> auto& { return config.instances; }, 1));
     add(StringFlag(
-        "precision", "fp32, fp16 or bf16: what the model computes in (the wire stays float32)",
-        [](auto& config) -> auto& { return config.handler.precision; }));
+        "precision",
+        "fp32, tf32, fp16 or bf16: what the model computes in (the wire stays float32); tf32 "
+        "lets a GPU's float32 matmuls and convolutions use TF32 tensor cores, process-wide",
+        [](auto& config) -> auto& { return config.handler.precision; },
+        [](const std::string& text) {
+          return text == "fp32" || text == "tf32" || text == "fp16" || text == "bf16"
+                     ? absl::OkStatus()
+                     : Invalid("must be fp32, tf32, fp16 or bf16");
+        }));
+    add(BoolFlag(
+        "cuda-graphs",
+        "true: on a GPU, capture a CUDA graph per batch size bucket (powers of two up to "
+        "--max-batch-rows) after warm-up and replay it, padding batches to their bucket",
+        [](auto& config) -> auto& { return config.handler.cuda_graphs; }));
     add(IntegerFlag(
         "torch-threads", "torch intra-op threads; 0 = libtorch's default",
         [](auto& config) -> auto& { return config.handler.torch_threads; }, 0));

@@ -29,11 +29,19 @@ namespace {
 // orchestrator should restart the server (docs/SECURITY.md).
 constexpr int kExitUnreachable = 3;
 
+// The exit code after a model instance's device was lost (a sticky CUDA error: a device-side
+// assert, an illegal memory access, ...): nothing on that device computes until the process
+// restarts, so the server turned NOT_SERVING, drained (requests on the lost device were answered
+// UNAVAILABLE) and exits for the orchestrator to restart it (README.md, "Exit codes").
+constexpr int kExitDeviceLost = 4;
+
 // The exit code after a usage error (a bad flag or environment variable).
 constexpr int kExitUsage = 2;
 
-// What the self-check's failure writes into the signal pipe (no signal is numbered 0).
+// What the self-check's failure and a lost device write into the signal pipe (no signal is
+// numbered 0, and none above 64).
 constexpr char kSelfCheckFailed = 0;
+constexpr char kDeviceLost = 100;
 
 // The catalog of the models the command line names: a model repository, or the --model files
 // (the demo model without any).
@@ -124,25 +132,31 @@ int NextShutdownSignal(int signal_pipe, server::ModelServer* running) {
   return signal_number;
 }
 
-// Serves until SIGINT/SIGTERM or a failed self-check, then drains; a second signal exits at
-// once. SIGHUP reloads models. Returns the exit code: 0 after a signal, kExitUnreachable after a
-// failed self-check.
+// Serves until SIGINT/SIGTERM, a failed self-check or a lost device, then drains; a second
+// signal exits at once. SIGHUP reloads models. Returns the exit code: 0 after a signal,
+// kExitUnreachable after a failed self-check, kExitDeviceLost after a lost device.
 int ServeUntilSignalled(server::ModelServer& running, int signal_pipe) {
   const int signal_number = NextShutdownSignal(signal_pipe, &running);
-  if (signal_number == kSelfCheckFailed) {
+  const int exit_code = signal_number == kSelfCheckFailed ? kExitUnreachable
+                        : signal_number == kDeviceLost    ? kExitDeviceLost
+                                                          : 0;
+  if (exit_code != 0) {
     spdlog::error(
         "draining, then exiting with code {} so that the orchestrator restarts the server",
-        kExitUnreachable);
+        exit_code);
   } else {
     spdlog::info("received {}: draining (health NOT_SERVING)", strsignal(signal_number));
   }
   std::thread([signal_pipe] {
-    const int second = NextShutdownSignal(signal_pipe, nullptr);  // no swap while draining
+    int second;  // no swap while draining; the server's own reasons are no second signal
+    do {
+      second = NextShutdownSignal(signal_pipe, nullptr);
+    } while (second == kSelfCheckFailed || second == kDeviceLost);
     spdlog::warn("received {} again: exiting without draining", strsignal(second));
     std::_Exit(1);
   }).detach();
   running.Shutdown();
-  return signal_number == kSelfCheckFailed ? kExitUnreachable : 0;
+  return exit_code;
 }
 
 int Main(int argc, char** argv) {
@@ -189,6 +203,17 @@ int Main(int argc, char** argv) {
   }
   options.self_check.on_failure = [] {
     [[maybe_unused]] const ssize_t written = write(signal_pipe_write, &kSelfCheckFailed, 1);
+  };
+  options.on_device_lost = [](const absl::Status&) {
+    [[maybe_unused]] const ssize_t written = write(signal_pipe_write, &kDeviceLost, 1);
+  };
+  options.device_memory = [] {
+    std::vector<server::metrics::DeviceMemory> devices;
+    for (const handlers::GpuMemory& gpu : handlers::GpuMemoryStats()) {
+      devices.push_back({gpu.device, gpu.allocated_bytes, gpu.reserved_bytes,
+                         gpu.peak_allocated_bytes, gpu.alloc_retries, gpu.ooms});
+    }
+    return devices;
   };
   const server::CodecPlan codec = server::PlanCodec(options);
   spdlog::info("config: {}", server::DescribeConfig(config));

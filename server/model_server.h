@@ -119,6 +119,14 @@ struct ServerOptions {
   ConnectionOptions connections;
   // Checks that new connections are still accepted (see SelfCheck); on by default.
   SelfCheckOptions self_check;
+  // Called once, on the batch thread that found it, after a model instance's device was found
+  // lost (a sticky CUDA error, handlers/fault.h) and the server turned NOT_SERVING: nothing on
+  // that device computes any more, so main drains and exits with its own code for the
+  // orchestrator to restart the server. Must not call Shutdown (it joins that thread). Null:
+  // the log line and NOT_SERVING only.
+  std::function<void(const absl::Status& fault)> on_device_lost;
+  // Each GPU's memory, for the metrics (metrics::MetricsOptions::device_memory); null: none.
+  std::function<std::vector<metrics::DeviceMemory>()> device_memory;
 };
 
 // Where the codec work runs, as ServerOptions::codec_threads asks, resolved.
@@ -202,6 +210,8 @@ class ModelServer {
   explicit ModelServer(const ServerOptions& options);
   absl::Status Build(std::unique_ptr<ModelCatalog> catalog);
   void SetServing(bool serving);
+  // A model instance's device is lost: NOT_SERVING and on_device_lost, once. Batch thread.
+  void DeviceLost(const std::string& model, const absl::Status& fault);
   // Starts the self-check once a first check succeeds; logs why not otherwise.
   void StartSelfCheck(std::shared_ptr<grpc::ChannelCredentials> credentials);
 
@@ -225,6 +235,7 @@ class ModelServer {
   std::unique_ptr<SelfCheck> self_check_;  // stopped as Shutdown starts
   int port_ = 0;
   std::atomic<bool> serving_{false};
+  std::atomic<bool> device_lost_{false};
   std::once_flag shutdown_once_;
 };
 

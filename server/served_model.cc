@@ -4,7 +4,11 @@
 #include <chrono>
 #include <utility>
 
+#include <spdlog/spdlog.h>
+
 #include "absl/strings/str_cat.h"
+#include "base/mutex.h"
+#include "handlers/fault.h"
 #include "handlers/signature.h"
 
 namespace model_server::server {
@@ -25,11 +29,37 @@ void Smooth(std::atomic<int64_t>& average, int64_t sample) {
   average.store(old < 0 ? sample : old + (sample - old) / 8, std::memory_order_relaxed);
 }
 
+// What the batch threads' warm-ups report to Create, which waits for all of them.
+class WarmUps {
+ public:
+  explicit WarmUps(size_t workers) : results_(workers, absl::InternalError("not warmed up")) {}
+
+  void Done(size_t worker, absl::StatusOr<double> result) {
+    base::MutexLock lock(mu_);
+    results_[worker] = std::move(result);
+    ++done_;
+    all_done_.SignalAll();
+  }
+  std::vector<absl::StatusOr<double>> Wait() {
+    base::MutexLock lock(mu_);
+    while (done_ < results_.size()) all_done_.Wait(mu_);
+    return results_;
+  }
+
+ private:
+  base::Mutex mu_;
+  base::CondVar all_done_;
+  std::vector<absl::StatusOr<double>> results_ ABSL_GUARDED_BY(mu_);
+  size_t done_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 }  // namespace
 
 // An instance's executor and the lock whoever runs a forward pass on it holds.
 struct ServedModel::IdleClaim::Instance {
-  explicit Instance(handlers::ModelHandler& handler) : executor(handler) {}
+  Instance(size_t index, handlers::ModelHandler& handler, int64_t max_batch_rows)
+      : index(index), executor(handler, max_batch_rows) {}
+  const size_t index;
   base::Mutex mu;
   handlers::BatchExecutor executor;  // used by the thread holding mu
 };
@@ -73,14 +103,31 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(std::string nam
   const size_t workers = instances.size();
   std::unique_ptr<ServedModel> model(new ServedModel(std::move(name), version, std::move(instances),
                                                      serving, std::move(batch_done), metrics));
+  // Shared with the batch threads, which outlive this call when a warm-up fails.
+  auto warm_ups = std::make_shared<WarmUps>(workers);
   absl::StatusOr<std::unique_ptr<Batcher>> batcher = Batcher::Create(
       serving.batching, workers,
       [served = model.get()](size_t worker,
                              std::vector<std::unique_ptr<handlers::InferenceTask>>& batch) {
         served->RunBatch(worker, batch);
+      },
+      [served = model.get(), warm_ups](size_t worker) {
+        warm_ups->Done(worker, served->WarmUp(worker));
       });
   if (!batcher.ok()) return batcher.status();
   model->batcher_ = *std::move(batcher);
+  // Nothing is queued before this returns, so the batch threads take no batch before their
+  // warm-up; the server says SERVING only after this.
+  const std::vector<absl::StatusOr<double>> warmed = warm_ups->Wait();
+  for (size_t worker = 0; worker < warmed.size(); ++worker) {
+    if (!warmed[worker].ok()) {
+      model->Shutdown();
+      return absl::Status(warmed[worker].status().code(),
+                          absl::StrCat("model ", model->name_, ": instance ", worker,
+                                       " warm-up: ", warmed[worker].status().message()));
+    }
+    model->times_.warmup_seconds += *warmed[worker];
+  }
   return model;
 }
 
@@ -90,17 +137,21 @@ ServedModel::ServedModel(std::string name, int64_t version, Instances instances,
     : name_(std::move(name)),
       version_(version),
       instances_(std::move(instances)),
-      executors_([this] {
+      executors_([this, &options] {
         std::vector<std::unique_ptr<IdleClaim::Instance>> executors;
         for (auto& instance : instances_) {
-          executors.push_back(std::make_unique<IdleClaim::Instance>(instance->handler()));
+          executors.push_back(std::make_unique<IdleClaim::Instance>(
+              executors.size(), instance->handler(),
+              static_cast<int64_t>(options.batching.max_batch_rows)));
         }
         return executors;
       }()),
       signature_(instances_[0]->signature()),
       times_(TotalTimes(instances_)),
       max_rows_per_request_(options.max_rows_per_request),
+      max_forward_rows_(executors_[0]->executor.max_forward_rows()),
       max_idle_forward_(options.max_idle_forward),
+      on_device_lost_(options.on_device_lost),
       batch_done_(std::move(batch_done)),
       metrics_(metrics) {}
 
@@ -166,6 +217,23 @@ void ServedModel::Execute(IdleClaim::Instance& instance,
     Smooth(forward_ns_, (execution.input + execution.infer + execution.output).count() / passes);
     Smooth(forward_rows_, std::max<int64_t>(rows / passes, 1));
   }
+  if (execution.out_of_memory > 0 || execution.device_faults > 0) {
+    metrics_->RecordFaults(execution.out_of_memory, execution.device_faults);
+  }
+  if (!execution.device_lost.ok()) {
+    if (execution.device_faults > 0) {
+      spdlog::critical("model {}: version {}: instance {}: the device is lost: {}", name_, version_,
+                       instance.index, std::string(execution.device_lost.message()));
+    }
+    if (on_device_lost_) on_device_lost_(name_, execution.device_lost);
+  }
+}
+
+absl::StatusOr<double> ServedModel::WarmUp(size_t worker) {
+  const auto start = std::chrono::steady_clock::now();
+  const absl::Status warmed = instances_[worker]->handler().WarmUp(max_forward_rows_);
+  if (!warmed.ok()) return warmed;
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 void ServedModel::Shutdown() {

@@ -39,10 +39,17 @@ struct ServingOptions {
   // (RunIdle) while its forward pass is expected to take at most this long (from the version's
   // measured forward passes); zero: never, every request goes through the batcher.
   std::chrono::microseconds max_idle_forward{500};
+  // Called on the batch thread of an instance whose device was found lost (handlers/fault.h),
+  // with the model's name and the fault, after each batch that met it or came after it; the
+  // instance computes nothing any more (its requests fail with UNAVAILABLE). Null: only that.
+  // Must not block on the model (ServedModel::Shutdown joins the thread it runs on).
+  std::function<void(const std::string& model, const absl::Status& fault)> on_device_lost;
 };
 
 // One version of a model, serving: an instance per batch thread, the batcher whose batch threads
-// run them, and the version's statistics. Requests decoded for it queue here (Enqueue) until
+// run them, and the version's statistics. Each batch thread warms its own instance up
+// (ModelHandler::WarmUp, batch sizes up to the served max_batch_rows, the largest forward its
+// executor runs) before Create returns. Requests decoded for it queue here (Enqueue) until
 // Shutdown, which runs what is queued, joins the batch threads and releases the instances
 // (their Cleanup). Its owner (ModelRegistry) shuts it down once no caller holds it any more.
 //
@@ -56,7 +63,9 @@ class ServedModel {
   // Serves `instances` (at least one, all of the same signature) as version `version` of
   // `name`, each on its own batch thread; takes ownership. `batch_done` replies after each batch;
   // `metrics` are the model's (shared by its versions) and outlive this object. Errors:
-  // INVALID_ARGUMENT for no instances, instances whose signatures differ, or bad batching options.
+  // INVALID_ARGUMENT for no instances, instances whose signatures differ, or bad batching options;
+  // an instance's warm-up error, naming the instance (its batch threads are joined and the
+  // instances released then).
   static absl::StatusOr<std::unique_ptr<ServedModel>> Create(std::string name, int64_t version,
                                                              Instances instances,
                                                              const ServingOptions& options,
@@ -76,8 +85,11 @@ class ServedModel {
   InferenceStatistics& statistics() { return statistics_; }
   // Batch threads (one instance each).
   size_t instances() const { return executors_.size(); }
-  // Load and warm-up times, summed over the instances.
+  // Load and warm-up times (each batch thread's warm-up included), summed over the instances.
   const handlers::InitializeTimes& initialize_times() const { return times_; }
+  // Rows of the largest forward pass a batch thread runs (and warmed up); 0 for a model that
+  // does not batch.
+  int64_t max_forward_rows() const { return max_forward_rows_; }
 
   // Queues `task` for a batch (see DynamicBatcher::Enqueue). Any thread.
   absl::Status Enqueue(std::unique_ptr<handlers::InferenceTask>& task) {
@@ -128,6 +140,8 @@ class ServedModel {
   // Runs `batch` on `instance`, which the caller holds; records what it took.
   void Execute(IdleClaim::Instance& instance,
                std::vector<std::unique_ptr<handlers::InferenceTask>>& batch);
+  // Batch thread `worker`, as it starts: warms up instance `worker`; how long it took.
+  absl::StatusOr<double> WarmUp(size_t worker);
 
   const std::string name_;
   const int64_t version_;
@@ -135,8 +149,9 @@ class ServedModel {
   // One per instance, after them, so destroyed before the handlers they refer to.
   std::vector<std::unique_ptr<IdleClaim::Instance>> executors_;
   const handlers::ModelSignature signature_;
-  const handlers::InitializeTimes times_;
+  handlers::InitializeTimes times_;  // set by Create, fixed after
   const int64_t max_rows_per_request_;
+  const int64_t max_forward_rows_;
   const std::chrono::nanoseconds max_idle_forward_;
   // The version's forward passes so far, smoothed (exponentially weighted, 1/8 per pass): their
   // duration (gathering inputs, forward, handing out outputs) and rows. -1: none measured yet, so
@@ -144,6 +159,7 @@ class ServedModel {
   std::atomic<int64_t> forward_ns_{-1};
   std::atomic<int64_t> forward_rows_{1};
   const BatchDone batch_done_;
+  const std::function<void(const std::string&, const absl::Status&)> on_device_lost_;
   metrics::ModelMetrics* const metrics_;
   InferenceStatistics statistics_;
   std::unique_ptr<Batcher> batcher_;

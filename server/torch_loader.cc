@@ -213,23 +213,44 @@ absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> InstanceOptions(
     }
     if (config.max_batch_size() > 0) base.max_batch_rows = config.max_batch_size();
   }
+  const int visible_gpus =
+      options.visible_gpus >= 0 ? options.visible_gpus : handlers::VisibleGpus();
+  const bool spread = base.device == "auto" && visible_gpus > 0;
+  const auto on_gpu = [](int gpu) { return absl::StrCat("cuda:", gpu); };
   std::vector<handlers::TorchHandlerOptions> instances;
+  const auto add = [&](std::string device) {
+    handlers::TorchHandlerOptions instance = base;
+    instance.device = std::move(device);
+    instance.stream_key = absl::StrCat(model.name, "#", instances.size());
+    instances.push_back(std::move(instance));
+  };
+  base.share = handlers::MakeTorchVersionShare();
   if (config.instance_group_size() == 0) {
-    instances.assign(std::max(options.instances, 1), base);
+    for (int i = 0; i < std::max(options.instances, 1); ++i) {
+      add(spread ? on_gpu(i % visible_gpus) : base.device);
+    }
     return instances;
   }
   for (const inference::ModelInstanceGroup& group : config.instance_group()) {
     const int count = std::max(group.count(), 1);
-    for (int i = 0; i < count; ++i) {
-      handlers::TorchHandlerOptions instance = base;
-      if (group.kind() == inference::ModelInstanceGroup::KIND_CPU) {
-        instance.device = "cpu";
-      } else if (group.kind() == inference::ModelInstanceGroup::KIND_GPU) {
-        instance.device = group.gpus_size() == 0
-                              ? "cuda:0"
-                              : absl::StrCat("cuda:", group.gpus(i % group.gpus_size()));
+    const bool gpu = group.kind() == inference::ModelInstanceGroup::KIND_GPU ||
+                     (group.kind() == inference::ModelInstanceGroup::KIND_AUTO && spread);
+    if (!gpu) {
+      const bool cpu = group.kind() == inference::ModelInstanceGroup::KIND_CPU;
+      for (int i = 0; i < count; ++i) add(cpu ? "cpu" : base.device);
+      continue;
+    }
+    std::vector<int> gpus(group.gpus().begin(), group.gpus().end());
+    if (gpus.empty()) {
+      if (visible_gpus == 0) {
+        return in_model(absl::FailedPreconditionError(
+            "instance_group KIND_GPU lists no gpus, and libtorch sees no GPU to place them on"));
       }
-      instances.push_back(std::move(instance));
+      for (int g = 0; g < visible_gpus; ++g) gpus.push_back(g);
+    }
+    // As Triton: `count` instances on each GPU of the group.
+    for (const int g : gpus) {
+      for (int i = 0; i < count; ++i) add(on_gpu(g));
     }
   }
   return instances;

@@ -20,6 +20,9 @@ struct TorchLoaderOptions {
   handlers::TorchHandlerOptions handler;
   // Instances of a model whose configuration has no instance_group.
   int instances = 1;
+  // The GPUs instances are spread over (devices 0..n-1); -1: those libtorch sees
+  // (handlers::VisibleGpus).
+  int visible_gpus = -1;
 };
 
 // The options of each instance of `version` of `model`:
@@ -35,12 +38,19 @@ struct TorchLoaderOptions {
 //    handler's optimized_execution and inference_mode; ENABLE_JIT_EXECUTOR,
 //    ENABLE_JIT_PROFILING, ENABLE_TENSOR_FUSER (true) and ENABLE_NVFUSER, ENABLE_WEIGHT_SHARING,
 //    ENABLE_CACHE_CLEANING (false) are accepted only at the value that changes nothing;
-//  - instance_group: its count (summed over groups) and kind, KIND_GPU placing instances on its
-//    gpus in turn (cuda:0 when it lists none), KIND_CPU on the CPU, KIND_AUTO on the default
-//    device.
+//  - placement, as Triton's instance_group says it: KIND_GPU puts `count` instances on each GPU
+//    it lists (on each visible GPU when it lists none), KIND_CPU `count` on the CPU, KIND_AUTO
+//    as KIND_GPU over every visible GPU when the default device is "auto" and there are GPUs,
+//    else `count` on the default device; without instance_group, options.instances instances on
+//    the default device, spread over the visible GPUs in turn (instance i on GPU i % n) when it
+//    is "auto";
+//  - each instance's stream key "<model>#<i>" (instance i keeps its CUDA stream across the
+//    model's versions) and one TorchVersionShare for all of them (shared weights, one cache
+//    release when the version retires).
 // Errors: INVALID_ARGUMENT naming the model and the parameter, input or output that is wrong
 // (an unknown parameter, a seed tensor that does not exist or has the wrong type or shape, an
-// optional input without a default, a .pt2 package where this build cannot load one).
+// optional input without a default, a .pt2 package where this build cannot load one);
+// FAILED_PRECONDITION for KIND_GPU without a GPU listed when none is visible.
 absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> InstanceOptions(
     const repository::RepositoryModel& model, const repository::VersionFile& version,
     const TorchLoaderOptions& options);

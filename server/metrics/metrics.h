@@ -20,12 +20,26 @@ class Server;
 
 namespace model_server::server::metrics {
 
+// One GPU's memory as its allocator reports it (libtorch's CUDA caching allocator), read at each
+// scrape.
+struct DeviceMemory {
+  int device = 0;                    // the CUDA device index
+  int64_t allocated_bytes = 0;       // held by tensors now
+  int64_t reserved_bytes = 0;        // held by the allocator (tensors' and cached)
+  int64_t peak_allocated_bytes = 0;  // the most allocated_bytes since the process started
+  int64_t alloc_retries = 0;  // allocations that had to free the cache and retry (since start)
+  int64_t ooms = 0;           // allocations that failed even then (since start)
+};
+
 struct MetricsOptions {
   // host:port for HTTP GET /metrics ("[::1]:8002" for IPv6); "" serves no HTTP (Render still
   // works); port 0 picks a free port (see ServerMetrics::port).
   std::string address = "0.0.0.0:8002";
   // What HTTP clients can hold: threads, queue, the per-connection deadline, request size.
   HttpLimits http = {};
+  // Each GPU's memory, read at each scrape (on the scraping thread); null or empty: no GPU
+  // series.
+  std::function<std::vector<DeviceMemory>()> device_memory = nullptr;
 };
 
 // The RPCs whose requests are counted; rendered as the `method` label: the seed's ModelService
@@ -108,6 +122,8 @@ class ModelMetrics {
   void SetVersion(int64_t version);
   // One attempt to load a new version: it serves now (ok), or it was refused.
   void RecordReload(bool ok);
+  // Forward passes that ran out of memory, and that found the device lost (handlers/fault.h).
+  void RecordFaults(size_t out_of_memory, size_t device_lost);
 
   // What a scrape reads from the model itself: requests waiting in its queue and versions in
   // memory (more than one while an old version finishes its last batches). Null reports 0.
@@ -120,6 +136,8 @@ class ModelMetrics {
   uint64_t forward_passes() const { return forward_passes_.load(std::memory_order_relaxed); }
   uint64_t idle_requests() const { return idle_requests_.load(std::memory_order_relaxed); }
   uint64_t reloads(bool ok) const { return reloads_[ok ? 1 : 0].load(std::memory_order_relaxed); }
+  uint64_t out_of_memory_faults() const { return out_of_memory_.load(std::memory_order_relaxed); }
+  uint64_t device_lost_faults() const { return device_lost_.load(std::memory_order_relaxed); }
 
  private:
   friend class ServerMetrics;
@@ -137,6 +155,8 @@ class ModelMetrics {
   std::atomic<double> warmup_seconds_{0.0};
   std::atomic<int64_t> version_{0};
   std::array<std::atomic<uint64_t>, 2> reloads_{};  // [failed, ok]
+  std::atomic<uint64_t> out_of_memory_{0};
+  std::atomic<uint64_t> device_lost_{0};
   mutable base::Mutex sources_mu_;
   std::function<size_t()> queued_requests_ ABSL_GUARDED_BY(sources_mu_);
   std::function<size_t()> loaded_versions_ ABSL_GUARDED_BY(sources_mu_);
@@ -189,7 +209,7 @@ class ServerMetrics {
   int64_t in_flight() const { return inflight_requests_.load(std::memory_order_relaxed); }
 
  private:
-  ServerMetrics();
+  explicit ServerMetrics(std::function<std::vector<DeviceMemory>()> device_memory);
   absl::Status StartHttp(const std::string& address, const HttpLimits& limits);
 
   // requests_total, indexed [method][code].
@@ -198,6 +218,7 @@ class ServerMetrics {
   std::atomic<int64_t> inflight_requests_{0};
   mutable base::Mutex models_mu_;
   std::vector<std::unique_ptr<ModelMetrics>> models_ ABSL_GUARDED_BY(models_mu_);  // never shrinks
+  const std::function<std::vector<DeviceMemory>()> device_memory_;
 
   std::unique_ptr<httplib::Server> http_;
   std::thread http_thread_;
