@@ -42,6 +42,12 @@ class ModelHandler {
   // only after every instance's WarmUp has returned OK. Errors name the forward that failed.
   virtual absl::Status WarmUp(int64_t /*max_rows*/) { return absl::OkStatus(); }
 
+  // True when forward passes must stay on the thread that ran WarmUp (a GPU instance: its
+  // library handles and workspace are that thread's, and a forward there must not hold up a
+  // completion-queue thread); the server then never runs a request on the thread that received
+  // it. False: any thread may run a forward pass, one at a time.
+  virtual bool ThreadBound() const { return false; }
+
   // Valid once Initialize has succeeded; fixed from then on.
   virtual const ModelSignature& signature() const = 0;
   virtual InitializeTimes initialize_times() const = 0;

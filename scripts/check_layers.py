@@ -40,7 +40,7 @@ ALLOWED = {
     "clients/cpp": ["protocol", "protos", "handlers/tensor.h", "handlers/model_types.h"],
     "bench": ["clients/cpp", "protocol", "protos", "platform", "handlers",
               "handlers/torch/torch_handler.h", "server/completion_queue.h",
-              "server/unary_call.h"],
+              "server/unary_call.h", "repository", "server/torch_loader.h"],
     "docker/probe": ["protos"],
 }
 

@@ -1,10 +1,10 @@
 #include "server/served_model.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
 #include <utility>
-
-#include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 #include "base/mutex.h"
@@ -151,6 +151,7 @@ ServedModel::ServedModel(std::string name, int64_t version, Instances instances,
       max_rows_per_request_(options.max_rows_per_request),
       max_forward_rows_(executors_[0]->executor.max_forward_rows()),
       max_idle_forward_(options.max_idle_forward),
+      thread_bound_(instances_[0]->handler().ThreadBound()),
       on_device_lost_(options.on_device_lost),
       batch_done_(std::move(batch_done)),
       metrics_(metrics) {}
@@ -170,7 +171,7 @@ void ServedModel::RunBatch(size_t worker,
 
 bool ServedModel::MayRunIdle() const {
   const int64_t forward_ns = forward_ns_.load(std::memory_order_relaxed);
-  return max_idle_forward_.count() > 0 && forward_ns >= 0 &&
+  return max_idle_forward_.count() > 0 && !thread_bound_ && forward_ns >= 0 &&
          forward_ns <= max_idle_forward_.count() && batcher_->NumEnqueuedTasks() == 0;
 }
 

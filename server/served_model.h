@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "batching/batch_queue.h"
 #include "base/mutex.h"
+#include "batching/batch_queue.h"
 #include "batching/dynamic_batcher.h"
 #include "handlers/batch_executor.h"
 #include "handlers/inference_task.h"
@@ -115,8 +115,9 @@ class ServedModel {
     Instance* instance_ = nullptr;
   };
 
-  // Whether a request may run on the caller's thread at all now: the version has measured forward
-  // passes within max_idle_forward and nothing queued. Any thread; cheap, for a first look.
+  // Whether a request may run on the caller's thread at all now: its instances are not
+  // ThreadBound, the version has measured forward passes within max_idle_forward and nothing is
+  // queued. Any thread; cheap, for a first look.
   bool MayRunIdle() const;
   // A free instance for a request of `rows` rows to run on the caller's thread, when MayRunIdle
   // still holds and its forward pass, scaled from the measured ones, is expected within
@@ -153,6 +154,7 @@ class ServedModel {
   const int64_t max_rows_per_request_;
   const int64_t max_forward_rows_;
   const std::chrono::nanoseconds max_idle_forward_;
+  const bool thread_bound_;  // the instances' forward passes stay on their batch threads
   // The version's forward passes so far, smoothed (exponentially weighted, 1/8 per pass): their
   // duration (gathering inputs, forward, handing out outputs) and rows. -1: none measured yet, so
   // no request runs idle until a batch has run. Written by whichever thread ran the pass.

@@ -39,6 +39,8 @@ class FakeModelControl {
     changed_.notify_all();
   }
   void FailEveryCall() { fail_every_call_ = true; }
+  // Makes the handler ThreadBound, as a GPU instance is.
+  void BindToThread() { thread_bound_ = true; }
   // Forwards of more than `rows` rows fail with Fault::kOutOfMemory, as a GPU's would.
   void OutOfMemoryAbove(int64_t rows) { out_of_memory_above_ = rows; }
   // The `count`-th forward pass (counting from 1) and every one after it fail with
@@ -99,6 +101,7 @@ class FakeModelControl {
   std::optional<std::pair<std::thread::id, int64_t>> warm_up_;  // guarded by mu_
   absl::Status warm_up_error_;                                  // guarded by mu_
   std::atomic<bool> fail_every_call_{false};
+  std::atomic<bool> thread_bound_{false};
   std::atomic<int64_t> out_of_memory_above_{-1};
   std::atomic<size_t> lose_device_at_{0};
   std::atomic<bool> cleaned_up_{false};
@@ -112,6 +115,7 @@ class FakeHandler final : public handlers::ModelHandler {
 
   absl::Status Initialize() override { return absl::OkStatus(); }
   absl::Status WarmUp(int64_t max_rows) override { return control_->WarmUp(max_rows); }
+  bool ThreadBound() const override { return control_->thread_bound_; }
   const handlers::ModelSignature& signature() const override { return signature_; }
   handlers::InitializeTimes initialize_times() const override { return {}; }
 

@@ -271,6 +271,8 @@ class TorchHandler final : public ModelHandler {
     return absl::OkStatus();
   }
 
+  bool ThreadBound() const override { return device_.is_cuda(); }
+
   // Runs the batch sizes the executor will run (up to max_rows) three times on this thread:
   // TorchScript's profiling executor specialises on its first calls, the caching allocator
   // grows to the largest batch, and a GPU library's per-thread handle and workspace are made

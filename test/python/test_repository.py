@@ -396,7 +396,7 @@ BROKEN = {
     "no_file": (MISSING_FILE_CONFIG, {1: "scale1", 2: None},
                 r'version 2: the model file \S*no_file/2/model\.pt is missing'),
     "mismatch": (MISMATCH_CONFIG, {1: "mixed"},
-                 r'warm-up forward .*failed: .*mat1 and mat2 shapes cannot be multiplied'),
+                 r'checking forward on 1 rows failed: .*mat1 and mat2 shapes cannot be multiplied'),
     "corrupt": (None, {1: b"not a TorchScript file"}, r'corrupt/1/model\.pt'),
     "unsupported": (scale_config(extra="sequence_batching { }"), {1: "scale1"},
                     r'config field sequence_batching is not supported'),

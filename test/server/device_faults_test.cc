@@ -38,6 +38,7 @@ TEST_CASE("each batch thread warms its own instance up before the server says SE
   std::vector<std::shared_ptr<FakeModelControl>> controls;
   for (int i = 0; i < 3; ++i) {
     auto handler = std::make_unique<FakeHandler>();
+    handler->control()->BindToThread();  // as a GPU instance is
     controls.push_back(handler->control());
     instances.push_back(Load(std::move(handler)));
   }
@@ -109,6 +110,8 @@ TEST_CASE("a lost device turns the server NOT_SERVING and fails, never drops, th
     std::lock_guard<std::mutex> lock(mu);
     fault_message = std::string(fault.message());
   };
+  // Every call through the batcher, so that the calls below queue behind the held forward.
+  options.max_idle_forward = std::chrono::microseconds(0);
   TestServer server(options);
   server.model().LoseDeviceAtForward(3);
   // Calls that finish before the fault are answered as always.

@@ -81,8 +81,9 @@ class TestTask final : public handlers::InferenceTask {
 // One version of a fake model with one instance, its batches counted.
 class Served {
  public:
-  explicit Served(ServingOptions options = {}) {
-    auto handler = std::make_unique<FakeHandler>();
+  explicit Served(ServingOptions options = {})
+      : Served(std::make_unique<FakeHandler>(), std::move(options)) {}
+  explicit Served(std::unique_ptr<FakeHandler> handler, ServingOptions options = {}) {
     control_ = handler->control();
     absl::StatusOr<std::unique_ptr<handlers::LoadedModel>> loaded =
         handlers::LoadedModel::Load(std::move(handler));
@@ -148,6 +149,15 @@ TEST_CASE("max_idle_forward 0: nothing runs idle", "[served_model]") {
   ServingOptions options;
   options.max_idle_forward = 0us;
   Served served(options);
+  served.Prime();
+  CHECK_FALSE(served.model().MayRunIdle());
+  CHECK_FALSE(served.model().ClaimIdle(1));
+}
+
+TEST_CASE("a thread-bound instance (a GPU's) runs nothing idle", "[served_model]") {
+  auto handler = std::make_unique<FakeHandler>();
+  handler->control()->BindToThread();
+  Served served(std::move(handler));
   served.Prime();
   CHECK_FALSE(served.model().MayRunIdle());
   CHECK_FALSE(served.model().ClaimIdle(1));
