@@ -1,66 +1,47 @@
 #include "server/torch_loader.h"
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <map>
 #include <set>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 #include "handlers/signature.h"
+#include "handlers/torch/aoti_handler.h"
 #include "repository/model_config.h"
 
 namespace model_server::server {
 namespace {
 
-// The parameters a configuration may give, and what each sets.
-constexpr const char* kSeedParameters[] = {"seed_columns",    "seed_params",      "seed_output",
-                                           "input_var_order", "output_var_order", "default_params"};
-
-std::vector<std::string> SplitNames(const std::string& text) {
-  std::vector<std::string> names;
-  for (absl::string_view name : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    names.emplace_back(absl::StripAsciiWhitespace(name));
-  }
-  return names;
-}
-
 // The seed declaration in the configuration's parameters; nullopt when it has none.
 absl::StatusOr<std::optional<handlers::SeedDeclaration>> SeedParameters(
     const inference::ModelConfig& config) {
-  const auto& parameters = config.parameters();
-  for (const auto& [key, value] : parameters) {
-    const bool known = std::any_of(std::begin(kSeedParameters), std::end(kSeedParameters),
+  std::map<std::string, std::string> parameters;
+  for (const auto& [key, value] : config.parameters()) {
+    const bool known = std::any_of(std::begin(handlers::kSeedParameterNames),
+                                   std::end(handlers::kSeedParameterNames),
                                    [&](const char* name) { return key == name; });
     if (!known) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config parameter \"", key, "\" is not supported (supported: ",
-          absl::StrJoin(std::begin(kSeedParameters), std::end(kSeedParameters), ", "), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("config parameter \"", key, "\" is not supported (supported: ",
+                       absl::StrJoin(std::begin(handlers::kSeedParameterNames),
+                                     std::end(handlers::kSeedParameterNames), ", "),
+                       ")"));
     }
+    parameters.emplace(key, value.string_value());
   }
-  const auto text = [&](const char* key) {
-    const auto found = parameters.find(key);
-    return found == parameters.end() ? std::string() : found->second.string_value();
-  };
-  if (parameters.empty()) return std::nullopt;
-  handlers::SeedDeclaration declaration;
-  declaration.columns = text("seed_columns");
-  declaration.params = text("seed_params");
-  declaration.output = text("seed_output");
-  if (declaration.columns.empty() || declaration.output.empty()) {
+  absl::StatusOr<std::optional<handlers::SeedDeclaration>> declaration =
+      handlers::ParseSeedParameters(parameters);
+  if (!declaration.ok()) {
+    return absl::Status(declaration.status().code(),
+                        absl::StrCat("config parameter ", declaration.status().message()));
+  }
+  if (*declaration && ((*declaration)->columns.empty() || (*declaration)->output.empty())) {
     return absl::InvalidArgumentError(
         "config parameters seed_columns and seed_output name the seed's tensors; both are needed "
         "with any other seed parameter");
-  }
-  declaration.input_names = SplitNames(text("input_var_order"));
-  declaration.output_names = SplitNames(text("output_var_order"));
-  for (const std::string& number : SplitNames(text("default_params"))) {
-    float value = 0;
-    if (!absl::SimpleAtof(number, &value)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("config parameter default_params: \"", number, "\" is not a number"));
-    }
-    declaration.default_params.push_back(value);
   }
   return declaration;
 }
@@ -103,10 +84,10 @@ absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> InstanceOptions(
                         absl::StrCat("model \"", model.name, "\": ", status.message()));
   };
   if (config.platform() == repository::kPlatformAoti) {
-    return in_model(absl::InvalidArgumentError(
-        absl::StrCat(version.path,
-                     " is an AOTInductor package (torch_aoti); this build serves TorchScript "
-                     "(model.pt) only")));
+    if (const std::string unavailable = handlers::AotiUnavailable(); !unavailable.empty()) {
+      return in_model(absl::FailedPreconditionError(absl::StrCat(
+          version.path, " is an AOTInductor package (platform torch_aoti); ", unavailable)));
+    }
   }
   handlers::TorchHandlerOptions base = options.handler;
   base.model_path = version.path;
@@ -149,10 +130,38 @@ VersionLoader MakeTorchLoader(TorchLoaderOptions options) {
     absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> each =
         InstanceOptions(model, version, options);
     if (!each.ok()) return each.status();
+    const bool aoti = model.config.platform() == repository::kPlatformAoti;
+    if (aoti && options.handler.precision != "fp32") {
+      spdlog::warn(
+          "model {}: --precision {} does not apply to AOTInductor package {}: it computes in the "
+          "types it was exported with",
+          model.name, options.handler.precision, version.path);
+    }
+    // Instances of a package on one device share one loader, one runner each.
+    std::map<std::string, int> per_device;
+    for (const handlers::TorchHandlerOptions& instance : *each) ++per_device[instance.device];
+    std::map<std::string, std::shared_ptr<handlers::SharedAotiPackage>> shared;
     Instances instances;
     for (const handlers::TorchHandlerOptions& instance : *each) {
+      std::unique_ptr<handlers::ModelHandler> handler;
+      if (aoti) {
+        handlers::AotiHandlerOptions package;
+        package.package_path = instance.model_path;
+        package.device = instance.device;
+        package.torch_threads = instance.torch_threads;
+        package.max_batch_rows = instance.max_batch_rows;
+        package.signature = instance.signature;
+        if (options.share_aoti_package && per_device[instance.device] > 1) {
+          std::shared_ptr<handlers::SharedAotiPackage>& one = shared[instance.device];
+          if (!one) one = handlers::MakeSharedAotiPackage(per_device[instance.device]);
+          package.shared = one;
+        }
+        handler = handlers::MakeAotiHandler(package);
+      } else {
+        handler = handlers::MakeTorchHandler(instance);
+      }
       absl::StatusOr<std::unique_ptr<handlers::LoadedModel>> loaded =
-          handlers::LoadedModel::Load(handlers::MakeTorchHandler(instance));
+          handlers::LoadedModel::Load(std::move(handler));
       if (!loaded.ok()) return loaded.status();
       instances.push_back(*std::move(loaded));
     }

@@ -1,8 +1,9 @@
 #pragma once
 
 // Loads versions of PyTorch models for the ModelManager: a repository model's configuration
-// (config.pbtxt) turned into the options of each of its TorchScript handler instances. Free of
-// torch headers (the handler's header is).
+// (config.pbtxt) turned into the options of each of its handler instances, TorchScript
+// (platform pytorch_libtorch) or AOTInductor (torch_aoti, .pt2). Free of torch headers (the
+// handlers' headers are).
 
 #include <vector>
 
@@ -20,6 +21,9 @@ struct TorchLoaderOptions {
   handlers::TorchHandlerOptions handler;
   // Instances of a model whose configuration has no instance_group.
   int instances = 1;
+  // Instances of an AOTInductor package on one device share one loader (its code and weights
+  // loaded once, one runner per instance); false: each instance loads the package itself.
+  bool share_aoti_package = true;
 };
 
 // The options of each instance of `version` of `model`:
@@ -36,12 +40,15 @@ struct TorchLoaderOptions {
 //    device.
 // Errors: INVALID_ARGUMENT naming the model and the parameter, input or output that is wrong
 // (an unknown parameter, a seed tensor that does not exist or has the wrong type or shape, an
-// optional input without a default, a .pt2 package where this build cannot load one).
+// optional input without a default); FAILED_PRECONDITION for a .pt2 package where this build
+// cannot load one (naming the build that can).
 absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> InstanceOptions(
     const repository::RepositoryModel& model, const repository::VersionFile& version,
     const TorchLoaderOptions& options);
 
-// Loads each instance that InstanceOptions describes and warms it up.
+// Loads each instance that InstanceOptions describes and warms it up: a TorchScript handler, or
+// for platform torch_aoti an AOTInductor handler (handlers/torch/aoti_handler.h) with the same
+// file, device, threads, batch limit and declared signature.
 VersionLoader MakeTorchLoader(TorchLoaderOptions options);
 
 }  // namespace model_server::server
