@@ -269,9 +269,8 @@ std::string CheckedDifference(const std::vector<TensorSpec>& inputs, bool batche
                           check.type ? WireName(*check.type) : check.type_name.c_str()));
       continue;
     }
-    bool fits = check.dims.size() <= dims.size() + skip && !(batches && check.dims.empty());
+    bool fits = check.dims.size() == dims.size() + skip;
     for (size_t d = 0; fits && d < dims.size(); ++d) {
-      if (d + skip >= check.dims.size()) break;
       const CheckedDim& dim = check.dims[d + skip];
       if (dims[d] == kAnySize) {
         fits = !dim.fixed();
@@ -280,8 +279,7 @@ std::string CheckedDifference(const std::vector<TensorSpec>& inputs, bool batche
       }
     }
     if (!fits) {
-      Dims shown = dims;
-      std::string text = DimsText(shown);
+      std::string text = DimsText(dims);
       if (batches) text.insert(1, dims.empty() ? "n" : "n, ");
       differ(absl::StrCat(text, " where the package takes ", CheckedShapeText(check, batches)));
     }

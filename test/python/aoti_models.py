@@ -9,6 +9,8 @@ Writes into DIR:
                        output "y"
   mlp.pt               the first one as TorchScript, to serve beside its .pt2
   cnn.pt2              a small CNN, image FP32 [n, 3, 32, 32] -> OUTPUT__0 FP32 [n, 10]
+  cnn_plain.pt2        the same CNN exported with torch.export and aoti_compile_and_package
+                       alone: no model_server metadata
   two_input.pt2        features FP32 [n, 4] and ids INT64 [n, 2] -> scores FP32 [n, 3],
                        total INT64 [n]
   static.pt2           a model exported with a static batch of 1 (no Dim): to be refused
@@ -143,6 +145,16 @@ def main():
     cnn_inputs = {"image": torch.randn(ROWS, 3, 32, 32)}
     export("cnn", cnn, cnn_inputs)
     cases["models"]["cnn"] = record(out, "cnn", cnn, cnn_inputs)
+
+    # The same CNN exported without this project's helper: no model_server metadata, so the
+    # server reads the package's compiled input checks (and pads the batches below their
+    # minimum).
+    started = time.monotonic()
+    plain = torch.export.export(cnn, (cnn_inputs["image"],), dynamic_shapes={
+        "image": {0: torch.export.Dim("batch", min=1, max=ROWS)}})
+    torch._inductor.aoti_compile_and_package(plain,
+                                             package_path=os.path.join(out, "cnn_plain.pt2"))
+    cases["compile_seconds"]["cnn_plain"] = round(time.monotonic() - started, 1)
 
     two = TwoInput().eval()
     two_inputs = {"features": torch.randn(ROWS, 4), "ids": torch.randint(0, 8, (ROWS, 2))}

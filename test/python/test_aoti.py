@@ -52,9 +52,9 @@ import model_interface_pb2_grpc  # noqa: E402
 import triton_extensions_pb2 as triton  # noqa: E402
 
 NUMPY_TYPES = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "INT32": "<i4", "BOOL": "?"}
-# A batch closes when full (64 rows, the packages' maximum) or 2 s after its first request:
-# concurrent single-row requests form one batch of their number.
-QUEUE_DELAY_US = "2000000"
+# A batch closes when full (64 rows, the packages' maximum) or 3 s after its first request:
+# single-row requests sent at once (asynchronous calls) form one batch of their number.
+QUEUE_DELAY_US = "3000000"
 
 
 def models_path(name):
@@ -110,12 +110,19 @@ class Server:
 
     def infer(self, model, inputs, version=""):
         """OIP ModelInfer; returns (model_version, {output: array})."""
+        return self.parse_infer(self.infer_async(model, inputs, version).result())
+
+    def infer_async(self, model, inputs, version=""):
+        """OIP ModelInfer, sent; returns the call's future."""
         request = oip.ModelInferRequest(model_name=model, model_version=version)
         for name, array in inputs.items():
             wire = {np.dtype("<f4"): "FP32", np.dtype("<i8"): "INT64"}[array.dtype]
             request.inputs.add(name=name, datatype=wire, shape=list(array.shape))
             request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
-        response = self.oip.ModelInfer(request, timeout=60)
+        return self.oip.ModelInfer.future(request, timeout=60)
+
+    @staticmethod
+    def parse_infer(response):
         outputs = {}
         for output, raw in zip(response.outputs, response.raw_output_contents):
             outputs[output.name] = np.frombuffer(raw, dtype=NUMPY_TYPES[output.datatype]).reshape(
@@ -124,10 +131,16 @@ class Server:
 
     def evaluate(self, rows, params):
         """The seed protocol's EvaluateModel on the served MLP: y_1 per row."""
+        return self.parse_evaluate(self.evaluate_async(rows, params).result())
+
+    def evaluate_async(self, rows, params):
         payload = seed_payload(rows, params)
-        reply = self.seed.EvaluateModel(
+        return self.seed.EvaluateModel.future(
             model_interface_pb2.inRequest(inp_dict_bytes=json.dumps(payload).encode()),
             timeout=60)
+
+    @staticmethod
+    def parse_evaluate(reply):
         return json.loads(reply.response_bytes)["prediction"]["y_1"]
 
     def executions(self, model):
@@ -154,14 +167,15 @@ class AotiTestCase(unittest.TestCase):
         else:
             np.testing.assert_array_equal(served, expected, err_msg=what)
 
-    def in_batches(self, server, model, call):
-        """Runs call(row) for rows 0..n-1 concurrently, n = 1, 7 and 64, each as one batch of n
-        (checked in ModelStatistics); returns {n: [answers in row order]}."""
+    def in_batches(self, server, model, send, parse):
+        """Sends send(row) for rows 0..n-1 at once (each returns a call's future), n = 1, 7 and
+        64, each as one batch of n (checked in ModelStatistics); returns {n: [parse(reply) in
+        row order]}."""
         answers = {}
         for rows in (1, 7, 64):
             before = server.batches(model)
-            with concurrent.futures.ThreadPoolExecutor(rows) as pool:
-                answers[rows] = list(pool.map(call, range(rows)))
+            calls = [send(row) for row in range(rows)]
+            answers[rows] = [parse(call.result()) for call in calls]
             after = server.batches(model)
             formed = {size: count - before.get(size, 0) for size, count in after.items()
                       if count != before.get(size, 0)}
@@ -199,13 +213,18 @@ class Serve(AotiTestCase):
         try:
             self.assertEqual(len(server.unpacked()), 1)
             x, params = inputs["x"], inputs["params"]
-            seed = self.in_batches(server, "mlp", lambda row: server.evaluate(
-                [x[row].tolist()], params[row].tolist())[0])
+            seed = self.in_batches(
+                server, "mlp",
+                lambda row: server.evaluate_async([x[row].tolist()], params[row].tolist()),
+                lambda reply: server.parse_evaluate(reply)[0])
             for rows, answers in seed.items():
                 self.assert_close(np.asarray(answers, dtype=np.float32), expected[:rows, 0],
                                   f"seed protocol, batch of {rows}")
-            served = self.in_batches(server, "mlp", lambda row: server.infer(
-                "mlp", {"x": x[row:row + 1], "params": params[row:row + 1]})[1]["y"][0])
+            served = self.in_batches(
+                server, "mlp",
+                lambda row: server.infer_async(
+                    "mlp", {"x": x[row:row + 1], "params": params[row:row + 1]}),
+                lambda reply: server.parse_infer(reply)[1]["y"][0])
             for rows, answers in served.items():
                 self.assert_close(np.stack(answers), expected[:rows], f"OIP, batch of {rows}")
             # Metadata made the config: its inputs, outputs, batch limit and seed defaults.
@@ -241,8 +260,11 @@ class Serve(AotiTestCase):
             self.assertEqual(len(server.unpacked()), 2)
             for name in ("cnn", "two_input"):
                 inputs, expected = tensors(name, "inputs"), tensors(name, "outputs")
-                served = self.in_batches(server, name, lambda row: server.infer(
-                    name, {k: v[row:row + 1] for k, v in inputs.items()})[1])
+                served = self.in_batches(
+                    server, name,
+                    lambda row: server.infer_async(
+                        name, {k: v[row:row + 1] for k, v in inputs.items()}),
+                    lambda reply: server.parse_infer(reply)[1])
                 for rows, answers in served.items():
                     for output, want in expected.items():
                         got = np.concatenate([answer[output] for answer in answers])
@@ -255,6 +277,33 @@ class Serve(AotiTestCase):
         finally:
             server.stop()
         self.assertEqual(server.unpacked(), [])
+
+    def test_package_without_model_server_metadata(self):
+        """The CNN exported without scripts/export_model.py: inputs and the batch range from
+        the package's compiled input checks (INPUT__0; batches of 16 to 64, so smaller ones run
+        padded), outputs from a probe run."""
+        repository = tempfile.mkdtemp(dir=TMP.name)
+        os.makedirs(os.path.join(repository, "plain", "1"))
+        shutil.copy(models_path("cnn_plain.pt2"),
+                    os.path.join(repository, "plain", "1", "model.pt2"))
+        server = Server("--model-repository", repository, "--max-queue-delay-us", QUEUE_DELAY_US)
+        try:
+            image = tensors("cnn", "inputs")["image"]
+            expected = tensors("cnn", "outputs")["OUTPUT__0"]
+            metadata = server.oip.ModelMetadata(oip.ModelMetadataRequest(name="plain"))
+            self.assertEqual([(t.name, t.datatype, list(t.shape)) for t in metadata.inputs],
+                             [("INPUT__0", "FP32", [-1, 3, 32, 32])])
+            self.assertEqual([(t.name, t.datatype, list(t.shape)) for t in metadata.outputs],
+                             [("OUTPUT__0", "FP32", [-1, 10])])
+            served = self.in_batches(
+                server, "plain",
+                lambda row: server.infer_async("plain", {"INPUT__0": image[row:row + 1]}),
+                lambda reply: server.parse_infer(reply)[1]["OUTPUT__0"][0])
+            for rows, answers in served.items():
+                self.assert_close(np.stack(answers), expected[:rows], f"batch of {rows}")
+        finally:
+            log = server.stop()
+        self.assertIn("smaller batches run padded to", log)
 
     def test_config_max_batch_size_beyond_the_package(self):
         """max_batch_size 128 over a package of at most 64: batches stop at 64; a request of
