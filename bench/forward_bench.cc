@@ -1,15 +1,25 @@
-// model_forward_bench: the model's own limit. Times the TorchScript handler's forward pass (the
-// one model_server runs) at given batch sizes, in process, with no gRPC and no JSON.
+// model_forward_bench: the model's own limit. Times the handler's forward pass (the one
+// model_server runs: TorchScript, or AOTInductor for a .pt2 package) at given batch sizes, in
+// process, with no gRPC and no JSON. --instances N runs N handlers on N threads at once (a .pt2
+// package loaded once and shared, one runner each, or with --aoti-separate loaded per
+// instance); --forwards N runs N forward passes per batch size instead of timing (for
+// callgrind).
 
+#include <absl/strings/match.h>
+
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <cxxopts.hpp>
+#include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
 #include <vector>
 
+#include "handlers/torch/aoti_handler.h"
 #include "handlers/torch/torch_handler.h"
 
 namespace handlers = model_server::handlers;
@@ -43,6 +53,43 @@ void Fill(handlers::DataType type, int64_t count, char* to) {
   }
 }
 
+// The process's resident memory (VmRSS), MiB.
+double ResidentMiB() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024;
+  }
+  return 0;
+}
+
+// Shapes of a batch of `rows` rows of `signature`'s inputs.
+std::vector<handlers::Dims> BatchShapes(const handlers::ModelSignature& signature, int64_t rows,
+                                        int64_t variable_size) {
+  std::vector<handlers::Dims> shapes;
+  for (const handlers::TensorSpec& input : signature.inputs) {
+    handlers::Dims shape;
+    if (signature.batches()) shape.push_back(rows);
+    for (const int64_t size : input.dims) shape.push_back(size < 0 ? variable_size : size);
+    shapes.push_back(std::move(shape));
+  }
+  return shapes;
+}
+
+// One forward pass with fresh inputs, as the batch executor writes them; false on error.
+bool Forward(handlers::ModelHandler& handler, const std::vector<handlers::Dims>& shapes) {
+  const handlers::ModelSignature& signature = handler.signature();
+  const std::vector<char*> buffers = handler.PrepareBatch(shapes);
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    Fill(signature.inputs[i].type, *handlers::ElementCount(shapes[i]), buffers[i]);
+  }
+  const absl::StatusOr<const std::vector<handlers::OutputTensor>*> outputs = handler.Run();
+  if (!outputs.ok()) {
+    std::cerr << "model_forward_bench: " << outputs.status().message() << std::endl;
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -50,7 +97,7 @@ int main(int argc, char** argv) {
                            "Raw forward throughput (rows/s) of a model at given batch sizes");
   // clang-format off
   options.add_options()
-    ("model", "TorchScript model file; none uses the built-in demo model",
+    ("model", "TorchScript file or .pt2 package; none uses the built-in demo model",
      cxxopts::value<std::string>()->default_value(""))
     ("batch-rows", "comma-separated batch sizes",
      cxxopts::value<std::string>()->default_value("1,50,100,200,400,800,1600,3200"))
@@ -59,12 +106,20 @@ int main(int argc, char** argv) {
     ("demo-hidden", "hidden width of the demo model", cxxopts::value<int64_t>()->default_value("32"))
     ("variable-size", "size given to the model's variable dimensions",
      cxxopts::value<int64_t>()->default_value("16"))
+    ("instances", "handlers run at once, one thread each",
+     cxxopts::value<int>()->default_value("1"))
+    ("aoti-separate", "each instance loads the .pt2 package itself (default: one shared loader)")
+    ("forwards", "forward passes per batch size and instance instead of --seconds (0: time)",
+     cxxopts::value<int64_t>()->default_value("0"))
     ("h,help", "show this help");
   // clang-format on
   std::vector<int64_t> sizes;
   handlers::TorchHandlerOptions handler_options;
   double seconds = 0;
   int64_t variable_size = 0;
+  int instances = 1;
+  bool separate = false;
+  int64_t fixed_forwards = 0;
   try {
     const cxxopts::ParseResult flags = options.parse(argc, argv);
     if (flags.count("help") > 0) {
@@ -75,6 +130,9 @@ int main(int argc, char** argv) {
     for (std::string item; std::getline(list, item, ',');) sizes.push_back(std::stoll(item));
     seconds = flags["seconds"].as<double>();
     variable_size = flags["variable-size"].as<int64_t>();
+    instances = std::max(flags["instances"].as<int>(), 1);
+    separate = flags.count("aoti-separate") > 0;
+    fixed_forwards = flags["forwards"].as<int64_t>();
     handler_options.model_path = flags["model"].as<std::string>();
     handler_options.torch_threads = flags["torch-threads"].as<int>();
     handler_options.demo_hidden = flags["demo-hidden"].as<int64_t>();
@@ -91,43 +149,76 @@ int main(int argc, char** argv) {
     handler_options.max_batch_rows = std::max(handler_options.max_batch_rows, rows);
   }
 
-  absl::StatusOr<std::unique_ptr<handlers::LoadedModel>> loaded =
-      handlers::LoadedModel::Load(handlers::MakeTorchHandler(handler_options));
-  if (!loaded.ok()) {
-    std::cerr << "model_forward_bench: " << loaded.status().message() << std::endl;
-    return 1;
+  const bool aoti = absl::EndsWith(handler_options.model_path, ".pt2");
+  std::shared_ptr<handlers::SharedAotiPackage> shared;
+  if (aoti && !separate && instances > 1) shared = handlers::MakeSharedAotiPackage(instances);
+  const double resident_before = ResidentMiB();
+  const auto load_start = std::chrono::steady_clock::now();
+  std::vector<std::unique_ptr<handlers::LoadedModel>> loaded;
+  for (int i = 0; i < instances; ++i) {
+    std::unique_ptr<handlers::ModelHandler> handler;
+    if (aoti) {
+      handlers::AotiHandlerOptions package;
+      package.package_path = handler_options.model_path;
+      package.device = "cpu";
+      package.torch_threads = handler_options.torch_threads;
+      package.max_batch_rows = handler_options.max_batch_rows;
+      package.shared = shared;
+      handler = handlers::MakeAotiHandler(package);
+    } else {
+      handler = handlers::MakeTorchHandler(handler_options);
+    }
+    absl::StatusOr<std::unique_ptr<handlers::LoadedModel>> one =
+        handlers::LoadedModel::Load(std::move(handler));
+    if (!one.ok()) {
+      std::cerr << "model_forward_bench: " << one.status().message() << std::endl;
+      return 1;
+    }
+    loaded.push_back(*std::move(one));
   }
-  handlers::ModelHandler* handler = &(*loaded)->handler();
-  const handlers::ModelSignature& signature = handler->signature();
+  std::printf(
+      "# %d instance(s)%s loaded in %.0f ms; resident memory %.0f MiB -> %.0f MiB\n", instances,
+      aoti ? (shared ? ", one shared .pt2 loader" : ", a .pt2 loader each") : "",
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - load_start)
+          .count(),
+      resident_before, ResidentMiB());
+  const handlers::ModelSignature& signature = loaded[0]->signature();
   std::printf("%10s %12s %14s %12s\n", "batch_rows", "forwards/s", "rows/s", "us/forward");
   for (const int64_t rows : sizes) {
-    std::vector<handlers::Dims> shapes;
-    for (const handlers::TensorSpec& input : signature.inputs) {
-      handlers::Dims shape;
-      if (signature.batches()) shape.push_back(rows);
-      for (const int64_t size : input.dims) shape.push_back(size < 0 ? variable_size : size);
-      shapes.push_back(std::move(shape));
+    if (signature.batches() && rows > signature.max_batch_size) {
+      std::printf("%10lld  (above the model's max batch %lld)\n", static_cast<long long>(rows),
+                  static_cast<long long>(signature.max_batch_size));
+      continue;
     }
-    int64_t forwards = 0;
+    const std::vector<handlers::Dims> shapes = BatchShapes(signature, rows, variable_size);
+    std::atomic<int64_t> forwards{0};
+    std::atomic<bool> failed{false};
     const auto start = std::chrono::steady_clock::now();
-    std::chrono::duration<double> elapsed{0};
-    while (elapsed.count() < seconds) {
-      // Fresh inputs every pass, as the batch executor writes them.
-      const std::vector<char*> buffers = handler->PrepareBatch(shapes);
-      for (size_t i = 0; i < shapes.size(); ++i) {
-        Fill(signature.inputs[i].type, *handlers::ElementCount(shapes[i]), buffers[i]);
-      }
-      const absl::StatusOr<const std::vector<handlers::OutputTensor>*> outputs = handler->Run();
-      if (!outputs.ok()) {
-        std::cerr << "model_forward_bench: " << outputs.status().message() << std::endl;
-        return 1;
-      }
-      ++forwards;
-      elapsed = std::chrono::steady_clock::now() - start;
+    std::vector<std::thread> threads;
+    for (int i = 0; i < instances; ++i) {
+      threads.emplace_back([&, i] {
+        handlers::ModelHandler& handler = loaded[i]->handler();
+        int64_t done = 0;
+        while (
+            fixed_forwards > 0
+                ? done < fixed_forwards
+                : std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() <
+                      seconds) {
+          if (!Forward(handler, shapes)) {
+            failed = true;
+            return;
+          }
+          ++done;
+        }
+        forwards += done;
+      });
     }
-    std::printf("%10lld %12.0f %14.0f %12.1f\n", static_cast<long long>(rows),
-                forwards / elapsed.count(), forwards * rows / elapsed.count(),
-                elapsed.count() * 1e6 / forwards);
+    for (std::thread& thread : threads) thread.join();
+    if (failed) return 1;
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("%10lld %12.0f %14.0f %12.1f\n", static_cast<long long>(rows), forwards / elapsed,
+                forwards * rows / elapsed, elapsed * 1e6 * instances / forwards);
   }
   return 0;
 }

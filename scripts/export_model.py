@@ -22,8 +22,9 @@ or from the shell, with a function that makes the model and one example row per 
       --input x:FP32:3 --input params:FP32:5 --max-batch 256 --out model.pt2
 
 The example inputs carry a batch dimension first; every other dimension stays as the example has
-it. The package is compiled for this machine's CPU (-march=native; AVX-512 where it has it) or,
-with --device cuda, its GPU; serve it on the same kind of machine. It is checked against the
+it. The package is compiled for this machine's CPU (-march=native; AVX-512 where it has it;
+--march x86-64-v3 --simdlen 256 for any AVX2 machine) or, with --device cuda, its GPU; serve it on
+the same kind of machine (the server refuses a package whose instruction sets its CPU lacks). It is checked against the
 module's own forward at batch sizes 1, 7 and max_batch before this script returns.
 """
 import argparse
@@ -113,7 +114,7 @@ def _assert_close(name, rows, served, expected):
 
 
 def export(module, example_inputs, path, max_batch=4096, output_names=None, seed=None,
-           device="cpu", check=True):
+           device="cpu", check=True, inductor_configs=None):
     """Exports `module` (an nn.Module in eval mode) to the AOTInductor package `path` for
     model_server and returns the metadata written into it.
 
@@ -126,6 +127,8 @@ def export(module, example_inputs, path, max_batch=4096, output_names=None, seed
       "seed_output": "OUTPUT__0"}); by default the module's own attributes of the first three
       names, where it has them.
     check: loads the package back and compares it with the module at batch 1, 7 and max_batch.
+    inductor_configs: more AOTInductor settings, e.g. {"cpp.march": "x86-64-v3"} for a package
+      that runs on any AVX2 machine rather than this machine's CPU (-march=native).
     """
     _promote_libtorch()
     module = module.eval()
@@ -182,8 +185,10 @@ def export(module, example_inputs, path, max_batch=4096, output_names=None, seed
             if isinstance(value, (list, tuple)) else str(value))
 
     path = os.path.abspath(path)
-    written = torch._inductor.aoti_compile_and_package(
-        program, package_path=path, inductor_configs={"aot_inductor.metadata": metadata})
+    configs = dict(inductor_configs or {})
+    configs["aot_inductor.metadata"] = metadata
+    written = torch._inductor.aoti_compile_and_package(program, package_path=path,
+                                                       inductor_configs=configs)
     if check:
         loaded = torch._inductor.aoti_load_package(written)
         for check_rows in sorted({r for r in (1, 7, max_batch) if r <= max_batch}):
@@ -237,12 +242,22 @@ def main():
     parser.add_argument("--max-batch", type=int, default=4096)
     parser.add_argument("--output-name", action="append", help="names of the outputs, in order")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--march", help="the CPU to compile for (gcc's -march), e.g. x86-64-v3 "
+                                        "for any AVX2 machine; default: this machine's (native)")
+    parser.add_argument("--simdlen", type=int, help="vector width in bits for the kernels "
+                                                    "(256: AVX2 even on an AVX-512 machine)")
     parser.add_argument("--out", required=True, help="the .pt2 file to write")
     args = parser.parse_args()
     module = _load_factory(args.model)()
     examples = dict(_example(spec, 4) for spec in args.input)
+    configs = {}
+    if args.march:
+        configs["cpp.march"] = args.march
+    if args.simdlen:
+        configs["cpp.simdlen"] = args.simdlen
     metadata = export(module, examples, args.out, max_batch=args.max_batch,
-                      output_names=args.output_name, device=args.device)
+                      output_names=args.output_name, device=args.device,
+                      inductor_configs=configs)
     for key in sorted(metadata):
         print(f"{key}: {metadata[key]}")
     print(f"wrote {args.out}")

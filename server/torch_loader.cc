@@ -84,9 +84,10 @@ absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> InstanceOptions(
                         absl::StrCat("model \"", model.name, "\": ", status.message()));
   };
   if (config.platform() == repository::kPlatformAoti) {
+    // The caller names the model and its file.
     if (const std::string unavailable = handlers::AotiUnavailable(); !unavailable.empty()) {
-      return in_model(absl::FailedPreconditionError(absl::StrCat(
-          version.path, " is an AOTInductor package (platform torch_aoti); ", unavailable)));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "it is an AOTInductor package (.pt2, platform torch_aoti), and ", unavailable));
     }
   }
   handlers::TorchHandlerOptions base = options.handler;

@@ -38,7 +38,7 @@ std::shared_ptr<SharedAotiPackage> MakeSharedAotiPackage(int) { return nullptr; 
 std::string AotiUnavailable() {
   return absl::StrCat(
       "this server is built against libtorch ", TORCH_VERSION,
-      ", which cannot load AOTInductor packages (libtorch >= 2.6 can): serve it with the "
+      ", which cannot load one (libtorch >= 2.6 can): serve it with the "
       "libtorch 2.x build (scripts/setup_torch2.sh && scripts/build_torch2.sh, or the CUDA image "
       "docker/Dockerfile.cuda; README.md, \"Exporting a model\")");
 }

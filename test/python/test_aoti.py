@@ -475,8 +475,8 @@ class Refuse(AotiTestCase):
         with open(package, "wb") as f:
             f.write(b"PK")
         self.assert_refused(["--model", f"m={package}"],
-                            [f"{package} is an AOTInductor package", "libtorch 2.x build",
-                             "scripts/build_torch2.sh"])
+                            [f'model "m" ({package}): it is an AOTInductor package',
+                             "libtorch 2.x build", "scripts/build_torch2.sh"])
 
 
 def main():
