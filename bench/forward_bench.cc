@@ -2,8 +2,9 @@
 // model_server runs: TorchScript, or AOTInductor for a .pt2 package) at given batch sizes, in
 // process, with no gRPC and no JSON. --instances N runs N handlers on N threads at once (a .pt2
 // package loaded once and shared, one runner each, or with --aoti-separate loaded per
-// instance); --forwards N runs N forward passes per batch size instead of timing (for
-// callgrind).
+// instance); --forwards N runs N forward passes per batch size instead of timing, and under
+// `valgrind --tool=callgrind --instr-atstart=no` counts their instructions alone: one dump per
+// batch size, labelled "rows=N" (bench/aoti/cost.sh).
 
 #include <absl/strings/match.h>
 
@@ -18,6 +19,15 @@
 #include <sstream>
 #include <thread>
 #include <vector>
+
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#else  // no instruction counts; --forwards still runs
+#define CALLGRIND_START_INSTRUMENTATION
+#define CALLGRIND_STOP_INSTRUMENTATION
+#define CALLGRIND_ZERO_STATS
+#define CALLGRIND_DUMP_STATS_AT(label)
+#endif
 
 #include "handlers/torch/aoti_handler.h"
 #include "handlers/torch/torch_handler.h"
@@ -193,6 +203,11 @@ int main(int argc, char** argv) {
     const std::vector<handlers::Dims> shapes = BatchShapes(signature, rows, variable_size);
     std::atomic<int64_t> forwards{0};
     std::atomic<bool> failed{false};
+    const std::string label = "rows=" + std::to_string(rows);
+    if (fixed_forwards > 0) {
+      CALLGRIND_START_INSTRUMENTATION;
+      CALLGRIND_ZERO_STATS;
+    }
     const auto start = std::chrono::steady_clock::now();
     std::vector<std::thread> threads;
     for (int i = 0; i < instances; ++i) {
@@ -214,6 +229,10 @@ int main(int argc, char** argv) {
       });
     }
     for (std::thread& thread : threads) thread.join();
+    if (fixed_forwards > 0) {
+      CALLGRIND_DUMP_STATS_AT(label.c_str());
+      CALLGRIND_STOP_INSTRUMENTATION;
+    }
     if (failed) return 1;
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
