@@ -1,6 +1,7 @@
 #include "handlers/aoti_package.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <regex>
 
 #include "absl/strings/numbers.h"
@@ -194,8 +195,14 @@ absl::StatusOr<ServerMetadata> ReadServerMetadata(
   return read;
 }
 
+bool RuntimeInputChecksEnabled() {
+  const char* value = std::getenv("AOTI_RUNTIME_CHECK_INPUTS");
+  return value != nullptr && value[0] != '\0' && value[0] != '0';
+}
+
 absl::StatusOr<BatchRange> PackageBatchRange(const ServerMetadata& metadata,
-                                             const std::vector<CheckedInput>& checks) {
+                                             const std::vector<CheckedInput>& checks,
+                                             bool checks_enforced) {
   BatchRange checked;
   checked.source = "its compiled input checks";
   bool any_check = false;
@@ -223,6 +230,11 @@ absl::StatusOr<BatchRange> PackageBatchRange(const ServerMetadata& metadata,
   range.source = "its metadata";
   range.min = metadata.min_batch_size.value_or(any_check ? checked.min : 1);
   range.max = metadata.max_batch_size ? metadata.max_batch_size : checked.max;
+  if (checks_enforced && any_check) {
+    range.source = "its metadata and its compiled input checks (AOTI_RUNTIME_CHECK_INPUTS)";
+    range.min = std::max(range.min, checked.min);
+    if (checked.max) range.max = range.max ? std::min(*range.max, *checked.max) : *checked.max;
+  }
   return range;
 }
 

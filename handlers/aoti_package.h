@@ -83,10 +83,18 @@ struct BatchRange {
 
 // The range of the package's batch dimension: its metadata's where it states one (bounds it
 // leaves out come from the checks), else what the checks say of dimension 0 of every input
-// (the tightest of them). INVALID_ARGUMENT when the checks give an input no batch dimension or
-// state no range at all and the metadata none either ("cannot tell").
+// (the tightest of them). `checks_enforced` (AOTI_RUNTIME_CHECK_INPUTS set: the package then
+// refuses whatever its checks do) narrows the metadata's range to the checks'. INVALID_ARGUMENT
+// when the checks give an input no batch dimension or state no range at all and the metadata
+// none either ("cannot tell").
 absl::StatusOr<BatchRange> PackageBatchRange(const ServerMetadata& metadata,
-                                             const std::vector<CheckedInput>& checks);
+                                             const std::vector<CheckedInput>& checks,
+                                             bool checks_enforced = false);
+
+// Whether the packages this process loads check their inputs at run time: the environment
+// variable AOTI_RUNTIME_CHECK_INPUTS set to anything but empty or "0" (read once by each
+// package, at its first run).
+bool RuntimeInputChecksEnabled();
 
 // How batches of up to `max_batch_size` rows (the configuration's or the server's limit) run on
 // a package that accepts `range`.

@@ -612,7 +612,8 @@ class AotiHandler final : public ModelHandler {
       signature_.max_batch_size = max_batch_size;
     }
     if (signature_.batches()) {
-      absl::StatusOr<BatchRange> range = PackageBatchRange(*metadata, checks_);
+      absl::StatusOr<BatchRange> range =
+          PackageBatchRange(*metadata, checks_, RuntimeInputChecksEnabled());
       if (!range.ok()) {
         return absl::InvalidArgumentError(
             absl::StrCat(range.status().message(),
@@ -629,8 +630,10 @@ class AotiHandler final : public ModelHandler {
       if (pad_to_ > 1) {
         spdlog::warn(
             "AOTInductor package {} accepts batches of {} rows or more ({}): smaller batches "
-            "run padded to {} rows; export it with scripts/export_model.py to avoid that",
-            options_.package_path, pad_to_, range->source, pad_to_);
+            "run padded to {} rows{}",
+            options_.package_path, pad_to_, range->source, pad_to_,
+            RuntimeInputChecksEnabled() ? ""
+                                        : "; export it with scripts/export_model.py to avoid that");
       }
     }
     const std::string difference =

@@ -158,6 +158,13 @@ TEST_CASE("PackageBatchRange takes the metadata's range, else the checks' tighte
   CHECK(range->max == 64);
   CHECK(range->source == "its metadata");
 
+  // With the package's own checks on (AOTI_RUNTIME_CHECK_INPUTS), their range bounds it too.
+  range = PackageBatchRange(metadata, checks, /*checks_enforced=*/true);
+  REQUIRE(range.ok());
+  CHECK(range->min == 16);
+  CHECK(range->max == 48);
+  CHECK(absl::StrContains(range->source, "AOTI_RUNTIME_CHECK_INPUTS"));
+
   ServerMetadata max_only;
   max_only.max_batch_size = 32;
   range = PackageBatchRange(max_only, checks);

@@ -78,13 +78,13 @@ def error_lines(log):
 class Server:
     """model_server with its own TMPDIR, log captured."""
 
-    def __init__(self, *args, tmpdir=None):
+    def __init__(self, *args, tmpdir=None, env=None):
         self.tmpdir = tmpdir or tempfile.mkdtemp(dir=TMP.name)
         self.address = f"127.0.0.1:{free_port()}"
         self.process = subprocess.Popen(
             [ARGS.server, "--address", self.address, "--metrics-address", "", "--device", "cpu",
              *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=dict(os.environ, TMPDIR=self.tmpdir))
+            env=dict(os.environ, TMPDIR=self.tmpdir, **(env or {})))
         channel = grpc.insecure_channel(self.address)
         try:
             wait_until_serving(channel, self.process, timeout_s=120)
@@ -281,12 +281,15 @@ class Serve(AotiTestCase):
     def test_package_without_model_server_metadata(self):
         """The CNN exported without scripts/export_model.py: inputs and the batch range from
         the package's compiled input checks (INPUT__0; batches of 16 to 64, so smaller ones run
-        padded), outputs from a probe run."""
+        padded), outputs from a probe run. The package's own checks are on
+        (AOTI_RUNTIME_CHECK_INPUTS=1): it refuses any batch outside its range, dtype or shape
+        that differs, so these answers show that none reached it."""
         repository = tempfile.mkdtemp(dir=TMP.name)
         os.makedirs(os.path.join(repository, "plain", "1"))
         shutil.copy(models_path("cnn_plain.pt2"),
                     os.path.join(repository, "plain", "1", "model.pt2"))
-        server = Server("--model-repository", repository, "--max-queue-delay-us", QUEUE_DELAY_US)
+        server = Server("--model-repository", repository, "--max-queue-delay-us", QUEUE_DELAY_US,
+                        env={"AOTI_RUNTIME_CHECK_INPUTS": "1"})
         try:
             image = tensors("cnn", "inputs")["image"]
             expected = tensors("cnn", "outputs")["OUTPUT__0"]
@@ -304,6 +307,22 @@ class Serve(AotiTestCase):
         finally:
             log = server.stop()
         self.assertIn("smaller batches run padded to", log)
+
+    def test_runtime_input_checks_narrow_the_metadata_range(self):
+        """AOTI_RUNTIME_CHECK_INPUTS=1 makes a package refuse what its compiled checks do
+        (batches below 16 for this CNN, though scripts/export_model.py checked batch 1): the
+        server then pads small batches to 16."""
+        image = tensors("cnn", "inputs")["image"]
+        expected = tensors("cnn", "outputs")["OUTPUT__0"]
+        server = Server("--model", f"cnn={models_path('cnn.pt2')}",
+                        env={"AOTI_RUNTIME_CHECK_INPUTS": "1"})
+        try:
+            for rows in (1, 7, 64):
+                _, outputs = server.infer("cnn", {"image": image[:rows]})
+                self.assert_close(outputs["OUTPUT__0"], expected[:rows], f"{rows} rows")
+        finally:
+            log = server.stop()
+        self.assertIn("smaller batches run padded to 16 rows", log)
 
     def test_config_max_batch_size_beyond_the_package(self):
         """max_batch_size 128 over a package of at most 64: batches stop at 64; a request of
