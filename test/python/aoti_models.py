@@ -76,12 +76,14 @@ class TwoInput(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.embedding = torch.nn.Embedding(8, 4)
+        self.embedding = torch.nn.Embedding(8, 3)
         self.linear = torch.nn.Linear(4, 3)
 
     def forward(self, features, ids):
-        mixed = features + self.embedding(ids).sum(dim=1)
-        return {"scores": self.linear(mixed), "total": ids.sum(dim=1) * 3 + 1}
+        # Each input goes into a layer first, so that the server reads the TorchScript file's
+        # inputs too (bench/aoti/export_models.py saves one).
+        scores = self.linear(features) + self.embedding(ids).sum(dim=1)
+        return {"scores": scores, "total": ids.sum(dim=1) * 3 + 1}
 
 
 class StaticBatch(torch.nn.Module):
