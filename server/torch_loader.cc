@@ -1,24 +1,22 @@
 #include "server/torch_loader.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <iterator>
+#include <map>
 #include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 #include "handlers/signature.h"
+#include "handlers/torch/aoti_handler.h"
 #include "repository/model_config.h"
 
 namespace model_server::server {
 namespace {
-
-// The seed mapping's parameters (see torch_loader.h).
-constexpr const char* kSeedParameters[] = {"seed_columns",    "seed_params",      "seed_output",
-                                           "input_var_order", "output_var_order", "default_params"};
 
 // Triton's PyTorch backend parameters (its README), by what this server does with each.
 // Set in the handler's options:
@@ -37,14 +35,15 @@ constexpr FixedParameter kFixedParameters[] = {
     {"ENABLE_JIT_PROFILING", true, "it switches libtorch's profiling for the whole process"},
     {"ENABLE_TENSOR_FUSER", true, "it switches libtorch's fuser for the whole process"},
     {"ENABLE_NVFUSER", false, "it switches libtorch's fuser for the whole process"},
-    {"ENABLE_WEIGHT_SHARING", false, "each instance loads its own copy of the weights"},
+    {"ENABLE_WEIGHT_SHARING", true, "instances on one device share one copy of the weights"},
     {"ENABLE_CACHE_CLEANING", false, "the CUDA cache is not emptied after each batch"},
 };
 // Thread counts: the server's --torch-threads sets them.
 constexpr const char* kThreadParameters[] = {"INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT"};
 
 bool IsSeedParameter(const std::string& key) {
-  return std::any_of(std::begin(kSeedParameters), std::end(kSeedParameters),
+  return std::any_of(std::begin(handlers::kSeedParameterNames),
+                     std::end(handlers::kSeedParameterNames),
                      [&](const char* name) { return key == name; });
 }
 
@@ -94,7 +93,8 @@ absl::Status BackendParameters(const inference::ModelConfig& config,
                        "\" is not supported: libtorch's threads are the process's, set with "
                        "model_server --torch-threads"));
     }
-    std::vector<std::string> known(std::begin(kSeedParameters), std::end(kSeedParameters));
+    std::vector<std::string> known(std::begin(handlers::kSeedParameterNames),
+                                   std::end(handlers::kSeedParameterNames));
     known.push_back(kDisableOptimizedExecution);
     known.push_back(kInferenceMode);
     for (const FixedParameter& parameter : kFixedParameters) known.push_back(parameter.name);
@@ -105,43 +105,23 @@ absl::Status BackendParameters(const inference::ModelConfig& config,
   return absl::OkStatus();
 }
 
-std::vector<std::string> SplitNames(const std::string& text) {
-  std::vector<std::string> names;
-  for (absl::string_view name : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    names.emplace_back(absl::StripAsciiWhitespace(name));
-  }
-  return names;
-}
-
 // The seed declaration in the configuration's parameters; nullopt when it has none.
 absl::StatusOr<std::optional<handlers::SeedDeclaration>> SeedParameters(
     const inference::ModelConfig& config) {
-  const auto& parameters = config.parameters();
-  const auto text = [&](const char* key) {
-    const auto found = parameters.find(key);
-    return found == parameters.end() ? std::string() : found->second.string_value();
-  };
-  const bool any = std::any_of(parameters.begin(), parameters.end(),
-                               [](const auto& entry) { return IsSeedParameter(entry.first); });
-  if (!any) return std::nullopt;
-  handlers::SeedDeclaration declaration;
-  declaration.columns = text("seed_columns");
-  declaration.params = text("seed_params");
-  declaration.output = text("seed_output");
-  if (declaration.columns.empty() || declaration.output.empty()) {
+  std::map<std::string, std::string> parameters;
+  for (const auto& [key, value] : config.parameters()) {
+    if (IsSeedParameter(key)) parameters.emplace(key, value.string_value());
+  }
+  absl::StatusOr<std::optional<handlers::SeedDeclaration>> declaration =
+      handlers::ParseSeedParameters(parameters);
+  if (!declaration.ok()) {
+    return absl::Status(declaration.status().code(),
+                        absl::StrCat("config parameter ", declaration.status().message()));
+  }
+  if (*declaration && ((*declaration)->columns.empty() || (*declaration)->output.empty())) {
     return absl::InvalidArgumentError(
         "config parameters seed_columns and seed_output name the seed's tensors; both are needed "
         "with any other seed parameter");
-  }
-  declaration.input_names = SplitNames(text("input_var_order"));
-  declaration.output_names = SplitNames(text("output_var_order"));
-  for (const std::string& number : SplitNames(text("default_params"))) {
-    float value = 0;
-    if (!absl::SimpleAtof(number, &value)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("config parameter default_params: \"", number, "\" is not a number"));
-    }
-    declaration.default_params.push_back(value);
   }
   return declaration;
 }
@@ -184,10 +164,11 @@ absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> InstanceOptions(
                         absl::StrCat("model \"", model.name, "\": ", status.message()));
   };
   if (config.platform() == repository::kPlatformAoti) {
-    return in_model(absl::InvalidArgumentError(
-        absl::StrCat(version.path,
-                     " is an AOTInductor package (torch_aoti); this build serves TorchScript "
-                     "(model.pt) only")));
+    // The caller names the model and its file.
+    if (const std::string unavailable = handlers::AotiUnavailable(); !unavailable.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "it is an AOTInductor package (.pt2, platform torch_aoti), and ", unavailable));
+    }
   }
   if (config.model_warmup_size() > 0) {
     return in_model(absl::InvalidArgumentError(
@@ -262,10 +243,38 @@ VersionLoader MakeTorchLoader(TorchLoaderOptions options) {
     absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> each =
         InstanceOptions(model, version, options);
     if (!each.ok()) return each.status();
+    const bool aoti = model.config.platform() == repository::kPlatformAoti;
+    if (aoti && options.handler.precision != "fp32") {
+      spdlog::warn(
+          "model {}: --precision {} does not apply to AOTInductor package {}: it computes in the "
+          "types it was exported with",
+          model.name, options.handler.precision, version.path);
+    }
+    // Instances of a package on one device share one loader, one runner each.
+    std::map<std::string, int> per_device;
+    for (const handlers::TorchHandlerOptions& instance : *each) ++per_device[instance.device];
+    std::map<std::string, std::shared_ptr<handlers::SharedAotiPackage>> shared;
     Instances instances;
     for (const handlers::TorchHandlerOptions& instance : *each) {
+      std::unique_ptr<handlers::ModelHandler> handler;
+      if (aoti) {
+        handlers::AotiHandlerOptions package;
+        package.package_path = instance.model_path;
+        package.device = instance.device;
+        package.torch_threads = instance.torch_threads;
+        package.max_batch_rows = instance.max_batch_rows;
+        package.signature = instance.signature;
+        if (options.share_aoti_package && per_device[instance.device] > 1) {
+          std::shared_ptr<handlers::SharedAotiPackage>& one = shared[instance.device];
+          if (!one) one = handlers::MakeSharedAotiPackage(per_device[instance.device]);
+          package.shared = one;
+        }
+        handler = handlers::MakeAotiHandler(package);
+      } else {
+        handler = handlers::MakeTorchHandler(instance);
+      }
       absl::StatusOr<std::unique_ptr<handlers::LoadedModel>> loaded =
-          handlers::LoadedModel::Load(handlers::MakeTorchHandler(instance));
+          handlers::LoadedModel::Load(std::move(handler));
       if (!loaded.ok()) return loaded.status();
       instances.push_back(*std::move(loaded));
     }

@@ -1,8 +1,9 @@
 #pragma once
 
 // Loads versions of PyTorch models for the ModelManager: a repository model's configuration
-// (config.pbtxt) turned into the options of each of its TorchScript handler instances. Free of
-// torch headers (the handler's header is).
+// (config.pbtxt) turned into the options of each of its handler instances, TorchScript
+// (platform pytorch_libtorch) or AOTInductor (torch_aoti, .pt2). Free of torch headers (the
+// handlers' headers are).
 
 #include <vector>
 
@@ -23,6 +24,9 @@ struct TorchLoaderOptions {
   // The GPUs instances are spread over (devices 0..n-1); -1: those libtorch sees
   // (handlers::VisibleGpus).
   int visible_gpus = -1;
+  // Instances of an AOTInductor package on one device share one loader (its code and weights
+  // loaded once, one runner per instance); false: each instance loads the package itself.
+  bool share_aoti_package = true;
 };
 
 // The options of each instance of `version` of `model`:
@@ -49,13 +53,16 @@ struct TorchLoaderOptions {
 //    release when the version retires).
 // Errors: INVALID_ARGUMENT naming the model and the parameter, input or output that is wrong
 // (an unknown parameter, a seed tensor that does not exist or has the wrong type or shape, an
-// optional input without a default, a .pt2 package where this build cannot load one);
-// FAILED_PRECONDITION for KIND_GPU without a GPU listed when none is visible.
+// optional input without a default); FAILED_PRECONDITION for KIND_GPU without a GPU listed when
+// none is visible, and for a .pt2 package where this build cannot load one (naming the build that
+// can).
 absl::StatusOr<std::vector<handlers::TorchHandlerOptions>> InstanceOptions(
     const repository::RepositoryModel& model, const repository::VersionFile& version,
     const TorchLoaderOptions& options);
 
-// Loads each instance that InstanceOptions describes and warms it up.
+// Loads each instance that InstanceOptions describes and warms it up: a TorchScript handler, or
+// for platform torch_aoti an AOTInductor handler (handlers/torch/aoti_handler.h) with the same
+// file, device, threads, batch limit and declared signature.
 VersionLoader MakeTorchLoader(TorchLoaderOptions options);
 
 }  // namespace model_server::server

@@ -3,7 +3,8 @@
 
 README.md marks each fenced code block with an HTML comment on the line before it:
 
-    <!-- test: SCENARIO[,SCENARIO...] [cwd=repo] [python=debian|triton] -->   run by this test
+    <!-- test: SCENARIO[,SCENARIO...] [cwd=repo] [python=debian|triton] [build=torch2] -->
+                                                                run by this test
     <!-- covered-by: NAME -->                                   run by the ctest test NAME (or
                                                                 by CI itself: NAME = ci)
 
@@ -13,12 +14,17 @@ with Debian's python3 (python=debian) or the venv that has Triton's client (pyth
 asserts it: that text must be a line of what the block printed. A
 command that ends in `&` starts a server: the script then waits until it serves (model_probe)
 before the next line, and stops it (SIGTERM) at the end. Scenarios run in a fresh folder in which
-build/, scripts/, clients/ and protos/ are the repository's (cwd=repo: in the repository itself).
+build/, scripts/, clients/ and protos/ are the repository's (cwd=repo: in the repository itself),
+and build-torch2/ too. A scenario marked build=torch2 uses the libtorch 2.x build
+(build-torch2/): its ctest test is registered in that build only (--aoti), and it is skipped where
+build-torch2/ has no server.
 
     readme_test.py --build BUILD_DIR --scenario NAME    run one scenario
-    readme_test.py --build BUILD_DIR --check            every block is marked, every scenario and
-                                                        covering test exists, and docs/
-                                                        OPERATIONS.md lists every flag of --help
+    readme_test.py --build BUILD_DIR --check [--aoti]   every block is marked, every scenario and
+                                                        covering test exists (build=torch2 ones
+                                                        with --aoti: a build that serves .pt2),
+                                                        and docs/OPERATIONS.md lists every flag
+                                                        of --help
 
 Exit 0 when it passed, 1 when it failed, 77 (skipped) when the venv a scenario needs is absent.
 """
@@ -33,6 +39,7 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 README = os.path.join(REPO, "README.md")
 TRITON_PYTHON = os.path.join(REPO, "build-oip-peers", "venv", "bin", "python")
+TORCH2 = os.path.join(REPO, "build-torch2")
 SKIP = 77
 MARK = re.compile(r"^<!--\s*(test|covered-by):\s*(\S+)((?:\s+\w+=\S+)*)\s*-->\s*$")
 PORTS = (13000, 8002)  # the server's and the metrics' defaults, which the README uses
@@ -103,7 +110,8 @@ def script(scenario, build, probe, scripts_dir):
 
 def scenario_options(scenario):
     for kind, name, options, _, _, _ in blocks():
-        if kind == "test" and scenario in name.split(",") and "cwd" in options:
+        if kind == "test" and scenario in name.split(",") and ("cwd" in options or
+                                                                "build" in options):
             return options
     return {}
 
@@ -120,11 +128,15 @@ def run(scenario, build):
         if "triton" in pythons and not os.path.exists(TRITON_PYTHON):
             print(f"SKIPPED: {TRITON_PYTHON} is absent (scripts/setup_oip_peers.sh makes it)")
             return SKIP
+        torch2_server = os.path.join(TORCH2, "build", "server", "model_server")
+        if scenario_options(scenario).get("build") == "torch2" and not os.path.exists(torch2_server):
+            print(f"SKIPPED: {torch2_server} is absent (scripts/build_torch2.sh makes it)")
+            return SKIP
         cwd = REPO
         if scenario_options(scenario).get("cwd") != "repo":
             cwd = work
             os.symlink(build, os.path.join(work, "build"))
-            for folder in ("scripts", "clients", "protos"):
+            for folder in ("scripts", "clients", "protos", "build-torch2"):
                 os.symlink(os.path.join(REPO, folder), os.path.join(work, folder))
         print(text)
         result = subprocess.run(["bash", "-c", text], cwd=cwd, timeout=1800)
@@ -152,7 +164,7 @@ def check_printed(scenario, scripts_dir):
     return 1 if failures else 0
 
 
-def check(build):
+def check(build, aoti):
     """Every block is marked; every covering test is a ctest test; every scenario runs here."""
     problems = []
     tests = subprocess.run(["ctest", "--test-dir", build, "-N"], capture_output=True,
@@ -166,7 +178,7 @@ def check(build):
                             f"(<!-- test: NAME -->) nor by a named one (<!-- covered-by: NAME -->)")
         elif kind == "covered-by" and name != "ci" and name not in registered:
             problems.append(f"README.md:{line}: covered by {name}, which is no ctest test")
-        elif kind == "test":
+        elif kind == "test" and (aoti or options.get("build") != "torch2"):
             for scenario in name.split(","):
                 if f"readme_{scenario.replace('-', '_')}" not in registered:
                     problems.append(f"README.md:{line}: scenario {scenario} has no ctest test "
@@ -188,10 +200,11 @@ def main():
     parser.add_argument("--build", required=True)
     parser.add_argument("--scenario")
     parser.add_argument("--check", action="store_true")
+    parser.add_argument("--aoti", action="store_true", help="BUILD_DIR serves .pt2 packages")
     args = parser.parse_args()
     build = os.path.abspath(args.build)
     if args.check:
-        return check(build)
+        return check(build, args.aoti)
     return run(args.scenario, build)
 
 

@@ -77,14 +77,14 @@ TEST_CASE("backend switches of process-wide state are accepted only at libtorch'
                        {"ENABLE_JIT_PROFILING", "true"},
                        {"ENABLE_TENSOR_FUSER", "true"},
                        {"ENABLE_NVFUSER", "false"},
-                       {"ENABLE_WEIGHT_SHARING", "false"},
+                       {"ENABLE_WEIGHT_SHARING", "true"},
                        {"ENABLE_CACHE_CLEANING", "false"}}))
             .ok());
   CHECK(Error(Model({{"ENABLE_JIT_PROFILING", "false"}})) ==
         "model \"m\": config parameter \"ENABLE_JIT_PROFILING\": false is not supported (it "
         "switches libtorch's profiling for the whole process); leave it out or set it true");
-  CHECK_THAT(Error(Model({{"ENABLE_WEIGHT_SHARING", "true"}})),
-             Catch::Contains("each instance loads its own copy of the weights"));
+  CHECK_THAT(Error(Model({{"ENABLE_WEIGHT_SHARING", "false"}})),
+             Catch::Contains("instances on one device share one copy of the weights"));
   CHECK_THAT(Error(Model({{"INTRA_OP_THREAD_COUNT", "4"}})),
              Catch::Contains("set with model_server --torch-threads"));
   CHECK_THAT(Error(Model({{"TRITON_BATCH_STRATEGY_PATH", "x.so"}})),
