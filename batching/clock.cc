@@ -6,9 +6,9 @@ namespace {
 class SteadyClock final : public Clock {
  public:
   TimePoint Now() override { return std::chrono::steady_clock::now(); }
-  void WaitUntil(std::unique_lock<std::mutex>& lock, std::condition_variable& wake,
-                 TimePoint deadline) override {
-    wake.wait_until(lock, deadline);
+  void WaitUntil(base::Mutex& mu, base::CondVar& wake, TimePoint deadline) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    wake.WaitUntil(mu, deadline);
   }
 };
 

@@ -1,8 +1,7 @@
 #pragma once
 
-#include <condition_variable>
-#include <mutex>
-
+#include "absl/base/thread_annotations.h"
+#include "base/mutex.h"
 #include "batching/batch_task.h"
 
 namespace model_server::batching {
@@ -16,10 +15,10 @@ class Clock {
   // The current time. Any thread.
   virtual TimePoint Now() = 0;
 
-  // Blocks on `wake`, whose mutex `lock` holds, until it is notified or Now() reaches `deadline`;
-  // like std::condition_variable::wait_until it may also return spuriously.
-  virtual void WaitUntil(std::unique_lock<std::mutex>& lock, std::condition_variable& wake,
-                         TimePoint deadline) = 0;
+  // Lets `mu` go and blocks on `wake` until it is signalled or Now() reaches `deadline`, then
+  // takes `mu` again; like std::condition_variable::wait_until it may also return spuriously.
+  virtual void WaitUntil(base::Mutex& mu, base::CondVar& wake, TimePoint deadline)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) = 0;
 };
 
 // The process's steady clock; lives for the whole program.

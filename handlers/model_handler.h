@@ -13,7 +13,7 @@ namespace model_server::handlers {
 // How long Initialize took, for operators.
 struct InitializeTimes {
   double load_seconds = 0;    // reading the model into memory
-  double warmup_seconds = 0;  // warm-up forward passes
+  double warmup_seconds = 0;  // forward passes Initialize ran (checks, probes) and WarmUp's
 };
 
 // One output of a batch, in host memory.
@@ -34,6 +34,20 @@ class ModelHandler {
   // that does not match the signature, ...); nothing else may be called after a failure.
   virtual absl::Status Initialize() = 0;
 
+  // Runs the forward passes that make the first real batches as fast as later ones (every batch
+  // size the executor will run, up to `max_rows`; 0 for a model that does not batch), on the
+  // calling thread: the batch thread that runs this instance from then on, so per-thread state
+  // (a GPU library's handle and workspace) is made here, not in a user's request. Called once,
+  // after Initialize and before the first PrepareBatch of a real batch; the server says SERVING
+  // only after every instance's WarmUp has returned OK. Errors name the forward that failed.
+  virtual absl::Status WarmUp(int64_t /*max_rows*/) { return absl::OkStatus(); }
+
+  // True when forward passes must stay on the thread that ran WarmUp (a GPU instance: its
+  // library handles and workspace are that thread's, and a forward there must not hold up a
+  // completion-queue thread); the server then never runs a request on the thread that received
+  // it. False: any thread may run a forward pass, one at a time.
+  virtual bool ThreadBound() const { return false; }
+
   // Valid once Initialize has succeeded; fixed from then on.
   virtual const ModelSignature& signature() const = 0;
   virtual InitializeTimes initialize_times() const = 0;
@@ -47,7 +61,9 @@ class ModelHandler {
   // The forward pass over the buffers of the last PrepareBatch. On OK, the outputs, one per
   // output of the signature, in its order, of the signature's types, with [rows, ...] first
   // when the model batches; valid until the next PrepareBatch. Errors are the model's
-  // (INTERNAL, with its message); the handler stays usable.
+  // (INTERNAL, with its message), and the handler stays usable; or classed (handlers/fault.h):
+  // Fault::kOutOfMemory (RESOURCE_EXHAUSTED; usable, a smaller batch may fit) or
+  // Fault::kDeviceLost (UNAVAILABLE; nothing will compute any more).
   virtual absl::StatusOr<const std::vector<OutputTensor>*> Run() = 0;
 
   // Releases the model; nothing may be called afterwards.

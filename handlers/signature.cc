@@ -5,8 +5,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 namespace model_server::handlers {
 namespace {
@@ -17,7 +20,41 @@ bool IsColumns(const TensorSpec& spec) {
          !spec.reshaped;
 }
 
+std::vector<std::string> SplitNames(const std::string& text) {
+  std::vector<std::string> names;
+  for (absl::string_view name : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    names.emplace_back(absl::StripAsciiWhitespace(name));
+  }
+  return names;
+}
+
 }  // namespace
+
+absl::StatusOr<std::optional<SeedDeclaration>> ParseSeedParameters(
+    const std::map<std::string, std::string>& parameters) {
+  bool any = false;
+  for (const char* key : kSeedParameterNames) any = any || parameters.count(key) > 0;
+  if (!any) return std::nullopt;
+  const auto text = [&](const char* key) {
+    const auto found = parameters.find(key);
+    return found == parameters.end() ? std::string() : found->second;
+  };
+  SeedDeclaration declaration;
+  declaration.columns = std::string(absl::StripAsciiWhitespace(text("seed_columns")));
+  declaration.params = std::string(absl::StripAsciiWhitespace(text("seed_params")));
+  declaration.output = std::string(absl::StripAsciiWhitespace(text("seed_output")));
+  declaration.input_names = SplitNames(text("input_var_order"));
+  declaration.output_names = SplitNames(text("output_var_order"));
+  for (const std::string& number : SplitNames(text("default_params"))) {
+    float value = 0;
+    if (!absl::SimpleAtof(number, &value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("default_params: \"", number, "\" is not a number"));
+    }
+    declaration.default_params.push_back(value);
+  }
+  return declaration;
+}
 
 ModelSignature SeedModelSignature(SeedSignature seed, int64_t max_batch_size) {
   ModelSignature signature;

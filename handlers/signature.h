@@ -1,10 +1,12 @@
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "handlers/model_types.h"
 
 namespace model_server::handlers {
@@ -32,6 +34,21 @@ struct SeedDeclaration {
   std::vector<std::string> output_names;  // up to m names
   std::vector<float> default_params;      // P values, or none
 };
+
+// The keys that declare a seed mapping, as config.pbtxt parameters and as a .pt2 package's
+// model_server.* metadata (scripts/export_model.py) give them: seed_columns, seed_params,
+// seed_output (tensor names), input_var_order, output_var_order (comma-separated names),
+// default_params (comma-separated numbers).
+inline constexpr const char* kSeedParameterNames[] = {"seed_columns",     "seed_params",
+                                                      "seed_output",      "input_var_order",
+                                                      "output_var_order", "default_params"};
+
+// The declaration that `parameters` give under the keys of kSeedParameterNames (other keys are
+// not looked at); nullopt when none of them is there. Fields left out stay empty (the caller
+// decides whether that is an error). INVALID_ARGUMENT for a default_params entry that is not a
+// number.
+absl::StatusOr<std::optional<SeedDeclaration>> ParseSeedParameters(
+    const std::map<std::string, std::string>& parameters);
 
 // Sets signature->seed as `declaration` says; default_params also make the params input
 // optional with them as its default. The model must batch, the named tensors must exist and be

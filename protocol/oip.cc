@@ -509,7 +509,7 @@ void EncodeInferResponse(const InferReplyHeader& header, std::vector<ReplyTensor
   if (!header.id.empty()) response->set_id(std::string(header.id));
   for (ReplyTensor& output : outputs) {
     ModelInferResponse::InferOutputTensor* tensor = response->add_outputs();
-    tensor->set_name(std::string(output.name));
+    tensor->set_name(output.name);
     tensor->set_datatype(handlers::WireName(output.type));
     for (const int64_t size : output.shape) tensor->add_shape(size);
     if (raw_output) {

@@ -78,7 +78,7 @@ struct InferReplyHeader {
 
 // One output of a reply: its name, type, shape and elements (row-major, little-endian).
 struct ReplyTensor {
-  std::string_view name;
+  std::string name;  // its own: the reply may outlive the model version that named it
   handlers::DataType type = handlers::DataType::kFp32;
   handlers::Dims shape;
   std::string data;

@@ -239,7 +239,10 @@ absl::StatusOr<RepositoryModel> ModelRepository::Read(std::string_view name) con
                           absl::StrCat("model ", model, ": ", text.status().message()));
     }
     absl::StatusOr<ModelConfig> parsed = ParseModelConfig(*text, config_path);
-    if (!parsed.ok()) return parsed.status();
+    if (!parsed.ok()) {
+      return absl::Status(parsed.status().code(),
+                          absl::StrCat("model ", model, ": ", parsed.status().message()));
+    }
     config = *std::move(parsed);
     result.has_config_file = true;
   } else if (errno != ENOENT) {

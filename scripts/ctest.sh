@@ -10,14 +10,14 @@
 # MODEL_SERVER_NO_SKIPS=1 and a skip fails the run.
 #
 # Env: MODEL_SERVER_NO_SKIPS (1: a skip fails), MODEL_SERVER_ALLOWED_SKIPS (space-separated test
-# names that may skip even then; default: torch_gpu_tests, since CI has no GPU).
+# names that may skip even then; default: the GPU tests, since CI has no GPU).
 # Exit status: ctest's if it failed, else 1 for a skip that is not allowed, else 0.
 set -uo pipefail
 (($# >= 1)) || { echo "usage: $0 DIR [CTEST_ARGUMENTS...]" >&2; exit 2; }
 dir=$1
 shift
 NO_SKIPS=${MODEL_SERVER_NO_SKIPS:-0}
-ALLOWED=" ${MODEL_SERVER_ALLOWED_SKIPS-torch_gpu_tests} "
+ALLOWED=" ${MODEL_SERVER_ALLOWED_SKIPS-torch_gpu_tests torch_gpu_sticky_tests} "
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -1,13 +1,30 @@
 #include "server/batched_call.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "server/cached_response.h"
 #include "server/grpc_status.h"
 #include "server/served_model.h"
 
+// BatchedCall checks each move of its state in debug builds and in the sanitizer builds
+// (scripts/sanitize.sh builds Release with -fsanitize=...), where the threads that move it are
+// watched anyway.
+#if !defined(NDEBUG) || defined(MODEL_SERVER_TSAN) || defined(__SANITIZE_ADDRESS__)
+#define MODEL_SERVER_CHECK_CALL_STATES 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(undefined_behavior_sanitizer)
+#define MODEL_SERVER_CHECK_CALL_STATES 1
+#endif
+#endif
+
 namespace model_server::server {
 namespace {
+
+// Whether the last call that arrived on this (completion-queue) thread found no other call in
+// flight.
+thread_local bool last_arrival_alone = false;
 
 // The batcher's view of a call: the decoded request plus the way back to the client, and, for a
 // model whose answers are cached, the key its answer goes under.
@@ -15,18 +32,18 @@ class CallTask final : public handlers::InferenceTask {
  public:
   // `cache_key` empty: the answer is not cached; else it goes into the model's cache, and
   // `lookup` is what looking it up took.
-  CallTask(Routed& routed, BatchedCall* call, std::string cache_key,
+  CallTask(DecodedCall& decoded, BatchedCall* call, ServedModel& model, std::string cache_key,
            std::chrono::nanoseconds lookup)
-      : InferenceTask(std::move(routed.request)),
+      : InferenceTask(std::move(decoded.request)),
         call_(call),
-        metrics_(routed.model->metrics()),
-        statistics_(routed.model->statistics()),
+        metrics_(model.metrics()),
+        statistics_(model.statistics()),
         enqueued_(std::chrono::steady_clock::now()),
-        priority_(routed.priority),
-        timeout_(routed.timeout),
-        batches_(routed.model->signature().batches()),
-        cache_(cache_key.empty() ? nullptr : routed.model->cache()),
-        cache_owner_(routed.model->cache_owner()),
+        priority_(decoded.priority),
+        timeout_(decoded.timeout),
+        batches_(model.signature().batches()),
+        cache_(cache_key.empty() ? nullptr : model.cache()),
+        cache_owner_(model.cache_owner()),
         cache_key_(std::move(cache_key)),
         lookup_(lookup) {}
 
@@ -109,7 +126,7 @@ void BatchedCall::Start() {
 }
 
 void BatchedCall::Proceed(bool ok) {
-  if (state_ == State::kFinished) {
+  if (state_.load(std::memory_order_relaxed) == State::kFinished) {
     Release();
     return;
   }
@@ -121,7 +138,7 @@ void BatchedCall::Proceed(bool ok) {
   }
   ListenAgain();
   arrived_ = std::chrono::steady_clock::now();
-  context_.metrics->AddInFlight(1);
+  const bool alone = context_.metrics->AddInFlight(1) == 1;
   admitted_ = context_.drain->Arrive();
   if (!admitted_) {
     // Draining: refused before any work, with a hint for gRPC retry policies to wait.
@@ -131,70 +148,132 @@ void BatchedCall::Proceed(bool ok) {
     return;
   }
   deadline_ = SteadyDeadline(server_context_);
+  // Run to completion here only when nothing else is going on: no other call in flight, this
+  // thread has waited for work since the last call arrived (else calls may be queued behind this
+  // one, and would wait for all of it), and that call was alone too. The last keeps a closed
+  // loop of several clients batching: their calls come in waves, whose first call finds the
+  // server idle while the others are on their way.
+  const bool waited = TakeIdle();
+  const bool idle = waited && alone && last_arrival_alone;
+  last_arrival_alone = alone;
+  if (idle && RunIdle()) return;
   if (context_.decode_pool == nullptr) {
     DecodeAndEnqueue();
     return;
   }
-  state_ = State::kDecoding;
+  SetState(State::kDecoding);
   context_.decode_pool->Submit(this);
 }
 
 void BatchedCall::Run() {
-  if (state_ == State::kDecoding) {
+  if (state_.load(std::memory_order_relaxed) == State::kDecoding) {
     DecodeAndEnqueue();
   } else {
     Reply();
   }
 }
 
-void BatchedCall::DecodeAndEnqueue() {
-  absl::StatusOr<Routed> routed = Decode();
-  if (!routed.ok()) {
-    Fail(routed.status());
-    return;
+bool BatchedCall::RunIdle() {
+  absl::StatusOr<std::shared_ptr<ServedModel>> model = Route();
+  if (!model.ok()) {
+    Fail(model.status());
+    return true;
   }
-  ServedModel& model = *routed->model;
+  model_ = *std::move(model);
+  if (!model_->MayRunIdle()) return false;
+  absl::StatusOr<DecodedCall> request = Decode(*model_);
+  if (!request.ok()) {
+    model_.reset();
+    Fail(request.status());
+    return true;
+  }
+  // A cached answer needs no instance.
   std::string cache_key;
   std::chrono::nanoseconds lookup{0};
-  if (batching::ResponseCache* cache = model.cache()) {
-    const auto start = std::chrono::steady_clock::now();
-    cache_key = ResponseCacheKey(model.name(), model.version(), model.cache_owner(),
-                                 model.signature(), routed->request, routed->cache_parameters);
-    std::shared_ptr<const std::string> cached = cache->Lookup(cache_key);
-    lookup = std::chrono::steady_clock::now() - start;
-    if (cached != nullptr) {
-      ReplyFromCache(*routed, *cached, lookup);
-      return;
-    }
-  }
+  if (AnsweredFromCache(*request, cache_key, lookup)) return true;
+  const uint64_t priority = request->priority;
   std::unique_ptr<handlers::InferenceTask> task =
-      std::make_unique<CallTask>(*routed, this, std::move(cache_key), lookup);
-  state_ = State::kQueued;
-  if (absl::Status queued = model.Enqueue(task); !queued.ok()) Fail(queued);
-  // `routed` lets go of the model version here: a version removed meanwhile is released once
-  // its queue, this request included, has run.
+      std::make_unique<CallTask>(*request, this, *model_, std::move(cache_key), lookup);
+  // Whatever its priority, a request that finds nothing queued waits behind nothing: it may run
+  // here (its queue timeout never starts). Its answer is cached as a batch's is (CallTask).
+  ServedModel::IdleClaim claim = model_->ClaimIdle(task->request().rows, priority);
+  if (!claim) {
+    // The version got busy, this request is larger than runs quickly, or its priority is one
+    // the queue refuses: to the batcher, from here (it is decoded already).
+    Enqueue(std::move(task));
+    return true;
+  }
+  SetState(State::kQueued);
+  model_->RunIdle(std::move(claim), task);
+  BatchedCall* completed = static_cast<const CallTask&>(*task).completed_call();
+  task.reset();
+  model_version_ = model_->version();
+  model_.reset();  // the version is not held while the reply is written
+  // A failed task has answered the call already (its finish tag comes to this thread, after
+  // this returns).
+  if (completed != nullptr) Reply();
+  return true;
 }
 
-void BatchedCall::ReplyFromCache(const Routed& routed, const std::string& cached,
-                                 std::chrono::nanoseconds lookup) {
-  absl::StatusOr<std::vector<handlers::OutputTensor>> outputs = ReadCachedResponse(cached);
-  if (!outputs.ok()) {
-    Fail(outputs.status());
+void BatchedCall::DecodeAndEnqueue() {
+  if (model_ == nullptr) {
+    absl::StatusOr<std::shared_ptr<ServedModel>> model = Route();
+    if (!model.ok()) {
+      Fail(model.status());
+      return;
+    }
+    model_ = *std::move(model);
+  }
+  absl::StatusOr<DecodedCall> request = Decode(*model_);
+  if (!request.ok()) {
+    model_.reset();
+    Fail(request.status());
     return;
   }
-  ServedModel& model = *routed.model;
-  KeepOutputs(*outputs, 0, 0, routed.request.rows);
-  model_version_ = model.version();
-  model.statistics().RecordCacheHit(std::chrono::steady_clock::now() - arrived_, lookup);
-  model.metrics().RecordCacheHit();
-  state_ = State::kReplying;
+  std::string cache_key;
+  std::chrono::nanoseconds lookup{0};
+  if (AnsweredFromCache(*request, cache_key, lookup)) return;
+  Enqueue(std::make_unique<CallTask>(*request, this, *model_, std::move(cache_key), lookup));
+}
+
+void BatchedCall::Enqueue(std::unique_ptr<handlers::InferenceTask> task) {
+  // Lets go of the model version before the call can be answered: a version removed meanwhile
+  // is released once its queue, this request included, has run.
+  const std::shared_ptr<ServedModel> model = std::move(model_);
+  SetState(State::kQueued);
+  if (absl::Status queued = model->Enqueue(task); !queued.ok()) Fail(queued);
+}
+
+bool BatchedCall::AnsweredFromCache(const DecodedCall& decoded, std::string& key,
+                                    std::chrono::nanoseconds& lookup) {
+  batching::ResponseCache* cache = model_->cache();
+  if (cache == nullptr) return false;
+  const auto start = std::chrono::steady_clock::now();
+  key = ResponseCacheKey(model_->name(), model_->version(), model_->cache_owner(),
+                         model_->signature(), decoded.request, decoded.cache_parameters);
+  std::shared_ptr<const std::string> cached = cache->Lookup(key);
+  lookup = std::chrono::steady_clock::now() - start;
+  if (cached == nullptr) return false;
+  absl::StatusOr<std::vector<handlers::OutputTensor>> outputs = ReadCachedResponse(*cached);
+  if (!outputs.ok()) {
+    model_.reset();
+    Fail(outputs.status());
+    return true;
+  }
+  KeepOutputs(*outputs, 0, 0, decoded.request.rows);
+  model_version_ = model_->version();
+  model_->statistics().RecordCacheHit(std::chrono::steady_clock::now() - arrived_, lookup);
+  model_->metrics().RecordCacheHit();
+  model_.reset();  // the version is not held while the reply is written
+  SetState(State::kReplying);
   Reply();
+  return true;
 }
 
 void BatchedCall::Complete(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,
                            int64_t task_row, int64_t rows, bool last) {
   KeepOutputs(outputs, batch_row, task_row, rows);
-  if (last) state_ = State::kReplying;
+  if (last) SetState(State::kReplying);
 }
 
 void BatchedCall::ReplyAll(const std::vector<std::unique_ptr<handlers::InferenceTask>>& batch,
@@ -215,18 +294,69 @@ void BatchedCall::ReplyAll(const std::vector<std::unique_ptr<handlers::Inference
 }
 
 void BatchedCall::Reply() {
+  ExpectState(State::kReplying);
   EncodeReply(model_version_);
   RecordOutcome(grpc::StatusCode::OK);
-  state_ = State::kFinished;
-  SendReply(this);  // armed off the polling thread; Proceed runs on a polling thread
+  SetState(State::kFinished);
+  SendReply(this);  // may be armed off the polling thread; Proceed runs on a polling thread
 }
 
 void BatchedCall::Fail(const absl::Status& status) {
   const grpc::Status grpc_status = ToGrpcStatus(status);
   RecordOutcome(grpc_status.error_code());
-  state_ = State::kFinished;
+  SetState(State::kFinished);
   SendError(grpc_status, this);  // may be armed off the polling thread
 }
+
+#ifdef MODEL_SERVER_CHECK_CALL_STATES
+namespace {
+
+const char* StateName(int state) {
+  static constexpr const char* kNames[] = {"waiting for its request", "decoding", "queued",
+                                           "replying", "finished"};
+  return state >= 0 && state < 5 ? kNames[state] : "unknown";
+}
+
+[[noreturn]] void BadState(const char* what, int from, int to) {
+  std::fprintf(stderr, "BatchedCall: %s: %s -> %s\n", what, StateName(from), StateName(to));
+  std::abort();
+}
+
+}  // namespace
+
+void BatchedCall::SetState(State to) {
+  const State from = state_.exchange(to, std::memory_order_relaxed);
+  bool allowed = false;
+  switch (from) {
+    case State::kWaitingForRequest:  // to kReplying: answered from the response cache
+      allowed = to == State::kDecoding || to == State::kQueued || to == State::kReplying ||
+                to == State::kFinished;
+      break;
+    case State::kDecoding:  // to kReplying: answered from the response cache
+      allowed = to == State::kQueued || to == State::kReplying || to == State::kFinished;
+      break;
+    case State::kQueued:
+      allowed = to == State::kReplying || to == State::kFinished;
+      break;
+    case State::kReplying:
+      allowed = to == State::kFinished;
+      break;
+    case State::kFinished:
+      break;  // the end: nothing may follow
+  }
+  if (!allowed)
+    BadState("a move its life does not allow", static_cast<int>(from), static_cast<int>(to));
+}
+
+void BatchedCall::ExpectState(State expected) const {
+  const State now = state_.load(std::memory_order_relaxed);
+  if (now != expected)
+    BadState("in the wrong state", static_cast<int>(now), static_cast<int>(expected));
+}
+#else
+void BatchedCall::SetState(State to) { state_.store(to, std::memory_order_relaxed); }
+void BatchedCall::ExpectState(State /*expected*/) const {}
+#endif
 
 void BatchedCall::RecordOutcome(grpc::StatusCode code) {
   if (outcome_recorded_.exchange(true, std::memory_order_acq_rel)) return;

@@ -34,28 +34,30 @@ struct CallContext {
   DrainGate* drain = nullptr;
 };
 
-// A request decoded for one model version, which the call holds until the request is queued.
-struct Routed {
+// A request decoded for one model version: the request, where it waits (its priority, 0: the
+// model's default level, and its own queue timeout, 0: none, as batching::BatchTask takes them;
+// the seed's calls ask for neither) and what a response cache key holds of its parameters beyond
+// its inputs (protocol::oip::DecodedInfer::cache_parameters).
+struct DecodedCall {
   handlers::InferenceRequest request;
-  std::shared_ptr<ServedModel> model;
-  // Where it waits: its priority (0: the model's default level) and its own queue timeout (0:
-  // none), as batching::BatchTask takes them. The seed's calls ask for neither.
   uint64_t priority = 0;
   std::chrono::microseconds timeout{0};
-  // What a response cache key holds of the request's parameters beyond its inputs
-  // (protocol::oip::DecodedInfer::cache_parameters).
   std::string cache_parameters;
 };
 
 // The life of a unary call whose request is computed in a batch, whatever its wire protocol:
-// decode → enqueue → keep its rows of the outputs → reply. When the request arrives on a
+// route → decode → enqueue → keep its rows of the outputs → reply. When the request arrives on a
 // completion-queue thread, a codec-pool thread decodes it and queues it for its model's
 // batcher; the batch thread that runs it copies out the call's rows of the outputs, and a
 // codec-pool thread encodes the reply and finishes the call (without a pool, the
 // completion-queue thread decodes and the batch thread encodes). A request whose answer is in the
-// model's response cache is answered by the thread that decoded it. A bad request, a full
-// queue or a draining server is answered at once. The call deletes itself once gRPC is done with
-// it.
+// model's response cache is answered by the thread that decoded it, with no queueing or forward.
+//
+// Run to completion when idle: a call that arrives while no other call is in flight, on a
+// completion-queue thread that had nothing else to do, whose model version is idle (see
+// ServedModel::ClaimIdle), is decoded, computed, encoded and finished right there, with no
+// hand-off; the moment calls overlap they take the path above. A bad request, a full queue or a
+// draining server is answered at once. The call deletes itself once gRPC is done with it.
 //
 // A protocol derives from BatchedCallOf<Request, Reply> below and supplies the hooks.
 class BatchedCall : public Tag, public WorkPool::Item {
@@ -92,14 +94,16 @@ class BatchedCall : public Tag, public WorkPool::Item {
   virtual void RequestCall() = 0;
   // Arms a new call of the same kind on the same queue, to take the next request.
   virtual void ListenAgain() = 0;
-  // Decodes the request (on the thread that decodes) and picks the model that computes it;
-  // errors are answered as they are.
-  virtual absl::StatusOr<Routed> Decode() = 0;
+  // The model version that computes the request (found in the registry); errors are answered
+  // as they are.
+  virtual absl::StatusOr<std::shared_ptr<ServedModel>> Route() = 0;
+  // Decodes the request for `model` (on the thread that decodes); errors are answered as they are.
+  virtual absl::StatusOr<DecodedCall> Decode(const ServedModel& model) = 0;
   // Copies this call's rows of the outputs (see Complete); batch thread.
   virtual void KeepOutputs(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,
                            int64_t task_row, int64_t rows) = 0;
   // Encodes the kept outputs into the reply, which ran on `model_version`; codec thread (or the
-  // batch thread).
+  // batch thread, or the completion-queue thread for a call run to completion there).
   virtual void EncodeReply(int64_t model_version) = 0;
   // responder.Finish(reply, OK, tag) and responder.FinishWithError(status, tag), possibly off
   // the polling thread: each tells TSan first (TagHandedOff), after this virtual call has read
@@ -115,7 +119,17 @@ class BatchedCall : public Tag, public WorkPool::Item {
   grpc::ServerContext server_context_;
 
  private:
-  enum class State { kWaitingForRequest, kDecoding, kQueued, kReplying, kFinished };
+  // Where the call is; each step below moves it on (SetState checks the move in debug and
+  // sanitizer builds). Written by the completion-queue thread (arrival, and every step of a call
+  // run there), a codec thread (decoding, replying) and a batch thread (outputs kept).
+  enum class State : uint8_t {
+    kWaitingForRequest,  // armed; no request yet
+    kDecoding,           // handed to the codec pool to decode
+    kQueued,             // its task is queued, or running in a batch or on its own
+    kReplying,           // all its outputs are kept (or read from the response cache); the
+                         // reply is to be encoded
+    kFinished,           // Finish or FinishWithError is armed; the finish tag ends it
+  };
 
   // Fires when the call ends for any reason, client cancellation included.
   class DoneTag final : public Tag {
@@ -127,12 +141,25 @@ class BatchedCall : public Tag, public WorkPool::Item {
     BatchedCall* const call_;
   };
 
-  // Decodes the request and answers it from the response cache, or queues it for its model's
-  // batcher, or fails the call.
+  // Moves the call to `to`; in debug and sanitizer builds, aborts on a move the life above does
+  // not allow (a call finished twice, a reply before its outputs, ...).
+  void SetState(State to);
+  // Debug and sanitizer builds: aborts unless the call is in `expected`.
+  void ExpectState(State expected) const;
+  // Tries to run the call to completion on this (completion-queue) thread: returns false, with
+  // nothing done but the route kept in model_, when the model version is not idle; true once
+  // the call has been answered (from the response cache too) or queued.
+  bool RunIdle();
+  // Routes (unless RunIdle did), decodes the request and answers it from the response cache, or
+  // queues it for its model's batcher, or fails the call.
   void DecodeAndEnqueue();
-  // Answers the call from `cached`, its outputs in the response cache, without queueing it.
-  void ReplyFromCache(const Routed& routed, const std::string& cached,
-                      std::chrono::nanoseconds lookup);
+  // Looks `decoded` up in model_'s response cache. A hit answers the call (and lets model_ go):
+  // true. Otherwise false, with the key its answer goes under in `key` (empty: not cached) and
+  // what the lookup took in `lookup`.
+  bool AnsweredFromCache(const DecodedCall& decoded, std::string& key,
+                         std::chrono::nanoseconds& lookup);
+  // Queues `task` for model_'s batcher (or fails the call), then lets model_ go.
+  void Enqueue(std::unique_ptr<handlers::InferenceTask> task);
   // Encodes the kept outputs and finishes the call with them.
   void Reply();
   // Counts the call's outcome, once: whichever of the finishing thread (just before Finish) and
@@ -144,8 +171,10 @@ class BatchedCall : public Tag, public WorkPool::Item {
 
   const metrics::Method method_;
   DoneTag done_tag_{this};
-  State state_ = State::kWaitingForRequest;
-  int64_t model_version_ = 0;  // set by ReplyAll before the reply
+  std::atomic<State> state_{State::kWaitingForRequest};
+  // The model version the request goes to, from Route until the request is queued or has run.
+  std::shared_ptr<ServedModel> model_;
+  int64_t model_version_ = 0;  // set before the reply
   TimePoint arrived_;
   std::optional<TimePoint> deadline_;  // set on arrival; nullopt when the client set none
   bool admitted_ = false;              // by the drain gate, on arrival

@@ -20,4 +20,17 @@ class Tag {
 // shut down and drained.
 void PollCompletionQueue(grpc::CompletionQueue* cq);
 
+// As PollCompletionQueue, and notes each time the thread waits for an event because none is
+// ready (see TakeIdle): a first look for what is ready, then a blocking wait when nothing is.
+// Costs one non-blocking poll each time the queue runs empty.
+void PollCompletionQueueNotingIdle(grpc::CompletionQueue* cq);
+
+// For a call that has just arrived, within a Proceed called by PollCompletionQueueNotingIdle:
+// whether this thread has waited for events since the last call that took this note — false
+// when it has gone from one arrival to the next without waiting, so that more calls may be
+// queued behind this one. Takes the note (the next arrival gets false unless the thread waits
+// in between). Other events (a call's finish, its done tag) neither take nor set it. False on
+// any other thread.
+bool TakeIdle();
+
 }  // namespace model_server::server

@@ -25,28 +25,34 @@ void EvaluateCall::RequestCall() {
 
 void EvaluateCall::ListenAgain() { Listen(context_, methods_, cq_); }
 
-absl::StatusOr<Routed> EvaluateCall::Decode() {
+absl::StatusOr<std::shared_ptr<ServedModel>> EvaluateCall::Route() {
   absl::StatusOr<std::shared_ptr<ServedModel>> model = methods_.models->Find(methods_.model, "");
   if (!model.ok()) {
     // The seed's clients call one model: its absence is the server's state, not their mistake.
     return absl::UnavailableError(model.status().message());
   }
-  const handlers::ModelSignature& signature = (*model)->signature();
-  if (!signature.seed) {
+  if (!(*model)->signature().seed) {
     return absl::FailedPreconditionError(absl::StrCat(
         "model ", methods_.model,
         " cannot be called through ModelService: its tensors do not map onto the seed's columns "
         "(call it through the Open Inference Protocol)"));
   }
-  absl::StatusOr<protocol::SeedRequest> decoded = protocol::DecodeRequest(
-      request_.inp_dict_bytes(), signature, (*model)->max_rows_per_request());
+  return model;
+}
+
+absl::StatusOr<DecodedCall> EvaluateCall::Decode(const ServedModel& model) {
+  const handlers::ModelSignature& signature = model.signature();
+  absl::StatusOr<protocol::SeedRequest> decoded =
+      protocol::DecodeRequest(request_.inp_dict_bytes(), signature, model.max_rows_per_request());
   if (!decoded.ok()) return decoded.status();
   output_names_ = std::move(decoded->output_names);
   seed_output_ = signature.seed->output;
   rows_ = decoded->request.rows;
   outputs_.resize(rows_ * output_names_.size());
   // The default priority level and no timeout of its own: the seed's calls say nothing of them.
-  return Routed{std::move(decoded->request), *std::move(model)};
+  DecodedCall call;
+  call.request = std::move(decoded->request);
+  return call;
 }
 
 void EvaluateCall::KeepOutputs(const std::vector<handlers::OutputTensor>& outputs,

@@ -121,6 +121,19 @@ Flag SecondsFlag(std::string name, std::string help, Get get) {
   return flag;
 }
 
+// A flag whose value is true or false, for a bool field.
+template <typename Get>
+Flag BoolFlag(std::string name, std::string help, Get get) {
+  Flag flag = Named(std::move(name), std::move(help));
+  flag.show = [get](const Config& config) { return get(config) ? "true" : "false"; };
+  flag.set = [get](const std::string& text, Config& config) -> absl::Status {
+    if (text != "true" && text != "false") return Invalid("must be true or false");
+    get(config) = text == "true";
+    return absl::OkStatus();
+  };
+  return flag;
+}
+
 // A flag whose value is text; `check` (when given) says what is wrong with it.
 template <typename Get>
 Flag StringFlag(std::string name, std::string help, Get get,
@@ -295,6 +308,12 @@ const std::vector<Flag>& Flags() {
     add(DurationFlag<std::chrono::microseconds>(
         "max-queue-delay-us", "longest a request waits for more rows to batch with; 0 = never wait",
         [](auto& config) -> auto& { return config.server.batching.max_queue_delay; }));
+    add(DurationFlag<std::chrono::microseconds>(
+        "idle-max-forward-us",
+        "a call that arrives while the server is idle runs to completion on the thread that "
+        "received it (no hand-off) when its model's forward pass is expected to take at most this "
+        "long; 0 = never, every call is batched",
+        [](auto& config) -> auto& { return config.server.max_idle_forward; }));
     add(IntegerFlag(
         "max-queue-rows", "rows queued at most; beyond it requests get RESOURCE_EXHAUSTED",
         [](auto& config) -> auto& { return config.server.batching.max_queue_rows; }, 1));
@@ -326,8 +345,20 @@ const std::vector<Flag>& Flags() {
         "instances", "model instances, each with its own batch thread (and CUDA stream)",
         [](auto& config) -> auto& { return config.instances; }, 1));
     add(StringFlag(
-        "precision", "fp32, fp16 or bf16: what the model computes in (the wire stays float32)",
-        [](auto& config) -> auto& { return config.handler.precision; }));
+        "precision",
+        "fp32, tf32, fp16 or bf16: what the model computes in (the wire stays float32); tf32 "
+        "lets a GPU's float32 matmuls and convolutions use TF32 tensor cores, process-wide",
+        [](auto& config) -> auto& { return config.handler.precision; },
+        [](const std::string& text) {
+          return text == "fp32" || text == "tf32" || text == "fp16" || text == "bf16"
+                     ? absl::OkStatus()
+                     : Invalid("must be fp32, tf32, fp16 or bf16");
+        }));
+    add(BoolFlag(
+        "cuda-graphs",
+        "true: on a GPU, capture a CUDA graph per batch size bucket (powers of two up to "
+        "--max-batch-rows) after warm-up and replay it, padding batches to their bucket",
+        [](auto& config) -> auto& { return config.handler.cuda_graphs; }));
     add(IntegerFlag(
         "torch-threads", "torch intra-op threads; 0 = libtorch's default",
         [](auto& config) -> auto& { return config.handler.torch_threads; }, 0));
@@ -456,7 +487,7 @@ const std::vector<Flag>& Flags() {
 cxxopts::Options MakeOptions() {
   cxxopts::Options options(
       "model_server",
-      "Serves TorchScript models over the seed's gRPC ModelService and the Open Inference "
+      "Serves PyTorch models over the seed's gRPC ModelService and the Open Inference "
       "Protocol with dynamic batching");
   const Config defaults;
   cxxopts::OptionAdder adder = options.add_options();

@@ -25,13 +25,14 @@ void InferCall::RequestCall() {
 
 void InferCall::ListenAgain() { Listen(context_, methods_, cq_); }
 
-absl::StatusOr<Routed> InferCall::Decode() {
-  absl::StatusOr<std::shared_ptr<ServedModel>> model =
-      methods_.models->Find(request_.model_name(), request_.model_version());
-  if (!model.ok()) return model.status();
-  const handlers::ModelSignature& signature = (*model)->signature();
+absl::StatusOr<std::shared_ptr<ServedModel>> InferCall::Route() {
+  return methods_.models->Find(request_.model_name(), request_.model_version());
+}
+
+absl::StatusOr<DecodedCall> InferCall::Decode(const ServedModel& model) {
+  const handlers::ModelSignature& signature = model.signature();
   absl::StatusOr<protocol::oip::DecodedInfer> decoded =
-      protocol::oip::DecodeInferRequest(request_, signature, (*model)->max_rows_per_request());
+      protocol::oip::DecodeInferRequest(request_, signature, model.max_rows_per_request());
   if (!decoded.ok()) return decoded.status();
   batches_ = signature.batches();
   raw_output_ = decoded->raw_output;
@@ -42,8 +43,8 @@ absl::StatusOr<Routed> InferCall::Decode() {
     const handlers::TensorSpec& spec = signature.outputs[index];
     outputs_.push_back({spec.name, spec.type, {}, {}});
   }
-  return Routed{std::move(decoded->request), *std::move(model), decoded->priority, decoded->timeout,
-                std::move(decoded->cache_parameters)};
+  return DecodedCall{std::move(decoded->request), decoded->priority, decoded->timeout,
+                     std::move(decoded->cache_parameters)};
 }
 
 void InferCall::KeepOutputs(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,

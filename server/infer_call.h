@@ -33,7 +33,8 @@ class InferCall final
 
   void RequestCall() override;
   void ListenAgain() override;
-  absl::StatusOr<Routed> Decode() override;
+  absl::StatusOr<std::shared_ptr<ServedModel>> Route() override;
+  absl::StatusOr<DecodedCall> Decode(const ServedModel& model) override;
   void KeepOutputs(const std::vector<handlers::OutputTensor>& outputs, int64_t batch_row,
                    int64_t task_row, int64_t rows) override;
   void EncodeReply(int64_t model_version) override;

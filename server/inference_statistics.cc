@@ -42,7 +42,7 @@ void InferenceStatistics::RecordBatch(size_t requests, int64_t rows,
   compute_input_.Add(requests, execution.input * requests);
   compute_infer_.Add(requests, execution.infer * requests);
   compute_output_.Add(requests, execution.output * requests);
-  std::lock_guard<std::mutex> lock(batches_mu_);
+  base::MutexLock lock(batches_mu_);
   BatchSize& size = batches_[rows];
   size.executions += execution.forward_passes;
   size.input += execution.input;
@@ -63,12 +63,13 @@ void InferenceStatistics::Fill(inference::ModelStatistics* out) const {
   compute_output_.Fill(stats->mutable_compute_output());
   cache_hit_.Fill(stats->mutable_cache_hit());
   cache_miss_.Fill(stats->mutable_cache_miss());
-  std::lock_guard<std::mutex> lock(batches_mu_);
+  base::MutexLock lock(batches_mu_);
   for (const auto& [rows, size] : batches_) {
     inference::InferBatchStatistics* batch = out->add_batch_stats();
     batch->set_batch_size(static_cast<uint64_t>(rows));
-    const auto fill = [&](inference::StatisticDuration* duration, Duration total) {
-      duration->set_count(size.executions);
+    const uint64_t executions = size.executions;
+    const auto fill = [executions](inference::StatisticDuration* duration, Duration total) {
+      duration->set_count(executions);
       duration->set_ns(static_cast<uint64_t>(total.count()));
     };
     fill(batch->mutable_compute_input(), size.input);

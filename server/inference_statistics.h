@@ -4,8 +4,8 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
-#include <mutex>
 
+#include "base/mutex.h"
 #include "handlers/batch_executor.h"
 #include "protos/triton_extensions.pb.h"
 
@@ -58,8 +58,8 @@ class InferenceStatistics {
   std::atomic<uint64_t> inference_count_{0};
   std::atomic<uint64_t> execution_count_{0};
   std::atomic<uint64_t> last_inference_ms_{0};
-  mutable std::mutex batches_mu_;
-  std::map<int64_t, BatchSize> batches_;  // by batch rows; guarded by batches_mu_
+  mutable base::Mutex batches_mu_;
+  std::map<int64_t, BatchSize> batches_ ABSL_GUARDED_BY(batches_mu_);  // by batch rows
 };
 
 }  // namespace model_server::server

@@ -2,6 +2,7 @@
 // Inference Protocol with dynamic micro-batching. See README.md for flags and payloads.
 
 #include <fcntl.h>
+#include <grpc/support/log.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -28,11 +29,19 @@ namespace {
 // orchestrator should restart the server (docs/SECURITY.md).
 constexpr int kExitUnreachable = 3;
 
+// The exit code after a model instance's device was lost (a sticky CUDA error: a device-side
+// assert, an illegal memory access, ...): nothing on that device computes until the process
+// restarts, so the server turned NOT_SERVING, drained (requests on the lost device were answered
+// UNAVAILABLE) and exits for the orchestrator to restart it (README.md, "Exit codes").
+constexpr int kExitDeviceLost = 4;
+
 // The exit code after a usage error (a bad flag or environment variable).
 constexpr int kExitUsage = 2;
 
-// What the self-check's failure writes into the signal pipe (no signal is numbered 0).
+// What the self-check's failure and a lost device write into the signal pipe (no signal is
+// numbered 0, and none above 64).
 constexpr char kSelfCheckFailed = 0;
+constexpr char kDeviceLost = 100;
 
 // The catalog of the models the command line names: a model repository, or the --model files
 // (the demo model without any).
@@ -51,6 +60,29 @@ absl::StatusOr<std::unique_ptr<server::ModelCatalog>> MakeCatalog(const server::
     files.push_back({flag.name, flag.path, server::MakeTorchLoader(loader)});
   }
   return server::MakeFileCatalog(std::move(files));
+}
+
+// gRPC's own log lines, through spdlog like every other line. gRPC's errors are warnings here:
+// what they cause reaches our code as a status, which is reported as the one error line (a port in
+// use is gRPC's bind error, then our "cannot listen on"). The drain stops gRPC's listening socket
+// at the socket (ServerSockets::StopListening), which gRPC then reports as an accept error
+// ("Failed accept4: Invalid argument"): expected then, so a debug line.
+void LogGrpc(gpr_log_func_args* args) {
+  switch (args->severity) {
+    case GPR_LOG_SEVERITY_DEBUG:
+      spdlog::debug("grpc: {}", args->message);
+      break;
+    case GPR_LOG_SEVERITY_INFO:
+      spdlog::info("grpc: {}", args->message);
+      break;
+    case GPR_LOG_SEVERITY_ERROR:
+      if (std::strstr(args->message, "Failed accept4: Invalid argument")) {
+        spdlog::debug("grpc: {}", args->message);
+      } else {
+        spdlog::warn("grpc: {} ({}:{})", args->message, args->file, args->line);
+      }
+      break;
+  }
 }
 
 // The write end of a pipe the signal handler writes each SIGINT/SIGTERM/SIGHUP to. A handler
@@ -100,25 +132,31 @@ int NextShutdownSignal(int signal_pipe, server::ModelServer* running) {
   return signal_number;
 }
 
-// Serves until SIGINT/SIGTERM or a failed self-check, then drains; a second signal exits at
-// once. SIGHUP reloads models. Returns the exit code: 0 after a signal, kExitUnreachable after a
-// failed self-check.
+// Serves until SIGINT/SIGTERM, a failed self-check or a lost device, then drains; a second
+// signal exits at once. SIGHUP reloads models. Returns the exit code: 0 after a signal,
+// kExitUnreachable after a failed self-check, kExitDeviceLost after a lost device.
 int ServeUntilSignalled(server::ModelServer& running, int signal_pipe) {
   const int signal_number = NextShutdownSignal(signal_pipe, &running);
-  if (signal_number == kSelfCheckFailed) {
+  const int exit_code = signal_number == kSelfCheckFailed ? kExitUnreachable
+                        : signal_number == kDeviceLost    ? kExitDeviceLost
+                                                          : 0;
+  if (exit_code != 0) {
     spdlog::error(
         "draining, then exiting with code {} so that the orchestrator restarts the server",
-        kExitUnreachable);
+        exit_code);
   } else {
     spdlog::info("received {}: draining (health NOT_SERVING)", strsignal(signal_number));
   }
   std::thread([signal_pipe] {
-    const int second = NextShutdownSignal(signal_pipe, nullptr);  // no swap while draining
+    int second;  // no swap while draining; the server's own reasons are no second signal
+    do {
+      second = NextShutdownSignal(signal_pipe, nullptr);
+    } while (second == kSelfCheckFailed || second == kDeviceLost);
     spdlog::warn("received {} again: exiting without draining", strsignal(second));
     std::_Exit(1);
   }).detach();
   running.Shutdown();
-  return signal_number == kSelfCheckFailed ? kExitUnreachable : 0;
+  return exit_code;
 }
 
 int Main(int argc, char** argv) {
@@ -135,6 +173,7 @@ int Main(int argc, char** argv) {
   }
   const server::Config& config = parsed->config;
   spdlog::set_level(spdlog::level::from_str(config.log_level));  // checked by ParseFlags
+  gpr_set_log_function(LogGrpc);
 
   if (!config.export_demo_model.empty()) {
     const absl::Status exported =
@@ -165,6 +204,17 @@ int Main(int argc, char** argv) {
   options.self_check.on_failure = [] {
     [[maybe_unused]] const ssize_t written = write(signal_pipe_write, &kSelfCheckFailed, 1);
   };
+  options.on_device_lost = [](const absl::Status&) {
+    [[maybe_unused]] const ssize_t written = write(signal_pipe_write, &kDeviceLost, 1);
+  };
+  options.device_memory = [] {
+    std::vector<server::metrics::DeviceMemory> devices;
+    for (const handlers::GpuMemory& gpu : handlers::GpuMemoryStats()) {
+      devices.push_back({gpu.device, gpu.allocated_bytes, gpu.reserved_bytes,
+                         gpu.peak_allocated_bytes, gpu.alloc_retries, gpu.ooms});
+    }
+    return devices;
+  };
   const server::CodecPlan codec = server::PlanCodec(options);
   spdlog::info("config: {}", server::DescribeConfig(config));
   spdlog::info("threads: cq_threads={} codec_threads={}{}",
@@ -187,8 +237,10 @@ int Main(int argc, char** argv) {
 
   const int exit_code = ServeUntilSignalled(**started, signal_pipe);
   const server::metrics::ServerMetrics& metrics = (*started)->metrics();
-  spdlog::info("stopped: {} requests in {} batches, {} forward passes", metrics.batched_requests(),
-               metrics.batches(), metrics.forward_passes());
+  spdlog::info("stopped: {} requests in {} batches, {} forward passes; {} requests run where they "
+               "arrived (idle)",
+               metrics.batched_requests(), metrics.batches(), metrics.forward_passes(),
+               metrics.idle_requests());
   return exit_code;
 }
 

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "handlers/signature.h"
 #include "repository/model_config.h"
+#include "server/batched_call.h"
 
 namespace model_server::server {
 namespace {
@@ -232,9 +233,12 @@ absl::Status ModelManager::LoadVersion(const repository::RepositoryModel& model,
   absl::StatusOr<ServingOptions> serving =
       ServingFor(*config, model.has_config_file, options_.serving);
   if (!serving.ok()) return serving.status();
-  absl::StatusOr<std::unique_ptr<ServedModel>> served =
-      ServedModel::Create(model.name, file.version, *std::move(instances), *serving, codec_pool_,
-                          metrics_->AddModel(model.name));
+  absl::StatusOr<std::unique_ptr<ServedModel>> served = ServedModel::Create(
+      model.name, file.version, *std::move(instances), *serving,
+      [pool = codec_pool_](const auto& batch, int64_t version) {
+        BatchedCall::ReplyAll(batch, version, pool);
+      },
+      metrics_->AddModel(model.name));
   if (!served.ok()) return served.status();
   const handlers::InitializeTimes times = (*served)->initialize_times();
   registry_->Install(std::shared_ptr<ServedModel>(*std::move(served)), std::move(config));
@@ -276,7 +280,7 @@ void ModelManager::Poll() {
   }
   for (const std::string& name : gone) {
     (void)UnloadModel(name);
-    std::lock_guard<std::mutex> lock(states_mu_);
+    base::MutexLock lock(states_mu_);
     states_.erase(name);
   }
 }
@@ -311,48 +315,45 @@ void ModelManager::RequestReload() {
 }
 
 void ModelManager::Post(Job job) {
+  bool queued = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    base::MutexLock lock(mu_);
     if (!stopping_) {
       jobs_.push_back(std::move(job));
-      job.done = nullptr;
+      queued = true;
     }
   }
-  if (job.done) {
-    job.done(absl::UnavailableError("server is shutting down"));
-  }
-  wake_.notify_one();
+  if (!queued && job.done) job.done(absl::UnavailableError("server is shutting down"));
+  wake_.Signal();
 }
 
 void ModelManager::Loop() {
   const bool polls = options_.mode == ControlMode::kPoll && options_.poll_interval.count() > 0;
   auto next_poll = std::chrono::steady_clock::now() + options_.poll_interval;
-  std::unique_lock<std::mutex> lock(mu_);
-  while (true) {
-    const auto woken = [this] { return stopping_ || !jobs_.empty(); };
-    if (polls) {
-      wake_.wait_until(lock, next_poll, woken);
-    } else {
-      wake_.wait(lock, woken);
-    }
-    if (stopping_) break;
-    if (jobs_.empty()) {  // time to poll
-      lock.unlock();
+  base::MutexLock lock(mu_);
+  while (!stopping_) {
+    if (jobs_.empty()) {
+      if (!polls) {
+        wake_.Wait(mu_);
+        continue;
+      }
+      if (wake_.WaitUntil(mu_, next_poll) || !jobs_.empty() || stopping_) continue;
+      lock.Unlock();  // time to poll
       Poll();
       next_poll = std::chrono::steady_clock::now() + options_.poll_interval;
-      lock.lock();
+      lock.Lock();
       continue;
     }
     Job job = std::move(jobs_.front());
     jobs_.pop_front();
-    lock.unlock();
+    lock.Unlock();
     absl::Status status = job.work();
     if (job.done) job.done(std::move(status));
-    lock.lock();
+    lock.Lock();
   }
   std::deque<Job> cancelled;
   cancelled.swap(jobs_);
-  lock.unlock();
+  lock.Unlock();
   for (Job& job : cancelled) {
     if (job.done) job.done(absl::UnavailableError("server is shutting down"));
   }
@@ -360,16 +361,16 @@ void ModelManager::Loop() {
 
 void ModelManager::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    base::MutexLock lock(mu_);
     stopping_ = true;
   }
-  wake_.notify_one();
+  wake_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 
 std::vector<IndexEntry> ModelManager::Index(bool ready_only) const {
   std::vector<std::string> names = catalog_->Names().value_or(std::vector<std::string>());
-  std::lock_guard<std::mutex> lock(states_mu_);
+  base::MutexLock lock(states_mu_);
   for (const auto& [name, state] : states_) {
     if (!std::binary_search(names.begin(), names.end(), name)) names.push_back(name);
   }
@@ -396,13 +397,13 @@ std::vector<IndexEntry> ModelManager::Index(bool ready_only) const {
 }
 
 void ModelManager::SetModelReason(const std::string& name, const std::string& reason) {
-  std::lock_guard<std::mutex> lock(states_mu_);
+  base::MutexLock lock(states_mu_);
   states_[name].reason = reason;
 }
 
 void ModelManager::SetVersionState(const std::string& name, int64_t version, const char* state,
                                    const std::string& reason) {
-  std::lock_guard<std::mutex> lock(states_mu_);
+  base::MutexLock lock(states_mu_);
   states_[name].versions[version] = {state, reason};
 }
 

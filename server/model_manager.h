@@ -1,18 +1,17 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "server/model_catalog.h"
 #include "server/model_registry.h"
 #include "server/served_model.h"
@@ -130,9 +129,10 @@ class ModelManager {
   void Post(Job job);
   void Loop();
 
-  void SetModelReason(const std::string& name, const std::string& reason);
+  void SetModelReason(const std::string& name, const std::string& reason)
+      ABSL_LOCKS_EXCLUDED(states_mu_);
   void SetVersionState(const std::string& name, int64_t version, const char* state,
-                       const std::string& reason = "");
+                       const std::string& reason = "") ABSL_LOCKS_EXCLUDED(states_mu_);
 
   const std::unique_ptr<ModelCatalog> catalog_;
   ModelRegistry* const registry_;
@@ -141,13 +141,13 @@ class ModelManager {
   const ManagerOptions options_;
   std::map<std::string, Known> known_;  // manager thread only (and startup, before it)
 
-  mutable std::mutex states_mu_;
-  std::map<std::string, ModelState> states_;  // guarded by states_mu_
+  mutable base::Mutex states_mu_;
+  std::map<std::string, ModelState> states_ ABSL_GUARDED_BY(states_mu_);
 
-  std::mutex mu_;
-  std::condition_variable wake_;
-  std::deque<Job> jobs_;   // guarded by mu_
-  bool stopping_ = false;  // guarded by mu_
+  base::Mutex mu_;
+  base::CondVar wake_;
+  std::deque<Job> jobs_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -15,7 +15,7 @@ ModelRegistry::~ModelRegistry() { ShutdownAll(); }
 
 absl::StatusOr<std::shared_ptr<ServedModel>> ModelRegistry::Find(const std::string& name,
                                                                  const std::string& version) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  base::MutexLock lock(mu_);
   const auto found = models_.find(name);
   if (found == models_.end()) {
     std::vector<std::string> names;
@@ -45,7 +45,7 @@ absl::StatusOr<std::shared_ptr<ServedModel>> ModelRegistry::Find(const std::stri
 }
 
 std::vector<std::shared_ptr<ServedModel>> ModelRegistry::Versions(const std::string& name) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  base::MutexLock lock(mu_);
   std::vector<std::shared_ptr<ServedModel>> versions;
   const auto found = models_.find(name);
   if (found == models_.end()) return versions;
@@ -54,7 +54,7 @@ std::vector<std::shared_ptr<ServedModel>> ModelRegistry::Versions(const std::str
 }
 
 std::vector<std::string> ModelRegistry::Names() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  base::MutexLock lock(mu_);
   std::vector<std::string> names;
   for (const auto& [name, model] : models_) {
     if (!model.versions.empty()) names.push_back(name);
@@ -63,7 +63,7 @@ std::vector<std::string> ModelRegistry::Names() const {
 }
 
 std::shared_ptr<const inference::ModelConfig> ModelRegistry::Config(const std::string& name) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  base::MutexLock lock(mu_);
   const auto found = models_.find(name);
   if (found == models_.end() || found->second.versions.empty()) return nullptr;
   return found->second.config;
@@ -77,7 +77,7 @@ void ModelRegistry::Install(std::shared_ptr<ServedModel> version,
   bool first = false;
   std::shared_ptr<ServedModel> replaced;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    base::MutexLock lock(mu_);
     Model& model = models_[name];
     first = model.metrics == nullptr;
     model.metrics = metrics;
@@ -102,7 +102,7 @@ void ModelRegistry::Install(std::shared_ptr<ServedModel> version,
 void ModelRegistry::Remove(const std::string& name, std::optional<int64_t> number) {
   std::vector<std::shared_ptr<ServedModel>> removed;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    base::MutexLock lock(mu_);
     const auto found = models_.find(name);
     if (found == models_.end()) return;
     Model& model = found->second;
@@ -126,7 +126,7 @@ void ModelRegistry::Retire(const std::string& name, std::shared_ptr<ServedModel>
   const int64_t number = version->version();
   version->Shutdown();  // runs what is queued, joins its threads, releases its instances
   version.reset();
-  std::lock_guard<std::mutex> lock(mu_);
+  base::MutexLock lock(mu_);
   if (!shutting_down_)
     spdlog::info("model {}: version {} released after its last batch", name, number);
   Model& model = models_[name];
@@ -140,13 +140,13 @@ void ModelRegistry::UpdateMetrics(const Model& model) const {
 }
 
 size_t ModelRegistry::LoadedVersions(const std::string& name) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  base::MutexLock lock(mu_);
   const auto found = models_.find(name);
   return found == models_.end() ? 0 : found->second.versions.size() + found->second.retiring;
 }
 
 size_t ModelRegistry::QueuedRequestsOf(const std::string& name) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  base::MutexLock lock(mu_);
   size_t queued = 0;
   const auto found = models_.find(name);
   if (found == models_.end()) return 0;
@@ -156,7 +156,7 @@ size_t ModelRegistry::QueuedRequestsOf(const std::string& name) const {
 
 std::vector<std::pair<size_t, size_t>> ModelRegistry::QueuedRequestsPerLevelOf(
     const std::string& name) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  base::MutexLock lock(mu_);
   std::map<size_t, size_t> levels;
   const auto found = models_.find(name);
   if (found == models_.end()) return {};
@@ -167,7 +167,7 @@ std::vector<std::pair<size_t, size_t>> ModelRegistry::QueuedRequestsPerLevelOf(
 }
 
 size_t ModelRegistry::QueuedRequests() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  base::MutexLock lock(mu_);
   size_t queued = 0;
   for (const auto& [name, model] : models_) {
     for (const auto& [number, version] : model.versions) queued += version->QueuedRequests();
@@ -179,7 +179,7 @@ void ModelRegistry::ShutdownAll() {
   std::vector<std::string> names;
   std::vector<metrics::ModelMetrics*> sources;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    base::MutexLock lock(mu_);
     shutting_down_ = true;
     for (auto& [name, model] : models_) {
       names.push_back(name);

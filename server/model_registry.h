@@ -3,13 +3,13 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "protos/model_config.pb.h"
 #include "server/metrics/metrics.h"
 #include "server/served_model.h"
@@ -71,14 +71,15 @@ class ModelRegistry {
   };
 
   // Waits until the registry's caller holds the only reference to `version`, then shuts it down.
-  void Retire(const std::string& name, std::shared_ptr<ServedModel> version);
-  // The model's gauges after a change; mu_ held.
-  void UpdateMetrics(const Model& model) const;
+  void Retire(const std::string& name, std::shared_ptr<ServedModel> version)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // The model's gauges after a change.
+  void UpdateMetrics(const Model& model) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   metrics::ServerMetrics* const metrics_;
-  mutable std::mutex mu_;
-  std::map<std::string, Model> models_;  // guarded by mu_
-  bool shutting_down_ = false;           // guarded by mu_; set by ShutdownAll
+  mutable base::Mutex mu_;
+  std::map<std::string, Model> models_ ABSL_GUARDED_BY(mu_);
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;  // set by ShutdownAll
 };
 
 }  // namespace model_server::server

@@ -112,8 +112,7 @@ void EndConnections(const ServerSockets& sockets, const DrainGate& gate,
   const auto started = std::chrono::steady_clock::now();
   spdlog::info(
       "drain: no accepted call in flight {} ms after the refusals began; new connections refused "
-      "from now on (gRPC logs \"Failed accept4: Invalid argument\" for a TCP port it no longer "
-      "listens on)",
+      "from now on",
       ms(started - refusing_since));
   const int listeners = sockets.StopListening();
   int64_t unacknowledged = 0;
@@ -224,6 +223,7 @@ absl::Status ModelServer::Build(std::unique_ptr<ModelCatalog> catalog) {
   if (codec.threads > 0) codec_pool_ = std::make_unique<WorkPool>(codec.threads);
   metrics::MetricsOptions metrics_options;
   metrics_options.address = options_.metrics_address;
+  metrics_options.device_memory = options_.device_memory;
   absl::StatusOr<std::unique_ptr<metrics::ServerMetrics>> metrics =
       metrics::ServerMetrics::Start(metrics_options);
   if (!metrics.ok()) return metrics.status();
@@ -240,6 +240,9 @@ absl::Status ModelServer::Build(std::unique_ptr<ModelCatalog> catalog) {
   ManagerOptions manager_options = options_.models;
   manager_options.serving.batching = options_.batching;
   manager_options.serving.cache = cache_.get();
+  manager_options.serving.max_idle_forward = options_.max_idle_forward;
+  manager_options.serving.on_device_lost =
+      [this](const std::string& model, const absl::Status& fault) { DeviceLost(model, fault); };
   // A request the queue can never hold is refused as such.
   manager_options.serving.max_rows_per_request =
       std::min<int64_t>(options_.max_rows_per_request, options_.batching.max_queue_rows);
@@ -317,7 +320,7 @@ absl::Status ModelServer::Build(std::unique_ptr<ModelCatalog> catalog) {
       UnaryCall<google::protobuf::Empty, HCReply>::Listen(health_methods_, cq.get());
     }
     oip_->Listen(cq.get(), kHealthCallsPerQueue);
-    pollers_.emplace_back([queue = cq.get()] { PollCompletionQueue(queue); });
+    pollers_.emplace_back([queue = cq.get()] { PollCompletionQueueNotingIdle(queue); });
   }
   SetServing(true);
   if (options_.self_check.interval.count() > 0) StartSelfCheck(credentials->self_check);
@@ -351,6 +354,17 @@ void ModelServer::StartSelfCheck(std::shared_ptr<grpc::ChannelCredentials> crede
         SetServing(false);
         if (options_.self_check.on_failure) options_.self_check.on_failure();
       });
+}
+
+void ModelServer::DeviceLost(const std::string& model, const absl::Status& fault) {
+  if (device_lost_.exchange(true)) return;
+  spdlog::critical(
+      "model {}: its device can compute nothing any more ({}): health NOT_SERVING; every "
+      "request on that device fails with UNAVAILABLE from now on",
+      model, std::string(fault.message()));
+  // Requests come through the server, so it is running: server_ is set.
+  SetServing(false);
+  if (options_.on_device_lost) options_.on_device_lost(fault);
 }
 
 void ModelServer::SetServing(bool serving) {

@@ -103,6 +103,11 @@ struct ServerOptions {
   // Bytes the response cache holds at most (Triton's --cache-config local,size=BYTES); 0: no
   // cache. Models opt in with response_cache { enable: true } in their configuration.
   size_t response_cache_bytes = 0;
+  // A call that arrives while no other call is in flight, and finds its model version idle,
+  // runs to completion on the completion-queue thread that received it (no hand-off to the
+  // codec pool or the batch thread) when the version's forward pass is expected to take at most
+  // this long (from its measured passes); zero: never, every call goes through the batcher.
+  std::chrono::microseconds max_idle_forward{500};
   // How long Shutdown keeps serving normally after health turns NOT_SERVING, so that load
   // balancers that check health move traffic away before calls are refused.
   std::chrono::milliseconds drain_grace{0};
@@ -118,6 +123,14 @@ struct ServerOptions {
   ConnectionOptions connections;
   // Checks that new connections are still accepted (see SelfCheck); on by default.
   SelfCheckOptions self_check;
+  // Called once, on the batch thread that found it, after a model instance's device was found
+  // lost (a sticky CUDA error, handlers/fault.h) and the server turned NOT_SERVING: nothing on
+  // that device computes any more, so main drains and exits with its own code for the
+  // orchestrator to restart the server. Must not call Shutdown (it joins that thread). Null:
+  // the log line and NOT_SERVING only.
+  std::function<void(const absl::Status& fault)> on_device_lost;
+  // Each GPU's memory, for the metrics (metrics::MetricsOptions::device_memory); null: none.
+  std::function<std::vector<metrics::DeviceMemory>()> device_memory;
 };
 
 // Where the codec work runs, as ServerOptions::codec_threads asks, resolved.
@@ -201,6 +214,8 @@ class ModelServer {
   explicit ModelServer(const ServerOptions& options);
   absl::Status Build(std::unique_ptr<ModelCatalog> catalog);
   void SetServing(bool serving);
+  // A model instance's device is lost: NOT_SERVING and on_device_lost, once. Batch thread.
+  void DeviceLost(const std::string& model, const absl::Status& fault);
   // Starts the self-check once a first check succeeds; logs why not otherwise.
   void StartSelfCheck(std::shared_ptr<grpc::ChannelCredentials> credentials);
 
@@ -226,6 +241,7 @@ class ModelServer {
   std::unique_ptr<SelfCheck> self_check_;  // stopped as Shutdown starts
   int port_ = 0;
   std::atomic<bool> serving_{false};
+  std::atomic<bool> device_lost_{false};
   std::once_flag shutdown_once_;
 };
 

@@ -5,16 +5,22 @@
 // y_1, y_2):
 //   y_1 = params[0] * (x_1 + x_2 + x_3) + params[1] + offset,  y_2 = x_1
 // (offset 0 unless given: tests tell models and versions apart by it).
-// A row with x_1 == kPoison makes the forward pass fail, as a model's runtime check would.
+// A row with x_1 == kPoison makes the forward pass fail, as a model's runtime check would. The
+// control can make forwards run out of memory or lose the device (handlers/fault.h) and records
+// which thread warmed the model up and ran each forward.
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
+#include "handlers/fault.h"
 #include "handlers/model_handler.h"
 #include "handlers/signature.h"
 
@@ -33,6 +39,18 @@ class FakeModelControl {
     changed_.notify_all();
   }
   void FailEveryCall() { fail_every_call_ = true; }
+  // Makes the handler ThreadBound, as a GPU instance is.
+  void BindToThread() { thread_bound_ = true; }
+  // Forwards of more than `rows` rows fail with Fault::kOutOfMemory, as a GPU's would.
+  void OutOfMemoryAbove(int64_t rows) { out_of_memory_above_ = rows; }
+  // The `count`-th forward pass (counting from 1) and every one after it fail with
+  // Fault::kDeviceLost, as forwards do after a sticky CUDA error.
+  void LoseDeviceAtForward(size_t count) { lose_device_at_ = count; }
+  // WarmUp fails with `status`.
+  void FailWarmUp(absl::Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    warm_up_error_ = std::move(status);
+  }
   // Waits until `count` forward passes have started.
   bool WaitForForwards(size_t count) {
     std::unique_lock<std::mutex> lock(mu_);
@@ -44,24 +62,48 @@ class FakeModelControl {
     std::lock_guard<std::mutex> lock(mu_);
     return batch_rows_;
   }
+  // The thread of each forward pass so far.
+  std::vector<std::thread::id> forward_threads() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return forward_threads_;
+  }
+  // The thread that ran WarmUp and the rows it was asked to cover; nullopt before.
+  std::optional<std::pair<std::thread::id, int64_t>> warm_up() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return warm_up_;
+  }
   bool cleaned_up() const { return cleaned_up_; }
 
  private:
   friend class FakeHandler;
 
-  // Records a forward pass of `rows` rows and waits while held.
-  void StartForward(int64_t rows) {
+  // Records a forward pass of `rows` rows and waits while held; returns how many have started.
+  size_t StartForward(int64_t rows) {
     std::unique_lock<std::mutex> lock(mu_);
     batch_rows_.push_back(rows);
+    forward_threads_.push_back(std::this_thread::get_id());
+    const size_t count = batch_rows_.size();
     changed_.notify_all();
     changed_.wait(lock, [this] { return !hold_; });
+    return count;
+  }
+  absl::Status WarmUp(int64_t max_rows) {
+    std::lock_guard<std::mutex> lock(mu_);
+    warm_up_ = std::make_pair(std::this_thread::get_id(), max_rows);
+    return warm_up_error_;
   }
 
   std::mutex mu_;
   std::condition_variable changed_;
-  bool hold_ = false;                // guarded by mu_
-  std::vector<int64_t> batch_rows_;  // guarded by mu_
+  bool hold_ = false;                                           // guarded by mu_
+  std::vector<int64_t> batch_rows_;                             // guarded by mu_
+  std::vector<std::thread::id> forward_threads_;                // guarded by mu_
+  std::optional<std::pair<std::thread::id, int64_t>> warm_up_;  // guarded by mu_
+  absl::Status warm_up_error_;                                  // guarded by mu_
   std::atomic<bool> fail_every_call_{false};
+  std::atomic<bool> thread_bound_{false};
+  std::atomic<int64_t> out_of_memory_above_{-1};
+  std::atomic<size_t> lose_device_at_{0};
   std::atomic<bool> cleaned_up_{false};
 };
 
@@ -72,6 +114,8 @@ class FakeHandler final : public handlers::ModelHandler {
       : offset_(offset), signature_(MakeSignature(max_batch_size)) {}
 
   absl::Status Initialize() override { return absl::OkStatus(); }
+  absl::Status WarmUp(int64_t max_rows) override { return control_->WarmUp(max_rows); }
+  bool ThreadBound() const override { return control_->thread_bound_; }
   const handlers::ModelSignature& signature() const override { return signature_; }
   handlers::InitializeTimes initialize_times() const override { return {}; }
 
@@ -83,9 +127,19 @@ class FakeHandler final : public handlers::ModelHandler {
   }
 
   absl::StatusOr<const std::vector<handlers::OutputTensor>*> Run() override {
-    control_->StartForward(rows_);
+    const size_t count = control_->StartForward(rows_);
     if (control_->fail_every_call_)
       return absl::InternalError("model forward failed: always broken");
+    const size_t lose_device_at = control_->lose_device_at_;
+    if (lose_device_at > 0 && count >= lose_device_at) {
+      return handlers::DeviceLostError(
+          "model forward failed: CUDA error: an illegal memory access was encountered");
+    }
+    const int64_t out_of_memory_above = control_->out_of_memory_above_;
+    if (out_of_memory_above >= 0 && rows_ > out_of_memory_above) {
+      return handlers::OutOfMemoryError(
+          "model forward failed: CUDA out of memory. Tried to allocate 2.00 GiB");
+    }
     outputs_.resize(rows_ * 2);
     for (int64_t row = 0; row < rows_; ++row) {
       const float* x = &inputs_[row * 3];

@@ -6,7 +6,8 @@
 #   bench/cost/run_cost.sh BUILD_DIR OUT_DIR [SERVER] [CONNECTIONS]
 #
 # SERVER: ours (default; model_server with the near-free model), demo (model_server with the
-# demo model) or echo (echo_server). CONNECTIONS: HTTP/2 connections model_bench opens
+# demo model), echo (echo_server) or repository (model_server --model-repository $REPOSITORY,
+# driven over OIP with model_bench --model $MODEL --input $INPUT, e.g. INPUT__0:FP32:1x3x32x32). CONNECTIONS: HTTP/2 connections model_bench opens
 # (default 1). Env: REQUESTS (2000), CONCURRENCY (16), CQ_THREADS (2), ROWS (50), PROTOCOL (seed:
 # the seed's JSON over ModelService; oip: the Open Inference Protocol's ModelInfer, raw tensors),
 # PRELOAD (a library preloaded into the server as well, e.g. an allocator:
@@ -25,6 +26,7 @@ cq_threads=${CQ_THREADS:-2}
 rows=${ROWS:-50}
 protocol=${PROTOCOL:-seed}
 mkdir -p "$out"
+[[ $server == repository ]] && protocol=oip
 name=$server-c$connections
 [[ $protocol == seed ]] || name=$server-$protocol-c$connections
 prefix=$out/$name.callgrind
@@ -42,8 +44,15 @@ case $server in
              --metrics-address "" --torch-threads 1 --log-level info ${SERVER_FLAGS:-})
     ;;
   echo) command=("$build/bench/echo_server" --cq-threads "$cq_threads") ;;
-  *) echo "unknown server $server (ours | demo | echo)" >&2; exit 2 ;;
+  repository)
+    command=("$build/server/model_server" --model-repository "$REPOSITORY" --cq-threads
+             "$cq_threads" --metrics-address "" --torch-threads 1 --log-level info
+             ${SERVER_FLAGS:-})
+    ;;
+  *) echo "unknown server $server (ours | demo | echo | repository)" >&2; exit 2 ;;
 esac
+payload=(--distinct-params --rows "$rows")
+[[ $server == repository ]] && payload=(--model "$MODEL" --input "$INPUT")
 
 log=$out/$name.log
 LD_PRELOAD="$stub${PRELOAD:+ $PRELOAD}" valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no \
@@ -60,7 +69,7 @@ done
 
 bench=("${MODEL_BENCH:-$build/bench/model_bench}" --target "127.0.0.1:$port" --protocol "$protocol"
        --connections "$connections"
-       --distinct-params --rows "$rows" --concurrency "$concurrency" --warmup 0
+       "${payload[@]}" --concurrency "$concurrency" --warmup 0
        --timeout-ms 120000)
 "${bench[@]}" --requests 200 >/dev/null   # warm up uninstrumented
 callgrind_control -i on $pid >/dev/null

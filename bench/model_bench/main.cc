@@ -6,12 +6,17 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <cxxopts.hpp>
 #include <fstream>
 #include <iostream>
+#include <random>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "bench/model_bench/built_in_payload.h"
 #include "bench/model_bench/load_generator.h"
 #include "bench/model_bench/report.h"
@@ -30,6 +35,9 @@ struct Config {
   bool oip = false;        // --protocol oip: ModelInfer instead of EvaluateModel
   std::string model_name;  // OIP: the model_name of every request
   uint64_t priority = 0;   // OIP: the "priority" parameter of every request; 0: none
+  // OIP: the request's tensors (--input), random data of these names, types and shapes; empty:
+  // the built-in x and params.
+  std::vector<protocol::oip::Tensor> inputs;
   int connections = 1;
   int threads = 1;
   std::vector<int> concurrencies;  // closed-loop steps
@@ -62,6 +70,70 @@ std::vector<T> ParseList(const std::string& text) {
     values.push_back(value);
   }
   return values;
+}
+
+// "NAME:DATATYPE:AxBxC" as a tensor of that shape, its data not yet filled.
+absl::StatusOr<protocol::oip::Tensor> ParseInput(const std::string& text) {
+  const std::vector<std::string> parts = absl::StrSplit(text, ':');
+  const auto bad = [&](const std::string& why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--input ", text, ": ", why, " (NAME:DATATYPE:SHAPE, e.g. x:FP32:64x3)"));
+  };
+  if (parts.size() != 3 || parts[0].empty()) return bad("not three parts");
+  protocol::oip::Tensor tensor;
+  tensor.name = parts[0];
+  const std::optional<handlers::DataType> type = handlers::FromWireName(parts[1]);
+  if (!type) return bad(absl::StrCat("unknown datatype ", parts[1]));
+  tensor.type = *type;
+  for (const absl::string_view size : absl::StrSplit(parts[2], 'x')) {
+    int64_t value = 0;
+    if (!absl::SimpleAtoi(size, &value) || value < 1) return bad("sizes must be positive");
+    tensor.shape.push_back(value);
+  }
+  return tensor;
+}
+
+// `tensor` filled with random data of its type (variant `seed`).
+protocol::oip::Tensor RandomTensor(protocol::oip::Tensor tensor, uint32_t seed) {
+  std::mt19937 random(seed);
+  std::uniform_real_distribution<double> real(-1.0, 1.0);
+  std::uniform_int_distribution<int> small(0, 7);
+  int64_t count = 1;
+  for (const int64_t size : tensor.shape) count *= size;
+  const size_t width = handlers::ElementSize(tensor.type);
+  tensor.data.assign(static_cast<size_t>(count) * width, '\0');
+  char* out = tensor.data.data();
+  for (int64_t i = 0; i < count; ++i, out += width) {
+    switch (tensor.type) {
+      case handlers::DataType::kFp32: {
+        const float value = static_cast<float>(real(random));
+        std::memcpy(out, &value, width);
+        break;
+      }
+      case handlers::DataType::kFp64: {
+        const double value = real(random);
+        std::memcpy(out, &value, width);
+        break;
+      }
+      case handlers::DataType::kFp16:  // 1.0, 1.5, ... as half: sign 0, exponent 15
+      case handlers::DataType::kBf16: {
+        const uint16_t bits = tensor.type == handlers::DataType::kFp16
+                                  ? static_cast<uint16_t>(0x3C00 | (small(random) << 7))
+                                  : static_cast<uint16_t>(0x3F80 | (small(random) << 4));
+        std::memcpy(out, &bits, width);
+        break;
+      }
+      case handlers::DataType::kBool:
+        *out = static_cast<char>(small(random) & 1);
+        break;
+      default: {  // integers: little-endian [0, 8)
+        const int64_t value = small(random);
+        std::memcpy(out, &value, width);
+        break;
+      }
+    }
+  }
+  return tensor;
 }
 
 std::chrono::milliseconds Seconds(double seconds) {
@@ -106,7 +178,12 @@ Config ParseFlags(int argc, char** argv) {
     ("rows", "rows per request of the built-in payload", cxxopts::value<int>()->default_value("50"))
     ("vars", "inputs x_1..x_N of the built-in payload", cxxopts::value<int>()->default_value("3"))
     ("distinct-params", "give every request its own bias_weight_array")
-    ("payload", "seed: send this file's bytes as inp_dict_bytes instead of the built-in payload",
+    ("input", "oip: send this tensor instead of the built-in x and params, NAME:DATATYPE:SHAPE "
+     "with the shape's sizes joined by x (INPUT__0:FP32:4x3x32x32; the first size is the "
+     "request's rows); repeat for each input. Random data: floats in [-1, 1), integers in "
+     "[0, 8), booleans", cxxopts::value<std::vector<std::string>>())
+    ("payload", "instead of the built-in payload, seed: this file's bytes as inp_dict_bytes; "
+     "oip: this file's serialized ModelInferRequest (any model's tensors; --model is ignored)",
      cxxopts::value<std::string>()->default_value(""))
     ("sweep-concurrency", "closed-loop steps, e.g. 1,4,16,64,256",
      cxxopts::value<std::string>()->default_value(""))
@@ -176,9 +253,26 @@ Config ParseFlags(int argc, char** argv) {
     config.rows = flags["rows"].as<int>();
     config.vars = flags["vars"].as<int>();
     config.distinct_params = flags.count("distinct-params") > 0;
+    if (flags.count("input") > 0) {
+      if (!config.oip) throw cxxopts::exceptions::exception("--input is for --protocol oip");
+      for (const std::string& text : flags["input"].as<std::vector<std::string>>()) {
+        absl::StatusOr<protocol::oip::Tensor> tensor = ParseInput(text);
+        if (!tensor.ok())
+          throw cxxopts::exceptions::exception(std::string(tensor.status().message()));
+        config.inputs.push_back(*std::move(tensor));
+      }
+      const int64_t rows = config.inputs.front().shape.front();
+      for (const protocol::oip::Tensor& input : config.inputs) {
+        if (input.shape.front() != rows) {
+          throw cxxopts::exceptions::exception(
+              "every --input needs the same first size (the request's rows)");
+        }
+      }
+      config.rows = static_cast<int>(rows);
+    }
     config.payload_file = flags["payload"].as<std::string>();
-    if (config.oip && !config.payload_file.empty()) {
-      throw cxxopts::exceptions::exception("--payload is for --protocol seed");
+    if (!config.inputs.empty() && !config.payload_file.empty()) {
+      throw cxxopts::exceptions::exception("--input or --payload, not both");
     }
     config.grpc_body_path = flags["grpc-body"].as<std::string>();
     config.concurrencies = ParseList<int>(flags["sweep-concurrency"].as<std::string>());
@@ -218,8 +312,23 @@ Config ParseFlags(int argc, char** argv) {
 // varied per payload when every request gets its own parameters. Over OIP the same numbers, as
 // x [rows, vars] and params [1, 5] in raw_input_contents.
 std::vector<std::string> BuiltInPayloads(const Config& config) {
-  const int count = config.distinct_params ? 257 : 1;
   std::vector<std::string> payloads;
+  if (!config.inputs.empty()) {  // --input: 16 variants of random data
+    for (uint32_t variant = 0; variant < 16; ++variant) {
+      std::vector<protocol::oip::Tensor> tensors;
+      for (size_t i = 0; i < config.inputs.size(); ++i) {
+        tensors.push_back(RandomTensor(config.inputs[i], variant * 1000 + i));
+      }
+      inference::ModelInferRequest request =
+          protocol::oip::EncodeInferRequest(config.model_name, tensors, /*raw=*/true);
+      if (config.priority > 0) {
+        (*request.mutable_parameters())["priority"].set_uint64_param(config.priority);
+      }
+      payloads.push_back(request.SerializeAsString());
+    }
+    return payloads;
+  }
+  const int count = config.distinct_params ? 257 : 1;
   for (int p = 0; p < count; ++p) {
     const BuiltInNumbers numbers =
         BuiltInRequest(config.rows, config.vars, p, config.distinct_params);
@@ -255,12 +364,41 @@ std::vector<std::string> BuiltInPayloads(const Config& config) {
 // row; a --payload file's responses only need to decode.
 std::function<absl::Status(const std::string&)> ResponseCheck(const Config& config) {
   const size_t rows = config.payload_file.empty() ? config.rows : 0;
+  if (config.oip && !config.inputs.empty()) {
+    // --input: every output decodes (its data matches its shape), has the request's rows and
+    // finite floating-point values.
+    return [rows](const std::string& message) -> absl::Status {
+      inference::ModelInferResponse response;
+      if (!response.ParseFromString(message)) {
+        return absl::InvalidArgumentError("not a ModelInferResponse");
+      }
+      if (response.outputs_size() == 0) return absl::InvalidArgumentError("no outputs");
+      for (const auto& output : response.outputs()) {
+        absl::StatusOr<protocol::oip::Tensor> tensor =
+            protocol::oip::DecodeTensor(response, output.name());
+        if (!tensor.ok()) return tensor.status();
+        if (tensor->shape.empty() || tensor->shape.front() != static_cast<int64_t>(rows)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("output ", output.name(), " does not have the request's rows"));
+        }
+        if (tensor->type == handlers::DataType::kFp32) {
+          for (size_t at = 0; at + sizeof(float) <= tensor->data.size(); at += sizeof(float)) {
+            float value;
+            std::memcpy(&value, tensor->data.data() + at, sizeof(value));
+            if (!std::isfinite(value)) return absl::InvalidArgumentError("non-finite output");
+          }
+        }
+      }
+      return absl::OkStatus();
+    };
+  }
   if (config.oip) {
     return [rows](const std::string& message) -> absl::Status {
       inference::ModelInferResponse response;
       if (!response.ParseFromString(message)) {
         return absl::InvalidArgumentError("not a ModelInferResponse");
       }
+      if (rows == 0) return absl::OkStatus();  // a --payload file's: any outputs
       absl::StatusOr<protocol::oip::Fp32Tensor> y = protocol::oip::DecodeOutput(response);
       if (!y.ok()) return y.status();
       if (y->shape != std::vector<int64_t>{static_cast<int64_t>(rows), 1}) {
@@ -332,10 +470,22 @@ int Main(int argc, char** argv) {
       std::cerr << "model_bench: cannot read " << config.payload_file << std::endl;
       return 2;
     }
-    inRequest request;
-    request.set_inp_dict_bytes(bytes.str());
-    config.load.payloads.push_back(request.SerializeAsString());
-    rows_per_request = protocol::RequestRows(bytes.str()).value_or(0);
+    if (config.oip) {
+      inference::ModelInferRequest request;
+      if (!request.ParseFromString(bytes.str()) || request.inputs_size() == 0 ||
+          request.inputs(0).shape_size() == 0) {
+        std::cerr << "model_bench: " << config.payload_file
+                  << " is not a serialized ModelInferRequest with inputs" << std::endl;
+        return 2;
+      }
+      config.load.payloads.push_back(bytes.str());
+      rows_per_request = request.inputs(0).shape(0);
+    } else {
+      inRequest request;
+      request.set_inp_dict_bytes(bytes.str());
+      config.load.payloads.push_back(request.SerializeAsString());
+      rows_per_request = protocol::RequestRows(bytes.str()).value_or(0);
+    }
   }
   if (config.oip) config.load.method = kModelInferMethod;
   if (config.check) config.load.check = ResponseCheck(config);

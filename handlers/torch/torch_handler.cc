@@ -1,30 +1,46 @@
 #include "handlers/torch/torch_handler.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <c10/core/Event.h>
 #include <c10/core/Stream.h>
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <spdlog/spdlog.h>
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 #include <torch/version.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <map>
+#include <mutex>
 #include <set>
+#include <sstream>
 #include <system_error>
+#include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "handlers/fault.h"
 #include "handlers/signature.h"
+#include "handlers/torch/cuda_support.h"
 #include "handlers/torch/demo_model.h"
+#include "handlers/torch/torch_faults.h"
 #include "handlers/torch/torch_signature.h"
 
 namespace model_server::handlers {
 namespace {
+
+std::atomic<size_t> cuda_cache_releases{0};
 
 double SecondsBetween(std::chrono::steady_clock::time_point from,
                       std::chrono::steady_clock::time_point to) {
@@ -43,16 +59,35 @@ std::string LoadErrorSummary(const char* message) {
                           : "the libtorch of the PyTorch that saved the model, or a newer one";
   return absl::StrCat(summary, " The model needs a newer libtorch than this server's ",
                       TORCH_VERSION, ": build model_server against ", newer,
-                      " (README.md, \"libtorch versions\").");
+                      " (docs/MODELS.md, \"libtorch versions\").");
 }
 
-// The stream an instance computes on: CPU has a single stream, so every instance shares it;
-// a GPU gives each instance its own from the device's pool, so instances overlap their copies
-// and kernels. Device-generic (no CUDA headers), so every build compiles it and the CPU tests
-// run through it.
-c10::Stream InstanceStream(const torch::Device& device) {
+// A stream of its own for an instance: CPU has a single stream, so every instance shares it;
+// a GPU gives each instance its own from the device's pool (non-blocking streams), so instances
+// overlap their copies and kernels. Device-generic (no CUDA headers), so every build compiles it
+// and the CPU tests run through it.
+c10::Stream FreshStream(const torch::Device& device) {
   const c10::impl::VirtualGuardImpl guard(device.type());
   return device.is_cpu() ? guard.getStream(device) : guard.getStreamFromGlobalPool(device);
+}
+
+// The stream of the instance slot `key` on `device`: the same one for every instance (of every
+// version) with that key, for the life of the process.
+c10::Stream SlotStream(const torch::Device& device, const std::string& key) {
+  if (key.empty() || device.is_cpu()) return FreshStream(device);
+  static std::mutex mu;
+  static auto* streams = new std::map<std::pair<std::string, std::string>, c10::Stream>();
+  std::lock_guard<std::mutex> lock(mu);
+  const auto slot = std::make_pair(device.str(), key);
+  auto found = streams->find(slot);
+  if (found == streams->end()) found = streams->emplace(slot, FreshStream(device)).first;
+  return found->second;
+}
+
+// The id of the stream current on `device` now.
+int64_t CurrentStreamId(const torch::Device& device) {
+  const c10::impl::VirtualGuardImpl guard(device.type());
+  return static_cast<int64_t>(guard.getStream(device).id());
 }
 
 absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
@@ -74,18 +109,36 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
       return absl::FailedPreconditionError(absl::StrCat("device ", name, " does not exist; ",
                                                         torch::cuda::device_count(), " GPU(s)"));
     }
+    // "cuda" is the first GPU: its stream and its weights then name the same device.
+    if (!device.has_index()) device = torch::Device(torch::kCUDA, 0);
   } else if (!device.is_cpu()) {
     return absl::InvalidArgumentError(absl::StrCat("unsupported device \"", name, "\""));
   }
   return device;
 }
 
-absl::StatusOr<torch::Dtype> ResolvePrecision(const std::string& name) {
-  if (name == "fp32") return torch::kFloat;
-  if (name == "fp16") return torch::kHalf;
-  if (name == "bf16") return torch::kBFloat16;
+struct Precision {
+  torch::Dtype dtype = torch::kFloat;
+  bool tf32 = false;  // float32 matmuls and convolutions may use TF32 tensor cores
+};
+
+absl::StatusOr<Precision> ResolvePrecision(const std::string& name) {
+  if (name == "fp32") return Precision{torch::kFloat, false};
+  if (name == "tf32") return Precision{torch::kFloat, true};
+  if (name == "fp16") return Precision{torch::kHalf, false};
+  if (name == "bf16") return Precision{torch::kBFloat16, false};
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown precision \"", name, "\"; use fp32, fp16 or bf16"));
+      absl::StrCat("unknown precision \"", name, "\"; use fp32, tf32, fp16 or bf16"));
+}
+
+// Turns on TF32 for float32 matmuls (precision "high") and convolutions, process-wide, once.
+void AllowTf32() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    at::globalContext().setFloat32MatmulPrecision("high");
+    at::globalContext().setAllowTF32CuDNN(true);
+    spdlog::info("precision tf32: float32 matmuls and convolutions may use TF32 (process-wide)");
+  });
 }
 
 // Size a variable dimension gets in the forward passes that warm a model up and read its
@@ -106,37 +159,150 @@ std::string ShapeText(c10::IntArrayRef shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
+// Whether forward (with the methods it calls) sets attributes of the module: two threads running
+// it on one module would then race, so such a module is not shared between instances.
+bool ForwardSetsAttributes(const torch::jit::Module& module) {
+  try {
+    std::shared_ptr<torch::jit::Graph> graph = module.get_method("forward").graph()->copy();
+    torch::jit::Inline(*graph);
+    const std::function<bool(torch::jit::Block*)> sets = [&](torch::jit::Block* block) {
+      for (torch::jit::Node* node : block->nodes()) {
+        if (node->kind() == c10::prim::SetAttr) return true;
+        for (torch::jit::Block* inner : node->blocks()) {
+          if (sets(inner)) return true;
+        }
+      }
+      return false;
+    };
+    return sets(graph->block());
+  } catch (const std::exception&) {
+    return true;  // unknown: do not share
+  }
+}
+
+// The batch sizes CUDA graphs are captured for: powers of two below `max_rows`, and `max_rows`.
+std::vector<int64_t> GraphBuckets(int64_t max_rows) {
+  std::vector<int64_t> buckets;
+  for (int64_t rows = 1; rows < max_rows; rows *= 2) buckets.push_back(rows);
+  if (max_rows > 0) buckets.push_back(max_rows);
+  return buckets;
+}
+
+}  // namespace
+
+// The weights the instances of one version share, and the CUDA cache they leave behind.
+class TorchVersionShare {
+ public:
+  ~TorchVersionShare() {
+    modules_.clear();  // the instances have let go of theirs: the weights are freed now
+    if (used_gpu_) {
+      try {
+        cuda_support::EmptyCache();
+        ++cuda_cache_releases;
+      } catch (const std::exception& error) {
+        spdlog::warn("emptying the CUDA cache failed: {}", Summary(error.what()));
+      }
+    }
+  }
+
+  // The module loaded for `key` by an earlier instance (and true), else the one `load` gives
+  // (and false), kept for later instances when `shareable` says so. Loader thread.
+  absl::StatusOr<std::pair<torch::jit::Module, bool>> Get(
+      const std::string& key, const std::function<absl::StatusOr<torch::jit::Module>()>& load,
+      const std::function<bool(const torch::jit::Module&)>& shareable) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto found = modules_.find(key);
+    if (found != modules_.end()) return std::make_pair(found->second, true);
+    absl::StatusOr<torch::jit::Module> loaded = load();
+    if (!loaded.ok()) return loaded.status();
+    if (shareable(*loaded)) modules_.emplace(key, *loaded);
+    return std::make_pair(*std::move(loaded), false);
+  }
+
+  void UsedGpu() { used_gpu_ = true; }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, torch::jit::Module> modules_;  // guarded by mu_
+  std::atomic<bool> used_gpu_{false};
+};
+
+std::shared_ptr<TorchVersionShare> MakeTorchVersionShare() {
+  return std::make_shared<TorchVersionShare>();
+}
+
+namespace {
+
 class TorchHandler final : public ModelHandler {
  public:
-  explicit TorchHandler(const TorchHandlerOptions& options) : options_(options) {}
+  explicit TorchHandler(const TorchHandlerOptions& options)
+      : options_(options),
+        share_(options.share != nullptr ? options.share : MakeTorchVersionShare()) {}
 
   absl::Status Initialize() override {
     absl::StatusOr<torch::Device> device = ResolveDevice(options_.device);
     if (!device.ok()) return device.status();
     device_ = *device;
-    absl::StatusOr<torch::Dtype> dtype = ResolvePrecision(options_.precision);
-    if (!dtype.ok()) return dtype.status();
-    dtype_ = *dtype;
+    absl::StatusOr<Precision> precision = ResolvePrecision(options_.precision);
+    if (!precision.ok()) return precision.status();
+    dtype_ = precision->dtype;
+    if (precision->tf32) AllowTf32();
     try {
-      stream_ = InstanceStream(device_);
+      stream_ = SlotStream(device_, options_.stream_key);
+      if (device_.is_cuda()) input_copies_.emplace(device_.type());
     } catch (const c10::Error& error) {
       return absl::FailedPreconditionError(absl::StrCat("no stream on ", device_.str(), ": ",
                                                         Summary(error.what_without_backtrace())));
     }
+    if (device_.is_cuda()) share_->UsedGpu();
     if (options_.torch_threads > 0) at::set_num_threads(options_.torch_threads);
     const auto start = std::chrono::steady_clock::now();
     if (absl::Status loaded = Load(); !loaded.ok()) return loaded;
     if (absl::Status read = ReadSignature(); !read.ok()) return read;
     const auto loaded = std::chrono::steady_clock::now();
     initialize_times_.load_seconds = SecondsBetween(start, loaded);
-    spdlog::info("model {} loaded on {} in {:.0f} ms",
+    spdlog::info("model {} loaded on {} ({}{}) in {:.0f} ms",
                  options_.model_path.empty() ? "demo" : options_.model_path, device_.str(),
+                 options_.precision,
+                 weights_shared_ ? ", weights shared with another instance" : "",
                  initialize_times_.load_seconds * 1e3);
-    if (absl::Status warmed = WarmUp(); !warmed.ok()) return warmed;
+    if (absl::Status checked = CheckForward(); !checked.ok()) return checked;
     initialize_times_.warmup_seconds = SecondsBetween(loaded, std::chrono::steady_clock::now());
-    spdlog::info("model warmed up in {:.0f} ms: {} inputs, {} outputs, max batch {}",
-                 initialize_times_.warmup_seconds * 1e3, signature_.inputs.size(),
-                 signature_.outputs.size(), signature_.max_batch_size);
+    return absl::OkStatus();
+  }
+
+  bool ThreadBound() const override { return device_.is_cuda(); }
+
+  // Runs the batch sizes the executor will run (up to max_rows) three times on this thread:
+  // TorchScript's profiling executor specialises on its first calls, the caching allocator
+  // grows to the largest batch, and a GPU library's per-thread handle and workspace are made
+  // here, not in a user's request. Then captures the CUDA graphs when asked.
+  absl::Status WarmUp(int64_t max_rows) override {
+    const auto start = std::chrono::steady_clock::now();
+    std::set<int64_t> sizes = {0};
+    if (signature_.batches()) {
+      max_rows = std::max<int64_t>(std::min(max_rows, signature_.max_batch_size), 1);
+      sizes = {1, 2, 7, 64, 512, max_rows};
+      if (GraphsWanted()) {
+        for (const int64_t rows : GraphBuckets(max_rows)) sizes.insert(rows);
+      }
+      for (auto it = sizes.begin(); it != sizes.end();) {
+        it = *it > max_rows ? sizes.erase(it) : std::next(it);
+      }
+    }
+    for (int round = 0; round < 3; ++round) {
+      for (const int64_t rows : sizes) {
+        if (absl::Status ran = RunZeros(rows, "warm-up forward"); !ran.ok()) return ran;
+      }
+    }
+    if (GraphsWanted()) CaptureGraphs(max_rows);
+    const double seconds = SecondsBetween(start, std::chrono::steady_clock::now());
+    initialize_times_.warmup_seconds += seconds;
+    spdlog::info(
+        "model {} warmed up on {} in {:.0f} ms: {} inputs, {} outputs, batches up to {}{}",
+        options_.model_path.empty() ? "demo" : options_.model_path, device_.str(), seconds * 1e3,
+        signature_.inputs.size(), signature_.outputs.size(), signature_.batches() ? max_rows : 0,
+        graphs_.empty() ? "" : absl::StrCat(", CUDA graphs for ", graphs_.size(), " sizes"));
     return absl::OkStatus();
   }
 
@@ -144,6 +310,12 @@ class TorchHandler final : public ModelHandler {
   InitializeTimes initialize_times() const override { return initialize_times_; }
 
   std::vector<char*> PrepareBatch(const std::vector<Dims>& shapes) override {
+    // The last batch's copies out of these buffers must be done before they are written again.
+    // Run has waited for them already, whatever way it returned; an error here (a lost device)
+    // shows again in the next Run.
+    if (absl::Status copied = WaitForInputCopies(); !copied.ok()) {
+      spdlog::debug("waiting for the input copies: {}", std::string(copied.message()));
+    }
     std::vector<char*> buffers;
     buffers.reserve(shapes.size());
     for (size_t i = 0; i < shapes.size(); ++i) {
@@ -157,57 +329,112 @@ class TorchHandler final : public ModelHandler {
                               torch::TensorOptions(TorchType(signature_.inputs[i].type))
                                   .pinned_memory(device_.is_cuda()));
       }
-      batch_inputs_[i] =
-          buffer.narrow(0, 0, elements).view(c10::IntArrayRef(shapes[i].data(), shapes[i].size()));
+      // The batch's shape over the buffer's storage: buffer.narrow(0, 0, elements).view(shape)
+      // without two dispatched operators (about 8,000 instructions per input and batch on
+      // libtorch 1.13; bench/cost).
+      batch_inputs_[i] = at::detail::make_tensor<c10::TensorImpl>(c10::Storage(buffer.storage()),
+                                                                  buffer.key_set(), buffer.dtype());
+      batch_inputs_[i].unsafeGetTensorImpl()->set_sizes_contiguous(
+          c10::IntArrayRef(shapes[i].data(), shapes[i].size()));
       buffers.push_back(static_cast<char*>(buffer.data_ptr()));
     }
     return buffers;
   }
 
   absl::StatusOr<const std::vector<OutputTensor>*> Run() override {
-    absl::StatusOr<c10::IValue> result = Forward();
-    if (!result.ok()) return result.status();
-    try {
-      absl::StatusOr<std::vector<torch::Tensor>> selected =
-          SelectOutputs(*result, signature_.outputs);
-      if (!selected.ok()) return selected.status();
-      const int64_t rows = signature_.batches() ? batch_inputs_[0].size(0) : 0;
-      for (size_t i = 0; i < signature_.outputs.size(); ++i) {
-        absl::Status converted = KeepOutput(i, (*selected)[i], rows);
-        if (!converted.ok()) return converted;
-      }
-    } catch (const c10::Error& error) {
-      return absl::InternalError(
-          absl::StrCat("model output failed: ", Summary(error.what_without_backtrace())));
-    }
-    return &outputs_;
+    absl::StatusOr<const std::vector<OutputTensor>*> ran = RunOnStream();
+    // Whatever way the forward ended, the copies out of the pinned buffers are done before the
+    // next PrepareBatch may hand the buffers out again.
+    absl::Status copied = WaitForInputCopies();
+    if (ran.ok() && !copied.ok()) return copied;
+    return ran;
   }
 
   void Cleanup() override {
+    try {
+      if (device_.is_cuda()) stream_.synchronize();  // nothing still reads what is freed below
+    } catch (const std::exception& error) {
+      spdlog::warn("{}: {}", device_.str(), Summary(error.what()));
+    }
+    graphs_.clear();
+    graph_inputs_.clear();
     buffers_.clear();
     batch_inputs_.clear();
     output_tensors_.clear();
     outputs_.clear();
     module_ = torch::jit::Module();
+    loaded_ = false;
+    input_copies_.reset();
+    share_.reset();  // the version's last instance returns the CUDA cache, once
+  }
+
+  bool loaded() const { return loaded_; }
+
+  TorchInstanceInfo Describe() const {
+    TorchInstanceInfo info;
+    info.device = device_.str();
+    info.precision = options_.precision;
+    info.stream_id = static_cast<int64_t>(stream_.id());
+    info.last_forward_stream_id = last_forward_stream_id_;
+    std::set<std::string> devices, dtypes;
+    for (const auto& parameter : module_.named_parameters(/*recurse=*/true)) {
+      if (info.weights == nullptr) info.weights = parameter.value.data_ptr();
+      devices.insert(parameter.value.device().str());
+      dtypes.insert(std::string(c10::toString(parameter.value.scalar_type())));
+    }
+    for (const auto& buffer : module_.named_buffers(/*recurse=*/true)) {
+      devices.insert(buffer.value.device().str());
+    }
+    info.weight_devices.assign(devices.begin(), devices.end());
+    info.weight_dtypes.assign(dtypes.begin(), dtypes.end());
+    info.weights_shared = weights_shared_;
+    for (const GraphBucket& bucket : graphs_) info.graph_buckets.push_back(bucket.rows);
+    info.graph_replays = graph_replays_;
+    return info;
   }
 
  private:
+  // A CUDA graph for batches of up to `rows` rows, and the outputs its replays write.
+  struct GraphBucket {
+    int64_t rows = 0;
+    std::unique_ptr<cuda_support::Graph> graph;
+    std::vector<torch::Tensor> outputs;  // device tensors [rows, ...], as forward gave them
+  };
+
+  // The module, placed on the device in the precision: the version's shared copy when another
+  // instance loaded it, else read from the file (or built: the demo model).
   absl::Status Load() {
     const std::string& path = options_.model_path;
-    if (path.empty()) {
-      module_ = MakeDemoModel(options_.demo_hidden);
-      module_.to(device_, dtype_);
-      return absl::OkStatus();
+    if (!path.empty()) {
+      std::error_code error;
+      if (!std::filesystem::is_regular_file(path, error)) {
+        return absl::NotFoundError(
+            absl::StrCat("model file ", path, " does not exist or is not a file"));
+      }
     }
-    std::error_code error;
-    if (!std::filesystem::is_regular_file(path, error)) {
-      return absl::NotFoundError(
-          absl::StrCat("model file ", path, " does not exist or is not a file"));
-    }
+    const std::string key =
+        absl::StrCat(path.empty() ? absl::StrCat("demo model ", options_.demo_hidden) : path,
+                     " on ", device_.str(), " in ", c10::toString(dtype_));
+    absl::StatusOr<std::pair<torch::jit::Module, bool>> got = share_->Get(
+        key, [this] { return LoadModule(); },
+        [](const torch::jit::Module& module) { return !ForwardSetsAttributes(module); });
+    if (!got.ok()) return got.status();
+    module_ = got->first;
+    weights_shared_ = got->second;
+    loaded_ = true;
+    return absl::OkStatus();
+  }
+
+  // Reads the module on the CPU, then moves and casts its weights once, on the instance's
+  // stream, and waits for that stream: no forward on any stream can see half-converted weights,
+  // and float32 and reduced-precision copies never sit on the device together.
+  absl::StatusOr<torch::jit::Module> LoadModule() {
+    const std::string& path = options_.model_path;
+    torch::jit::Module module;
     try {
-      module_ = torch::jit::load(path, device_);
-      if (dtype_ != torch::kFloat) module_.to(dtype_);
-      module_.eval();
+      module = path.empty() ? MakeDemoModel(options_.demo_hidden)
+                            : torch::jit::load(path, torch::Device(torch::kCPU));
+      module.eval();
     } catch (const c10::Error& load_error) {
       return absl::InvalidArgumentError(
           absl::StrCat("cannot load TorchScript model ", path, ": ",
@@ -216,10 +443,29 @@ class TorchHandler final : public ModelHandler {
       return absl::InvalidArgumentError(absl::StrCat("cannot load TorchScript model ", path, ": ",
                                                      LoadErrorSummary(load_error.what())));
     }
-    if (!module_.find_method("forward")) {
+    if (!module.find_method("forward")) {
       return absl::InvalidArgumentError("model has no forward method");
     }
-    return absl::OkStatus();
+    try {
+      const torch::NoGradGuard no_grad;
+      const c10::StreamGuard on_stream(stream_);
+      const auto place = [&](torch::Tensor tensor) {
+        // Floating-point weights take the precision; integer ones (indices, counters) keep
+        // their type.
+        const torch::ScalarType type =
+            tensor.is_floating_point() && dtype_ != torch::kFloat ? dtype_ : tensor.scalar_type();
+        if (tensor.device() == device_ && tensor.scalar_type() == type) return;
+        tensor.set_data(tensor.to(device_, type));
+      };
+      for (const auto& parameter : module.named_parameters(/*recurse=*/true))
+        place(parameter.value);
+      for (const auto& buffer : module.named_buffers(/*recurse=*/true)) place(buffer.value);
+      stream_.synchronize();
+    } catch (const std::exception& error) {
+      return TorchErrorStatus(error, absl::StrCat("cannot place the model on ", device_.str(),
+                                                  " in ", options_.precision));
+    }
+    return module;
   }
 
   // The signature: as declared, as the module's seed attributes say, or read from forward; the
@@ -359,40 +605,218 @@ class TorchHandler final : public ModelHandler {
     }
   }
 
-  // Forward over the batch inputs of the last PrepareBatch.
+  // A forward over zero inputs of `rows` rows (see FillZeros), its outputs checked; errors say
+  // `what` ran on how many rows, and keep their class (handlers/fault.h).
+  absl::Status RunZeros(int64_t rows, const char* what) {
+    FillZeros(rows, kProbeSize);
+    absl::StatusOr<const std::vector<OutputTensor>*> ran = Run();
+    if (ran.ok()) return absl::OkStatus();
+    const std::string context = absl::StrCat(
+        what, signature_.batches() ? absl::StrCat(" on ", rows, " rows") : "", " failed: ");
+    if (FaultOf(ran.status()) != Fault::kNone) return WithContext(ran.status(), context);
+    return absl::InvalidArgumentError(absl::StrCat(context, ran.status().message()));
+  }
+
+  // One forward of one row on the loading thread, which checks the outputs against the
+  // signature (declared, or read from probes) before anything serves.
+  absl::Status CheckForward() { return RunZeros(signature_.batches() ? 1 : 0, "checking forward"); }
+
+  // The batch inputs of the last PrepareBatch on the device (copied from pinned memory without
+  // blocking), as forward takes them: reshaped where declared, floats in the precision. Under
+  // the instance's stream; records the copies' event.
+  std::vector<torch::Tensor> DeviceInputs() {
+    std::vector<torch::Tensor> inputs;
+    for (size_t i = 0; i < batch_inputs_.size(); ++i) {
+      // On the CPU, the batch buffer itself (a `to` that does nothing still costs a dispatch).
+      torch::Tensor input = batch_inputs_[i].device() == device_
+                                ? batch_inputs_[i]
+                                : batch_inputs_[i].to(device_, /*non_blocking=*/true);
+      inputs.push_back(ForForward(i, std::move(input)));
+    }
+    RecordInputCopies();
+    return inputs;
+  }
+
+  // Input `i`, already on the device, as forward takes it.
+  torch::Tensor ForForward(size_t i, torch::Tensor input) const {
+    const TensorSpec& spec = signature_.inputs[i];
+    if (spec.reshaped) {
+      std::vector<int64_t> shape;
+      if (signature_.batches()) shape.push_back(input.size(0));
+      shape.insert(shape.end(), spec.reshape.begin(), spec.reshape.end());
+      input = input.view(shape);
+    }
+    if (dtype_ != torch::kFloat && input.is_floating_point()) input = input.to(dtype_);
+    return input;
+  }
+
+  // Calls forward with `inputs`, positionally when they are in forward's order, else by name.
+  c10::IValue CallForward(std::vector<torch::Tensor> inputs) {
+    std::vector<c10::IValue> positional;
+    std::unordered_map<std::string, c10::IValue> named;
+    bool in_order = true;
+    for (size_t i = 0; i < positions_.size(); ++i) in_order = in_order && positions_[i] == i;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (in_order) {
+        positional.emplace_back(std::move(inputs[i]));
+      } else {
+        named.emplace(argument_names_[i], std::move(inputs[i]));
+      }
+    }
+    return module_.get_method("forward")(std::move(positional), named);
+  }
+
+  // Forward over the batch inputs of the last PrepareBatch, on the instance's stream.
   absl::StatusOr<c10::IValue> Forward() {
+    // torch's intra-op thread count (--torch-threads) reaches a thread's OpenMP and BLAS only
+    // through at::init_num_threads on that thread; a batch thread left at the defaults ran
+    // batches of libtorch 2.x (OpenMP, MKL) on every CPU, waiting for threads the other work
+    // needs: 15 ms instead of 0.05 ms for the demo-style MLP's 64 rows on a busy 2-core machine.
+    thread_local bool threads_applied = false;
+    if (!threads_applied) {
+      at::init_num_threads();
+      threads_applied = true;
+    }
+    try {
+      const c10::InferenceMode inference_mode(options_.inference_mode);
+      const torch::NoGradGuard no_grad;
+      const torch::jit::GraphOptimizerEnabledGuard optimized(options_.optimized_execution);
+      const c10::StreamGuard stream_guard(stream_);
+      last_forward_stream_id_ = CurrentStreamId(device_);
+      return CallForward(DeviceInputs());
+    } catch (const std::exception& error) {
+      return TorchErrorStatus(error, "model forward failed");
+    }
+  }
+
+  // The forward and the copies of its outputs to the host, all on the instance's stream (a
+  // captured graph's replay when one holds the batch).
+  absl::StatusOr<const std::vector<OutputTensor>*> RunOnStream() {
+    const int64_t rows = signature_.batches() ? batch_inputs_[0].size(0) : 0;
+    std::vector<torch::Tensor> selected;
+    try {
+      const c10::InferenceMode inference_mode(options_.inference_mode);
+      const torch::NoGradGuard no_grad;
+      const c10::StreamGuard stream_guard(stream_);
+      if (GraphBucket* bucket = GraphFor(rows)) {
+        last_forward_stream_id_ = CurrentStreamId(device_);
+        selected = ReplayGraph(*bucket, rows);
+      } else {
+        absl::StatusOr<c10::IValue> result = Forward();
+        if (!result.ok()) return result.status();
+        absl::StatusOr<std::vector<torch::Tensor>> outputs =
+            SelectOutputs(*result, signature_.outputs);
+        if (!outputs.ok()) return outputs.status();
+        selected = *std::move(outputs);
+      }
+      for (size_t i = 0; i < signature_.outputs.size(); ++i) {
+        absl::Status converted = KeepOutput(i, selected[i], rows);
+        if (!converted.ok()) return converted;
+      }
+    } catch (const std::exception& error) {
+      return TorchErrorStatus(error, "model output failed");
+    }
+    return &outputs_;
+  }
+
+  void RecordInputCopies() {
+    if (input_copies_) input_copies_->record(stream_);
+  }
+
+  // Waits until the copies out of the pinned input buffers are done (no-op on the CPU, whose
+  // copies are done when they return).
+  absl::Status WaitForInputCopies() {
+    if (!input_copies_) return absl::OkStatus();
+    try {
+#if TORCH_VERSION_MAJOR >= 2
+      input_copies_->synchronize();
+#else
+      while (!input_copies_->query()) std::this_thread::yield();
+#endif
+    } catch (const std::exception& error) {
+      return TorchErrorStatus(error, "waiting for the input copies failed");
+    }
+    return absl::OkStatus();
+  }
+
+  bool GraphsWanted() const { return options_.cuda_graphs && signature_.batches(); }
+
+  // The graph of the smallest bucket that holds `rows`; null when none (eager).
+  GraphBucket* GraphFor(int64_t rows) {
+    if (rows < 1) return nullptr;
+    for (GraphBucket& bucket : graphs_) {
+      if (bucket.rows >= rows) return &bucket;
+    }
+    return nullptr;
+  }
+
+  // Copies the batch into the graph's input tensors (rows past the batch's zeroed), replays the
+  // graph and returns the batch's rows of its outputs. Under the instance's stream.
+  std::vector<torch::Tensor> ReplayGraph(GraphBucket& bucket, int64_t rows) {
+    for (size_t i = 0; i < batch_inputs_.size(); ++i) {
+      graph_inputs_[i].narrow(0, 0, rows).copy_(batch_inputs_[i], /*non_blocking=*/true);
+      if (bucket.rows > rows) graph_inputs_[i].narrow(0, rows, bucket.rows - rows).zero_();
+    }
+    RecordInputCopies();
+    bucket.graph->Replay();
+    ++graph_replays_;
+    std::vector<torch::Tensor> outputs;
+    for (const torch::Tensor& output : bucket.outputs) outputs.push_back(output.narrow(0, 0, rows));
+    return outputs;
+  }
+
+  // Captures a graph per bucket (largest first; the others share its memory pool) of a forward
+  // over the graph's input tensors. Leaves the instance eager, with a warning saying why, when it
+  // cannot.
+  void CaptureGraphs(int64_t max_rows) {
+    const auto off = [&](const std::string& why) {
+      spdlog::warn("model {} on {}: CUDA graphs off for this instance: {}",
+                   options_.model_path.empty() ? "demo" : options_.model_path, device_.str(), why);
+      graphs_.clear();
+      graph_inputs_.clear();
+    };
+    if (!device_.is_cuda()) return off(absl::StrCat("it runs on ", device_.str()));
+    if (!cuda_support::Compiled()) return off("this libtorch has no CUDA");
+    for (const TensorSpec& input : signature_.inputs) {
+      if (std::find(input.dims.begin(), input.dims.end(), kAnySize) != input.dims.end()) {
+        return off(absl::StrCat("input \"", input.name,
+                                "\" has a variable size past the batch dimension"));
+      }
+    }
     try {
       c10::InferenceMode inference_mode;
-      const c10::StreamGuard stream_guard(stream_);
-      std::vector<c10::IValue> positional;
-      std::unordered_map<std::string, c10::IValue> named;
-      bool in_order = true;
-      for (size_t i = 0; i < positions_.size(); ++i) in_order = in_order && positions_[i] == i;
-      for (size_t i = 0; i < batch_inputs_.size(); ++i) {
-        const TensorSpec& spec = signature_.inputs[i];
-        torch::Tensor input = batch_inputs_[i];
-        if (spec.reshaped) {
-          std::vector<int64_t> shape;
-          if (signature_.batches()) shape.push_back(input.size(0));
-          shape.insert(shape.end(), spec.reshape.begin(), spec.reshape.end());
-          input = input.view(shape);
-        }
-        // One copy in per tensor (asynchronous from pinned memory); floats in the precision.
-        input = dtype_ != torch::kFloat && input.is_floating_point()
-                    ? input.to(device_, dtype_, /*non_blocking=*/true)
-                    : input.to(device_, /*non_blocking=*/true);
-        if (in_order) {
-          positional.emplace_back(std::move(input));
-        } else {
-          named.emplace(argument_names_[i], std::move(input));
+      {
+        const c10::StreamGuard stream_guard(stream_);
+        for (const TensorSpec& input : signature_.inputs) {
+          std::vector<int64_t> shape = {max_rows};
+          shape.insert(shape.end(), input.dims.begin(), input.dims.end());
+          graph_inputs_.push_back(
+              torch::zeros(shape, torch::TensorOptions(TorchType(input.type)).device(device_)));
         }
       }
-      return module_.get_method("forward")(std::move(positional), named);
-    } catch (const c10::Error& error) {
-      return absl::InternalError(
-          absl::StrCat("model forward failed: ", Summary(error.what_without_backtrace())));
+      const std::vector<int64_t> buckets = GraphBuckets(max_rows);
+      std::vector<GraphBucket> captured;
+      for (auto rows = buckets.rbegin(); rows != buckets.rend(); ++rows) {
+        GraphBucket bucket;
+        bucket.rows = *rows;
+        bucket.graph = cuda_support::Capture(
+            stream_, captured.empty() ? nullptr : captured.front().graph.get(), [&] {
+              std::vector<torch::Tensor> inputs;
+              for (size_t i = 0; i < graph_inputs_.size(); ++i) {
+                inputs.push_back(ForForward(i, graph_inputs_[i].narrow(0, 0, *rows)));
+              }
+              absl::StatusOr<std::vector<torch::Tensor>> outputs =
+                  SelectOutputs(CallForward(std::move(inputs)), signature_.outputs);
+              if (!outputs.ok()) throw std::runtime_error(std::string(outputs.status().message()));
+              bucket.outputs = *std::move(outputs);
+            });
+        captured.push_back(std::move(bucket));
+      }
+      stream_.synchronize();
+      graphs_.assign(std::make_move_iterator(captured.rbegin()),
+                     std::make_move_iterator(captured.rend()));
     } catch (const std::exception& error) {
-      return absl::InternalError(absl::StrCat("model forward failed: ", Summary(error.what())));
+      off(absl::StrCat("capture failed: ", Summary(error.what())));
     }
   }
 
@@ -429,35 +853,16 @@ class TorchHandler final : public ModelHandler {
     return absl::OkStatus();
   }
 
-  // Runs the batch sizes the batcher will produce before the server says SERVING: TorchScript's
-  // profiling executor specialises on its first calls, and those should not hit users. Checks
-  // the declared outputs against forward's.
-  absl::Status WarmUp() {
-    std::set<int64_t> sizes = {0};
-    if (signature_.batches()) {
-      sizes = {1, 2, 7, 64, 512, signature_.max_batch_size};
-      for (auto it = sizes.begin(); it != sizes.end();) {
-        it = *it > signature_.max_batch_size ? sizes.erase(it) : std::next(it);
-      }
-    }
-    for (int round = 0; round < 3; ++round) {
-      for (const int64_t rows : sizes) {
-        FillZeros(rows, kProbeSize);
-        if (absl::StatusOr<const std::vector<OutputTensor>*> ran = Run(); !ran.ok()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "warm-up forward", signature_.batches() ? absl::StrCat(" on ", rows, " rows") : "",
-              " failed: ", ran.status().message()));
-        }
-      }
-    }
-    return absl::OkStatus();
-  }
-
   const TorchHandlerOptions options_;
+  std::shared_ptr<TorchVersionShare> share_;  // released by Cleanup
   torch::Device device_{torch::kCPU};
   torch::Dtype dtype_ = torch::kFloat;
-  c10::Stream stream_{c10::Stream::DEFAULT, torch::Device(torch::kCPU)};  // see InstanceStream
+  c10::Stream stream_{c10::Stream::DEFAULT, torch::Device(torch::kCPU)};  // see SlotStream
+  // On a GPU: recorded on stream_ after the copies out of buffers_ (see WaitForInputCopies).
+  std::optional<c10::Event> input_copies_;
   torch::jit::Module module_;
+  bool loaded_ = false;          // module_ is the model (until Cleanup)
+  bool weights_shared_ = false;  // module_ came from the share, loaded by another instance
   ModelSignature signature_;
   InitializeTimes initialize_times_;
   std::vector<size_t> positions_;              // input i → forward argument (after self)
@@ -466,6 +871,10 @@ class TorchHandler final : public ModelHandler {
   std::vector<torch::Tensor> batch_inputs_;    // per input: the batch's view of buffers_
   std::vector<torch::Tensor> output_tensors_;  // per output: the batch's, on the host
   std::vector<OutputTensor> outputs_;          // per output: views of output_tensors_
+  std::vector<torch::Tensor> graph_inputs_;    // per input: [max rows, ...] on the device
+  std::vector<GraphBucket> graphs_;            // by rows, ascending; empty: eager
+  int64_t graph_replays_ = 0;
+  int64_t last_forward_stream_id_ = -1;
 };
 
 }  // namespace
@@ -473,5 +882,24 @@ class TorchHandler final : public ModelHandler {
 std::unique_ptr<ModelHandler> MakeTorchHandler(const TorchHandlerOptions& options) {
   return std::make_unique<TorchHandler>(options);
 }
+
+std::optional<TorchInstanceInfo> DescribeTorchInstance(const ModelHandler& handler) {
+  const auto* torch_handler = dynamic_cast<const TorchHandler*>(&handler);
+  if (torch_handler == nullptr || !torch_handler->loaded()) return std::nullopt;
+  return torch_handler->Describe();
+}
+
+std::vector<GpuMemory> GpuMemoryStats() {
+  if (!cuda_support::Compiled() || !torch::cuda::is_available()) return {};
+  return cuda_support::MemoryStats();
+}
+
+int VisibleGpus() {
+  return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+}
+
+bool CudaCompiled() { return cuda_support::Compiled(); }
+
+size_t CudaCacheReleases() { return cuda_cache_releases.load(); }
 
 }  // namespace model_server::handlers

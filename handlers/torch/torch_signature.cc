@@ -294,7 +294,27 @@ absl::StatusOr<std::vector<size_t>> BindInputs(const torch::jit::Module& module,
   const std::string forward_text = absl::StrCat("forward(", absl::StrJoin(names, ", "), ")");
   std::vector<size_t> positions;
   std::vector<bool> bound(count, false);
+  // Triton's third rule: where a name is neither an argument's nor <name>__<index>, every input
+  // binds by its place in the configuration.
+  const auto named_or_indexed = [&](const TensorSpec& input) {
+    return std::find(names.begin(), names.end(), input.name) != names.end() ||
+           NameIndex(input.name).has_value();
+  };
+  const bool by_order = !std::all_of(inputs.begin(), inputs.end(), named_or_indexed);
+  if (by_order && inputs.size() > count) {
+    std::vector<std::string> declared;
+    for (const TensorSpec& input : inputs) declared.push_back(absl::StrCat("\"", input.name, "\""));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the config declares ", inputs.size(), " inputs (", absl::StrJoin(declared, ", "), ") for ",
+        forward_text,
+        "; names that are neither forward's arguments nor <name>__<index> bind by their order"));
+  }
   for (const TensorSpec& input : inputs) {
+    if (by_order) {
+      bound[positions.size()] = true;
+      positions.push_back(positions.size());
+      continue;
+    }
     std::optional<size_t> position;
     const auto named = std::find(names.begin(), names.end(), input.name);
     if (named != names.end()) {
@@ -303,9 +323,9 @@ absl::StatusOr<std::vector<size_t>> BindInputs(const torch::jit::Module& module,
       position = NameIndex(input.name);
     }
     if (!position || *position >= count) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("input \"", input.name, "\" binds to no argument of ", forward_text,
-                       " (name an argument, or end the name in __<index>)"));
+      return absl::InvalidArgumentError(absl::StrCat("input \"", input.name,
+                                                     "\" binds to no argument of ", forward_text,
+                                                     " (its __<index> is past the last)"));
     }
     if (bound[*position]) {
       return absl::InvalidArgumentError(absl::StrCat("input \"", input.name, "\" binds to ",

@@ -34,7 +34,9 @@ absl::StatusOr<std::optional<ModelSignature>> SeedAttributeSignature(
 absl::StatusOr<std::vector<TensorSpec>> ReadInputs(const torch::jit::Module& module);
 
 // For each input of `inputs`, the position of the forward argument it binds to (0 = the first
-// after self). Errors name the input or argument that does not bind.
+// after self): the argument of its name, else its "__<i>" index; where some input has neither,
+// every input its place in `inputs` (Triton's third rule). Errors name the input or argument that
+// does not bind.
 absl::StatusOr<std::vector<size_t>> BindInputs(const torch::jit::Module& module,
                                                const std::vector<TensorSpec>& inputs);
 

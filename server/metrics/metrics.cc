@@ -138,6 +138,32 @@ absl::Status ParseAddress(const std::string& address, std::string* host, int* po
   return absl::OkStatus();
 }
 
+// The GPU memory families, one series per device; nothing without devices.
+void RenderDeviceMemory(const std::vector<DeviceMemory>& devices, std::string* out) {
+  if (devices.empty()) return;
+  const auto each = [&](const char* name, const char* type, const char* help, auto value) {
+    AppendHeader(name, type, help, out);
+    for (const DeviceMemory& device : devices) {
+      absl::StrAppend(out, name, "{device=\"", device.device, "\"} ", value(device), "\n");
+    }
+  };
+  each("model_server_gpu_memory_allocated_bytes", "gauge",
+       "GPU memory held by tensors now (libtorch's caching allocator).",
+       [](const DeviceMemory& d) { return d.allocated_bytes; });
+  each("model_server_gpu_memory_reserved_bytes", "gauge",
+       "GPU memory the caching allocator holds: tensors' and its cache.",
+       [](const DeviceMemory& d) { return d.reserved_bytes; });
+  each("model_server_gpu_memory_peak_allocated_bytes", "gauge",
+       "The most GPU memory tensors held at once since the server started.",
+       [](const DeviceMemory& d) { return d.peak_allocated_bytes; });
+  each("model_server_gpu_alloc_retries_total", "counter",
+       "GPU allocations that had to free the allocator's cache and retry.",
+       [](const DeviceMemory& d) { return d.alloc_retries; });
+  each("model_server_gpu_ooms_total", "counter",
+       "GPU allocations that failed even after freeing the cache (out of memory).",
+       [](const DeviceMemory& d) { return d.ooms; });
+}
+
 }  // namespace
 
 std::vector<double> LatencyBucketsSeconds() {
@@ -274,6 +300,11 @@ void ModelMetrics::SetQueueDepthSource(
   queue_depth_ = std::move(queue_depth);
 }
 
+void ModelMetrics::RecordFaults(size_t out_of_memory, size_t device_lost) {
+  out_of_memory_.fetch_add(out_of_memory, std::memory_order_relaxed);
+  device_lost_.fetch_add(device_lost, std::memory_order_relaxed);
+}
+
 void ModelMetrics::SetSources(std::function<size_t()> queued_requests,
                               std::function<size_t()> loaded_versions) {
   base::MutexLock lock(sources_mu_);
@@ -290,8 +321,9 @@ std::array<Histogram, sizeof...(I)> LatencyHistograms(std::index_sequence<I...>)
 
 }  // namespace
 
-ServerMetrics::ServerMetrics()
-    : request_latency_(LatencyHistograms(std::make_index_sequence<kMethodCount>())) {}
+ServerMetrics::ServerMetrics(std::function<std::vector<DeviceMemory>()> device_memory)
+    : request_latency_(LatencyHistograms(std::make_index_sequence<kMethodCount>())),
+      device_memory_(std::move(device_memory)) {}
 
 ModelMetrics* ServerMetrics::AddModel(const std::string& name) {
   base::MutexLock lock(models_mu_);
@@ -323,8 +355,15 @@ uint64_t ServerMetrics::forward_passes() const {
   return total;
 }
 
+uint64_t ServerMetrics::idle_requests() const {
+  base::MutexLock lock(models_mu_);
+  uint64_t total = 0;
+  for (const auto& model : models_) total += model->idle_requests();
+  return total;
+}
+
 absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const MetricsOptions& options) {
-  std::unique_ptr<ServerMetrics> metrics(new ServerMetrics());
+  std::unique_ptr<ServerMetrics> metrics(new ServerMetrics(options.device_memory));
   if (!options.address.empty()) {
     absl::Status status = metrics->StartHttp(options.address, options.http);
     if (!status.ok()) return status;
@@ -391,8 +430,8 @@ void ServerMetrics::RecordRequest(Method method, int grpc_status_code, double la
   request_latency_[method_index].Observe(latency_seconds);
 }
 
-void ServerMetrics::AddInFlight(int64_t delta) {
-  inflight_requests_.fetch_add(delta, std::memory_order_relaxed);
+int64_t ServerMetrics::AddInFlight(int64_t delta) {
+  return inflight_requests_.fetch_add(delta, std::memory_order_relaxed) + delta;
 }
 
 void ServerMetrics::SetCacheSource(std::function<CacheStats()> cache) {
@@ -464,6 +503,8 @@ std::string ServerMetrics::Render() const {
                "Response cache entries dropped because their model version stopped serving.",
                cache.invalidations);
 
+  if (device_memory_) RenderDeviceMemory(device_memory_(), &out);
+
   // Each model's families, every model's series under one header.
   base::MutexLock lock(models_mu_);  // to the end of the scrape, as before
   std::vector<const ModelMetrics*> models;
@@ -493,6 +534,13 @@ std::string ServerMetrics::Render() const {
              [&gauge](const ModelMetrics& m, std::string* out) {
                gauge("model_server_forward_passes_total", m,
                      static_cast<int64_t>(m.forward_passes()), out);
+             });
+  each_model("model_server_idle_requests_total", "counter",
+             "Requests run to completion on the thread that received them (the server was idle), "
+             "not queued for a batch.",
+             &out, [&gauge](const ModelMetrics& m, std::string* out) {
+               gauge("model_server_idle_requests_total", m, static_cast<int64_t>(m.idle_requests()),
+                     out);
              });
   each_model("model_server_batch_rows", "histogram", "Per batch, rows in the batch.", &out,
              [](const ModelMetrics& m, std::string* out) {
@@ -594,6 +642,16 @@ std::string ServerMetrics::Render() const {
                  absl::StrAppend(out, "model_server_model_reloads_total{", m.label_, ",result=\"",
                                  ok ? "ok" : "failed", "\"} ", m.reloads(ok), "\n");
                }
+             });
+  each_model("model_server_forward_faults_total", "counter",
+             "Forward passes that failed with a fault the server acts on: fault out_of_memory "
+             "(the batch was split, or the request alone did not fit) or device_lost (serving "
+             "ended).",
+             &out, [](const ModelMetrics& m, std::string* out) {
+               absl::StrAppend(out, "model_server_forward_faults_total{", m.label_,
+                               ",fault=\"out_of_memory\"} ", m.out_of_memory_faults(), "\n");
+               absl::StrAppend(out, "model_server_forward_faults_total{", m.label_,
+                               ",fault=\"device_lost\"} ", m.device_lost_faults(), "\n");
              });
   return out;
 }

@@ -21,12 +21,26 @@ class Server;
 
 namespace model_server::server::metrics {
 
+// One GPU's memory as its allocator reports it (libtorch's CUDA caching allocator), read at each
+// scrape.
+struct DeviceMemory {
+  int device = 0;                    // the CUDA device index
+  int64_t allocated_bytes = 0;       // held by tensors now
+  int64_t reserved_bytes = 0;        // held by the allocator (tensors' and cached)
+  int64_t peak_allocated_bytes = 0;  // the most allocated_bytes since the process started
+  int64_t alloc_retries = 0;  // allocations that had to free the cache and retry (since start)
+  int64_t ooms = 0;           // allocations that failed even then (since start)
+};
+
 struct MetricsOptions {
   // host:port for HTTP GET /metrics ("[::1]:8002" for IPv6); "" serves no HTTP (Render still
   // works); port 0 picks a free port (see ServerMetrics::port).
   std::string address = "0.0.0.0:8002";
   // What HTTP clients can hold: threads, queue, the per-connection deadline, request size.
   HttpLimits http = {};
+  // Each GPU's memory, read at each scrape (on the scraping thread); null or empty: no GPU
+  // series.
+  std::function<std::vector<DeviceMemory>()> device_memory = nullptr;
 };
 
 // The RPCs whose requests are counted; rendered as the `method` label: the seed's ModelService
@@ -122,6 +136,9 @@ class ModelMetrics {
   // Per batch: the requests and rows it carried, the forward passes it took (more than one when
   // a failed batch was rerun request by request) and how long they took.
   void RecordBatch(size_t requests, size_t rows, size_t forward_passes, double compute_seconds);
+  // A request run to completion on the thread that received it (the server was idle), not
+  // queued; its batch (of one) is recorded as well.
+  void RecordIdleRun() { idle_requests_.fetch_add(1, std::memory_order_relaxed); }
   // The serving version's load and warm-up times (summed over its instances) and its number.
   void SetLoadSeconds(double seconds);
   void SetWarmupSeconds(double seconds);
@@ -136,6 +153,8 @@ class ModelMetrics {
   // A request answered from the response cache, or computed and then cached.
   void RecordCacheHit();
   void RecordCacheMiss();
+  // Forward passes that ran out of memory, and that found the device lost (handlers/fault.h).
+  void RecordFaults(size_t out_of_memory, size_t device_lost);
 
   // What a scrape reads from the model itself: requests waiting in its queue and versions in
   // memory (more than one while an old version finishes its last batches). Null reports 0.
@@ -149,11 +168,14 @@ class ModelMetrics {
   uint64_t batches() const { return batch_requests_.count(); }
   uint64_t batched_requests() const { return static_cast<uint64_t>(batch_requests_.sum()); }
   uint64_t forward_passes() const { return forward_passes_.load(std::memory_order_relaxed); }
+  uint64_t idle_requests() const { return idle_requests_.load(std::memory_order_relaxed); }
   uint64_t reloads(bool ok) const { return reloads_[ok ? 1 : 0].load(std::memory_order_relaxed); }
   uint64_t queue_rejections(size_t priority, QueueRejection why) const;
   uint64_t queue_timeouts(size_t priority, bool delayed) const;
   uint64_t cache_hits() const { return cache_hits_.load(std::memory_order_relaxed); }
   uint64_t cache_misses() const { return cache_misses_.load(std::memory_order_relaxed); }
+  uint64_t out_of_memory_faults() const { return out_of_memory_.load(std::memory_order_relaxed); }
+  uint64_t device_lost_faults() const { return device_lost_.load(std::memory_order_relaxed); }
 
  private:
   friend class ServerMetrics;
@@ -166,6 +188,7 @@ class ModelMetrics {
   Histogram batch_rows_;
   Histogram batch_requests_;
   std::atomic<uint64_t> forward_passes_{0};
+  std::atomic<uint64_t> idle_requests_{0};
   std::atomic<double> load_seconds_{0.0};
   std::atomic<double> warmup_seconds_{0.0};
   std::atomic<int64_t> version_{0};
@@ -177,6 +200,8 @@ class ModelMetrics {
   std::array<std::array<std::atomic<uint64_t>, kMaxPriorityLevel + 1>, 2> queue_timeouts_{};
   std::atomic<uint64_t> cache_hits_{0};
   std::atomic<uint64_t> cache_misses_{0};
+  std::atomic<uint64_t> out_of_memory_{0};
+  std::atomic<uint64_t> device_lost_{0};
   mutable base::Mutex sources_mu_;
   std::function<size_t()> queued_requests_ ABSL_GUARDED_BY(sources_mu_);
   std::function<size_t()> loaded_versions_ ABSL_GUARDED_BY(sources_mu_);
@@ -214,8 +239,8 @@ class ServerMetrics {
   // from arrival to completion.
   void RecordRequest(Method method, int grpc_status_code, double latency_seconds);
   // Gauge of EvaluateModel and ModelInfer calls accepted and not finished: +1 on arrival, -1 on
-  // completion.
-  void AddInFlight(int64_t delta);
+  // completion. Returns the gauge after the change (1 on arrival: no other call in flight).
+  int64_t AddInFlight(int64_t delta);
   // What a scrape reads of the response cache; null (no cache) reports zeros. Thread-safe; a
   // scrape after the call no longer uses the previous function.
   void SetCacheSource(std::function<CacheStats()> cache);
@@ -228,9 +253,12 @@ class ServerMetrics {
   uint64_t batches() const;
   uint64_t batched_requests() const;
   uint64_t forward_passes() const;
+  uint64_t idle_requests() const;
+  // The in-flight gauge (AddInFlight).
+  int64_t in_flight() const { return inflight_requests_.load(std::memory_order_relaxed); }
 
  private:
-  ServerMetrics();
+  explicit ServerMetrics(std::function<std::vector<DeviceMemory>()> device_memory);
   absl::Status StartHttp(const std::string& address, const HttpLimits& limits);
 
   // requests_total, indexed [method][code].
@@ -241,6 +269,7 @@ class ServerMetrics {
   std::function<CacheStats()> cache_ ABSL_GUARDED_BY(cache_mu_);
   mutable base::Mutex models_mu_;
   std::vector<std::unique_ptr<ModelMetrics>> models_ ABSL_GUARDED_BY(models_mu_);  // never shrinks
+  const std::function<std::vector<DeviceMemory>()> device_memory_;
 
   std::unique_ptr<httplib::Server> http_;
   std::thread http_thread_;

@@ -5,7 +5,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <future>
+#include <map>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -266,6 +268,41 @@ TEST_CASE("a REJECT timeout fails a waiting task while every batch thread comput
   CHECK(recorder.batches() == std::vector<std::vector<int>>{{0}});
   recorder.Hold(false);
   CHECK(done[0].get_future().get().ok());
+}
+
+TEST_CASE("each batch thread runs the start hook before it takes a batch, and runs its batches",
+          "[dynamic_batcher]") {
+  std::mutex mu;
+  std::map<size_t, std::thread::id> started;  // worker -> thread
+  std::map<size_t, std::thread::id> ran;
+  std::condition_variable changed;
+  auto batcher = DynamicBatcher<FakeTask>::Create(
+      {}, 2,
+      [&](size_t worker, std::vector<std::unique_ptr<FakeTask>>& batch) {
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          CHECK(started.count(worker) == 1);  // started before its first batch
+          ran[worker] = std::this_thread::get_id();
+        }
+        for (auto& task : batch) task->done->set_value(absl::OkStatus());
+      },
+      [&](size_t worker) {
+        std::lock_guard<std::mutex> lock(mu);
+        started[worker] = std::this_thread::get_id();
+        changed.notify_all();
+      });
+  REQUIRE(batcher.ok());
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    REQUIRE(changed.wait_for(lock, 10s, [&] { return started.size() == 2; }));
+    CHECK(started[0] != started[1]);
+    CHECK(started[0] != std::this_thread::get_id());
+  }
+  std::vector<std::promise<absl::Status>> done(8);
+  for (int id = 0; id < 8; ++id) REQUIRE(Enqueue(**batcher, id, done[id]).ok());
+  for (auto& promise : done) CHECK(promise.get_future().get().ok());
+  std::lock_guard<std::mutex> lock(mu);
+  for (const auto& [worker, thread] : ran) CHECK(thread == started[worker]);
 }
 
 TEST_CASE("bad options are refused by the factory", "[dynamic_batcher]") {

@@ -1,10 +1,10 @@
 #pragma once
 
 #include <algorithm>
-#include <condition_variable>
-#include <mutex>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "base/mutex.h"
 #include "batching/clock.h"
 
 namespace model_server::batching {
@@ -14,23 +14,23 @@ namespace model_server::batching {
 class FakeClock final : public Clock {
  public:
   TimePoint Now() override {
-    std::lock_guard<std::mutex> lock(mu_);
+    base::MutexLock lock(mu_);
     return now_;
   }
 
-  void WaitUntil(std::unique_lock<std::mutex>& lock, std::condition_variable& wake,
-                 TimePoint deadline) override {
-    // Registered and checked under the caller's mutex, which Advance takes before notifying:
+  void WaitUntil(base::Mutex& mu, base::CondVar& wake, TimePoint deadline) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    // Registered and checked under the caller's mutex, which Advance takes before signalling:
     // an Advance cannot slip between the check and the wait.
-    const Waiter waiter{&wake, lock.mutex()};
+    const Waiter waiter{&wake, &mu};
     {
-      std::lock_guard<std::mutex> guard(mu_);
+      base::MutexLock guard(mu_);
       if (now_ >= deadline) return;
       waiters_.push_back(waiter);
       ++waits_;
     }
-    wake.wait(lock);
-    std::lock_guard<std::mutex> guard(mu_);
+    wake.Wait(mu);
+    base::MutexLock guard(mu_);
     waiters_.erase(std::find(waiters_.begin(), waiters_.end(), waiter));
   }
 
@@ -39,36 +39,36 @@ class FakeClock final : public Clock {
   void Advance(std::chrono::microseconds by) {
     std::vector<Waiter> waiters;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      base::MutexLock lock(mu_);
       now_ += by;
       waiters = waiters_;
     }
     for (const Waiter& waiter : waiters) {
-      std::lock_guard<std::mutex> lock(*waiter.mutex);
-      waiter.wake->notify_all();
+      base::MutexLock lock(*waiter.mutex);
+      waiter.wake->SignalAll();
     }
   }
 
   // Waits that have started so far: a thread that woke, found its deadline not reached and
   // waits again adds one.
   size_t waits() {
-    std::lock_guard<std::mutex> lock(mu_);
+    base::MutexLock lock(mu_);
     return waits_;
   }
 
  private:
   struct Waiter {
-    std::condition_variable* wake;
-    std::mutex* mutex;
+    base::CondVar* wake;
+    base::Mutex* mutex;
     bool operator==(const Waiter& other) const {
       return wake == other.wake && mutex == other.mutex;
     }
   };
 
-  std::mutex mu_;
-  TimePoint now_{};              // guarded by mu_
-  std::vector<Waiter> waiters_;  // guarded by mu_; one entry per blocked thread
-  size_t waits_ = 0;             // guarded by mu_
+  base::Mutex mu_;
+  TimePoint now_ ABSL_GUARDED_BY(mu_){};
+  std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);  // one entry per blocked thread
+  size_t waits_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace model_server::batching

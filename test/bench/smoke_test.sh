@@ -1,7 +1,7 @@
 #!/bin/bash
 # CI smoke: model_bench against a model_server this test starts. Asserts zero errors with
 # --check at concurrency 32, over the seed's protocol and over the Open Inference Protocol
-# (--protocol oip), and that the server batched (more than one request per batch on
+# (--protocol oip, the built-in payload and --input tensors), and that the server batched (more than one request per batch on
 # average, both from the server's /metrics as model_bench --metrics reads it and from its
 # "stopped: N requests in M batches" line at SIGTERM).
 # Usage: smoke_test.sh MODEL_SERVER MODEL_BENCH
@@ -31,6 +31,19 @@ PY
 "$bench_bin" --target "127.0.0.1:$port" --protocol oip --concurrency 32 --duration 2 \
   --warmup 0.5 --check --distinct-params --json "$work/oip.json"
 assert_no_errors "$work/oip.json"
+
+# General tensors (--input): random data of the names, types and shapes given, every output
+# checked; the same with a datatype the model does not take must fail every call.
+"$bench_bin" --target "127.0.0.1:$port" --protocol oip --input x:FP32:4x3 --input params:FP32:4x5 \
+  --concurrency 8 --duration 1 --warmup 0.2 --check --json "$work/inputs.json"
+assert_no_errors "$work/inputs.json"
+"$bench_bin" --target "127.0.0.1:$port" --protocol oip --input x:FP64:4x3 \
+  --concurrency 2 --requests 20 --warmup 0 --json "$work/wrong.json" >/dev/null
+/usr/bin/python3 - "$work/wrong.json" <<'PY' || fail "FP64 inputs were not refused"
+import json, sys
+step = json.load(open(sys.argv[1]))["steps"][0]
+sys.exit(0 if step["ok"] == 0 and sum(step["errors"].values()) == 20 else 1)
+PY
 
 kill -TERM "$server_pid"
 wait "$server_pid"

@@ -264,7 +264,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                  expected[line(task.get())]);
       }
     }
-    forward_passes += executor.Execute(cut.batch);
+    forward_passes += executor.Execute(cut.batch).forward_passes;
   }
 
   for (size_t i = 0; i < lines.size(); ++i) {

@@ -793,7 +793,7 @@ void CheckEchoExecutor(const Model& model, std::vector<oip::DecodedInfer>& accep
       for (const auto& task : cut.batch)
         RunAlone(*record_for(task.get()), step, expected_forward_rows);
     }
-    forward_passes += executor.Execute(cut.batch);
+    forward_passes += executor.Execute(cut.batch).forward_passes;
   }
   FUZZ_CHECK(handler.batch_rows() == expected_forward_rows);
   FUZZ_CHECK(forward_passes == expected_forward_rows.size());

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -94,11 +95,16 @@ double Sample(const std::map<std::string, double>& samples, const std::string& s
   return it->second;
 }
 
-std::unique_ptr<ServerMetrics> StartWithoutHttp() {
-  auto metrics = ServerMetrics::Start(MetricsOptions{.address = ""});
+std::unique_ptr<ServerMetrics> StartWithoutHttp(
+    std::function<std::vector<DeviceMemory>()> device_memory = nullptr) {
+  auto metrics = ServerMetrics::Start(
+      MetricsOptions{.address = "", .device_memory = std::move(device_memory)});
   REQUIRE(metrics.ok());
   return std::move(*metrics);
 }
+
+// Two GPUs' memory, as libtorch's allocator would report them.
+std::vector<DeviceMemory> TwoGpus() { return {{0, 1000, 4096, 3000, 2, 1}, {1, 0, 0, 0, 0, 0}}; }
 
 // A listening TCP socket on 127.0.0.1 (port picked by the kernel), optionally with
 // SO_REUSEPORT as gRPC sets it.
@@ -334,6 +340,39 @@ TEST_CASE("the response cache's hits and misses count per model; its size and ev
   CHECK(Sample(samples, "model_server_cache_bytes") == 0);
 }
 
+TEST_CASE("faults count per model and class; GPU memory per device, read at each scrape") {
+  std::atomic<int64_t> allocated{1000};
+  auto metrics = StartWithoutHttp([&allocated] {
+    std::vector<DeviceMemory> devices = TwoGpus();
+    devices[0].allocated_bytes = allocated.load();
+    return devices;
+  });
+  ModelMetrics* model = metrics->AddModel("m");
+  model->RecordFaults(5, 0);
+  model->RecordFaults(0, 1);
+  auto samples = ParseExposition(metrics->Render());
+  CHECK(Sample(samples, R"(model_server_forward_faults_total{model="m",fault="out_of_memory"})") ==
+        5);
+  CHECK(Sample(samples, R"(model_server_forward_faults_total{model="m",fault="device_lost"})") ==
+        1);
+  CHECK(Sample(samples, R"(model_server_gpu_memory_allocated_bytes{device="0"})") == 1000);
+  CHECK(Sample(samples, R"(model_server_gpu_memory_reserved_bytes{device="0"})") == 4096);
+  CHECK(Sample(samples, R"(model_server_gpu_memory_peak_allocated_bytes{device="0"})") == 3000);
+  CHECK(Sample(samples, R"(model_server_gpu_alloc_retries_total{device="0"})") == 2);
+  CHECK(Sample(samples, R"(model_server_gpu_ooms_total{device="0"})") == 1);
+  CHECK(Sample(samples, R"(model_server_gpu_memory_reserved_bytes{device="1"})") == 0);
+  allocated = 2048;
+  samples = ParseExposition(metrics->Render());
+  CHECK(Sample(samples, R"(model_server_gpu_memory_allocated_bytes{device="0"})") == 2048);
+  CHECK(model->out_of_memory_faults() == 5);
+  CHECK(model->device_lost_faults() == 1);
+  // Without GPUs (a CPU build, or none visible) no GPU family is written.
+  const std::string cpu_only =
+      StartWithoutHttp([] { return std::vector<DeviceMemory>(); })->Render();
+  CHECK(cpu_only.find("model_server_gpu_") == std::string::npos);
+  CHECK(StartWithoutHttp()->Render().find("model_server_gpu_") == std::string::npos);
+}
+
 TEST_CASE("batch histograms use power-of-two buckets; totals count batches and forward passes") {
   auto metrics = StartWithoutHttp();
   ModelMetrics* model = metrics->AddModel("m");
@@ -385,7 +424,7 @@ std::pair<int, std::string> Promtool(const std::string& exposition) {
 }
 
 TEST_CASE("promtool accepts the exposition, every family filled in") {
-  auto metrics = StartWithoutHttp();
+  auto metrics = StartWithoutHttp(TwoGpus);
   for (size_t method = 0; method < kMethodCount; ++method) {
     metrics->RecordRequest(static_cast<Method>(method), 0, 0.003);
     metrics->RecordRequest(static_cast<Method>(method), 8, 1e-5);
@@ -402,6 +441,7 @@ TEST_CASE("promtool accepts the exposition, every family filled in") {
     model->SetVersion(2);
     model->RecordReload(true);
     model->RecordReload(false);
+    model->RecordFaults(3, 1);
     model->SetSources([] { return size_t{4}; }, [] { return size_t{2}; });
     model->SetQueueDepthSource([] {
       return std::vector<std::pair<size_t, size_t>>{{1, 3}, {2, 1}};
@@ -415,7 +455,10 @@ TEST_CASE("promtool accepts the exposition, every family filled in") {
     model->RecordCacheMiss();
   }
   metrics->SetCacheSource([] { return CacheStats{1000, 500, 3, 4, 1, 0}; });
-  const auto [status, output] = Promtool(metrics->Render());
+  const std::string exposition = metrics->Render();
+  REQUIRE(exposition.find("model_server_gpu_memory_reserved_bytes{device=\"1\"}") !=
+          std::string::npos);
+  const auto [status, output] = Promtool(exposition);
   INFO(output);
   CHECK(status == 0);
   CHECK(output.empty());
@@ -424,7 +467,7 @@ TEST_CASE("promtool accepts the exposition, every family filled in") {
 }
 
 TEST_CASE("every family has HELP and TYPE of the right kind") {
-  auto metrics = StartWithoutHttp();
+  auto metrics = StartWithoutHttp(TwoGpus);
   metrics->AddModel("m");
   const std::string text = metrics->Render();
   ParseExposition(text);
@@ -436,6 +479,7 @@ TEST_CASE("every family has HELP and TYPE of the right kind") {
            "# TYPE model_server_batch_rows histogram\n",
            "# TYPE model_server_batch_requests histogram\n",
            "# TYPE model_server_forward_passes_total counter\n",
+           "# TYPE model_server_idle_requests_total counter\n",
            "# TYPE model_server_queued_requests gauge\n",
            "# TYPE model_server_inflight_requests gauge\n",
            "# TYPE model_server_model_load_seconds gauge\n",
@@ -454,6 +498,12 @@ TEST_CASE("every family has HELP and TYPE of the right kind") {
            "# TYPE model_server_cache_insertions_total counter\n",
            "# TYPE model_server_cache_evictions_total counter\n",
            "# TYPE model_server_cache_invalidations_total counter\n",
+           "# TYPE model_server_forward_faults_total counter\n",
+           "# TYPE model_server_gpu_memory_allocated_bytes gauge\n",
+           "# TYPE model_server_gpu_memory_reserved_bytes gauge\n",
+           "# TYPE model_server_gpu_memory_peak_allocated_bytes gauge\n",
+           "# TYPE model_server_gpu_alloc_retries_total counter\n",
+           "# TYPE model_server_gpu_ooms_total counter\n",
        }) {
     INFO(line);
     CHECK(text.find(line) != std::string::npos);

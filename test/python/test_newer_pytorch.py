@@ -104,7 +104,7 @@ class NewerPyTorchModels(unittest.TestCase):
         else:
             self.assert_refused(CASES["models"]["attention"]["file"],
                                 ["aten::scaled_dot_product_attention", "newer libtorch",
-                                 "build model_server against libtorch 2.x", "README.md"])
+                                 "build model_server against libtorch 2.x", "docs/MODELS.md"])
 
     def test_newer_file_format_refused(self):
         """A file whose format version is newer than any libtorch's: refused with the fix, by
@@ -118,7 +118,7 @@ class NewerPyTorchModels(unittest.TestCase):
                     data = b"99\n"
                 rewritten.writestr(entry, data)
         self.assert_refused(future, ["with version 99", "newer libtorch", "build model_server",
-                                     "README.md"])
+                                     "docs/MODELS.md"])
 
 
 def main():

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""model_server as a process: startup faults, graceful drain, a second signal, TLS and mTLS.
+"""model_server as a process: startup faults, graceful drain, a second signal, a lost device (exit
+code 4), TLS and mTLS.
 
   /usr/bin/python3 test/python/test_process.py --server build/server/model_server
 """
@@ -64,6 +65,23 @@ class WrongSignature(torch.nn.Module):
 
     def forward(self, x, p, q):
         return x
+
+
+class LostDevice(torch.nn.Module):
+    """The demo's inputs; a row with x_1 == 666 makes forward fail as one does after a sticky CUDA
+    error (the text libtorch gives it), so a CPU-only server meets that fault."""
+    input_var_order: List[str]
+    default_params: List[float]
+
+    def __init__(self):
+        super().__init__()
+        self.input_var_order = ["x_1", "x_2", "x_3"]
+        self.default_params = [0.0, 1.0, 1.0, 1.0, 1.0]
+
+    def forward(self, x, params):
+        if bool((x[:, 0] == 666.0).any()):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return params[:, 0:1] + x.sum(dim=1, keepdim=True)
 
 
 def evaluate(target, rows=50, timeout=60, credentials=None):
@@ -279,6 +297,42 @@ class Drain(unittest.TestCase):
                     cut_off += 1
             # Seconds of work were left: the forced exit cut calls off instead of draining them.
             self.assertGreater(cut_off, 0, f"{answered} calls answered, none cut off")
+
+
+class DeviceFault(unittest.TestCase):
+    def test_a_lost_device_ends_serving_with_exit_code_4(self):
+        torch.jit.script(LostDevice()).save(path("lost_device.pt"))
+        address = f"127.0.0.1:{free_port()}"
+        # The grace period keeps the server up (NOT_SERVING) long enough to look at it.
+        server = start_server(ARGS.server, "--address", address, "--model", path("lost_device.pt"),
+                              "--self-check-interval-ms", "0", "--drain-grace", "2")
+        self.addCleanup(server.stdout.close)
+        channel = grpc.insecure_channel(address)
+        self.addCleanup(channel.close)
+        wait_until_serving(channel, server)
+        stub = model_interface_pb2_grpc.ModelServiceStub(channel)
+
+        def call(x_1):
+            payload = json.dumps(seed_payload([[x_1, 0, 0]], [0, 1, 1, 1, 1])).encode()
+            return stub.EvaluateModel(model_interface_pb2.inRequest(inp_dict_bytes=payload),
+                                      timeout=30)
+
+        # A call that finishes before the fault is answered.
+        self.assertEqual(json.loads(call(1.0).response_bytes)["prediction"]["y_1"], [1.0])
+        with self.assertRaises(grpc.RpcError) as lost:
+            call(666.0)
+        self.assertEqual(lost.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertIn("illegal memory access", lost.exception.details())
+        # NOT_SERVING at once; the instance computes nothing any more: UNAVAILABLE at once.
+        wait_for_health(channel, ["NOT_SERVING"] * 3, timeout_s=1)
+        with self.assertRaises(grpc.RpcError) as after:
+            call(2.0)
+        self.assertEqual(after.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        # Then the drain and the exit with the lost device's own code.
+        self.assertEqual(server.wait(timeout=60), 4)
+        log = server.stdout.read()
+        self.assertIn("its device can compute nothing any more", log)
+        self.assertIn("draining, then exiting with code 4", log)
 
 
 def openssl(*args):

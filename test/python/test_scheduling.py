@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Priorities, queue policies and the response cache through Triton's own Python client
 (tritonclient[grpc] from PyPI) against the real binary, configured in a model repository as
-Triton's users configure them (docs: repository/README.md, README.md "Scheduling").
+Triton's users configure them (docs: repository/README.md, docs/SCHEDULING.md).
 
 Every check counts the order in which calls finish, never how long they took: the model spins for
 as many iterations as its input asks (column 3 of x), so a test makes one call long and the

@@ -277,7 +277,7 @@ TEST_CASE("config errors name the file's line and column, or the model and field
   temp.Write("cnn/1/model.pt");
   temp.Write("cnn/config.pbtxt", "platform: \"pytorch_libtorch\"\n  max_bach_size: 8\n");
   CHECK(ReadError(repository, "cnn") ==
-        temp.Path("cnn/config.pbtxt") +
+        "model \"cnn\": " + temp.Path("cnn/config.pbtxt") +
             ":2:16: Message type \"inference.ModelConfig\" has no field named \"max_bach_size\".");
   temp.Write("cnn/config.pbtxt", std::string(kConfig) + "sequence_batching { }");
   CHECK(ReadError(repository, "cnn") ==

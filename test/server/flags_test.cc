@@ -74,6 +74,7 @@ TEST_CASE("without flags or variables every value is its option's default", "[fl
   CHECK(config.server.cq_threads == server.cq_threads);
   CHECK(config.server.batching.max_queue_delay == server.batching.max_queue_delay);
   CHECK(config.server.response_cache_bytes == 0);  // no cache
+  CHECK(config.server.max_idle_forward == server.max_idle_forward);
   CHECK(config.instances == defaults.instances);
   CHECK(config.handler.device == defaults.handler.device);
   CHECK(config.log_level == defaults.log_level);
@@ -128,6 +129,8 @@ const std::vector<FlagCase>& FlagCases() {
        }},
       {"max-queue-delay-us", "250",
        [](const Config& c) { return c.server.batching.max_queue_delay == 250us; }},
+      {"idle-max-forward-us", "0",
+       [](const Config& c) { return c.server.max_idle_forward == 0us; }},
       {"max-queue-rows", "9",
        [](const Config& c) { return c.server.batching.max_queue_rows == 9; }},
       {"cache-config", "local,size=1048576",
@@ -136,6 +139,7 @@ const std::vector<FlagCase>& FlagCases() {
       {"codec-threads", "-1", [](const Config& c) { return c.server.codec_threads == -1; }},
       {"instances", "4", [](const Config& c) { return c.instances == 4; }},
       {"precision", "bf16", [](const Config& c) { return c.handler.precision == "bf16"; }},
+      {"cuda-graphs", "true", [](const Config& c) { return c.handler.cuda_graphs; }},
       {"torch-threads", "0", [](const Config& c) { return c.handler.torch_threads == 0; }},
       {"max-rows-per-request", "11",
        [](const Config& c) { return c.server.max_rows_per_request == 11; }},
@@ -302,6 +306,7 @@ TEST_CASE("each bad value is refused with a message naming its flag or variable"
       {{"--cache-config=local,size=0"},
        {},
        "--cache-config=local,size=0: size \"0\" is not a number of bytes above 0"},
+      {{"--idle-max-forward-us=-5"}, {}, "--idle-max-forward-us=-5: must not be negative"},
       {{"--cq-threads=-1"}, {}, "--cq-threads=-1: must be at least 0"},
       {{"--codec-threads=-2"}, {}, "--codec-threads=-2: must be at least -1"},
       {{"--torch-threads=-1"}, {}, "--torch-threads=-1: must be at least 0"},
@@ -327,6 +332,8 @@ TEST_CASE("each bad value is refused with a message naming its flag or variable"
       {{"--self-check-failures=0"}, {}, "--self-check-failures=0: must be at least 1"},
       {{"--memory-trim-interval-ms=-1"}, {}, "--memory-trim-interval-ms=-1: must not be negative"},
       {{"--demo-hidden=0"}, {}, "--demo-hidden=0: must be at least 1"},
+      {{"--precision=fp64"}, {}, "--precision=fp64: must be fp32, tf32, fp16 or bf16"},
+      {{"--cuda-graphs=yes"}, {}, "--cuda-graphs=yes: must be true or false"},
       {{"--log-level=loud"}, {}, "--log-level=loud: not a log level"},
       {{"--address="}, {}, "--address=: must not be empty"},
       {{"--model-control-mode=auto"},

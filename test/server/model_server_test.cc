@@ -553,6 +553,98 @@ TEST_CASE("each model instance runs batches on its own thread", "[server]") {
   CHECK(b.get().ok());
 }
 
+// Sends calls to `server` one at a time until the first has run: a version runs calls on the
+// receiving thread only once it has measured a forward pass (in a batch), and the calls after it
+// find the server idle.
+void Prime(TestServer& server) { REQUIRE(server.Evaluate(Payload({1}, {1, 0})).status.ok()); }
+
+TEST_CASE("calls to an idle server run to completion on the thread that received them",
+          "[server][idle]") {
+  const bool idle_on = GENERATE(true, false);
+  ServerOptions options;
+  if (!idle_on) options.max_idle_forward = std::chrono::microseconds(0);
+  TestServer server(options);
+  Prime(server);  // a batch: no forward pass measured yet
+  for (int i = 0; i < 3; ++i) {
+    const Reply reply = server.Evaluate(Payload({double(i), 1}, {2, 0.5}));
+    REQUIRE(reply.status.ok());
+    CHECK(reply.body == absl::StrCat(R"({"prediction": {"y_1": [)", 2 * i + 0.5, ", 2.5]}}"));
+  }
+  const std::vector<std::thread::id> threads = server.model().forward_threads();
+  REQUIRE(threads.size() == 4);
+  if (idle_on) {
+    // The first on the batch thread, the others on the one completion-queue thread of this
+    // connection.
+    CHECK(threads[1] != threads[0]);
+    CHECK(threads[2] == threads[1]);
+    CHECK(threads[3] == threads[1]);
+  } else {
+    CHECK(threads == std::vector<std::thread::id>(4, threads[0]));
+  }
+  // Counted as batches of one, as the batcher's are.
+  CHECK(server.server().metrics().batched_requests() == 4);
+  CHECK(server.server().metrics().batches() == 4);
+  CHECK(server.server().metrics().idle_requests() == (idle_on ? 3 : 0));
+  CHECK(server.server().metrics().requests(metrics::Method::kEvaluateModel, 0) == 4);
+  CHECK(server.server().metrics().in_flight() == 0);
+}
+
+TEST_CASE("an idle call that breaks its forward pass fails alone", "[server][idle]") {
+  TestServer server;
+  Prime(server);
+  const Reply poison = server.Evaluate(Payload({kPoison}, {1, 0}));
+  CHECK(poison.status.error_code() == grpc::StatusCode::INTERNAL);
+  CHECK_THAT(poison.status.error_message(), Catch::Contains("poison row"));
+  CHECK(server.Evaluate(Payload({2}, {3, 0})).body == R"({"prediction": {"y_1": [6]}})");
+  const std::vector<std::thread::id> threads = server.model().forward_threads();
+  REQUIRE(threads.size() == 3);
+  CHECK(threads[1] != threads[0]);  // the poisoned call ran where it arrived
+  CHECK(threads[2] == threads[1]);
+}
+
+TEST_CASE("a call that arrives while an idle call runs is batched; one forward per instance",
+          "[server][idle]") {
+  TestServer server;
+  Prime(server);
+  const std::thread::id batch_thread = server.model().forward_threads()[0];
+  server.model().Hold(true);
+  // Runs on its connection's completion-queue thread, which it holds there.
+  std::future<Reply> idle = server.EvaluateAsync(Payload({1}, {1, 0}));
+  REQUIRE(server.model().WaitForForwards(2));
+  // Calls over connections of their own, until one reaches the other completion queue (the
+  // held one takes none): it finds a call in flight, so it goes to the batcher.
+  std::vector<std::future<grpc::Status>> others;
+  std::vector<std::unique_ptr<ModelService::Stub>> stubs;
+  for (int i = 0; i < 16 && server.server().metrics().in_flight() < 2; ++i) {
+    grpc::ChannelArguments arguments;
+    arguments.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
+    stubs.push_back(ModelService::NewStub(grpc::CreateCustomChannel(
+        absl::StrCat("127.0.0.1:", server.server().port()), grpc::InsecureChannelCredentials(),
+        arguments)));
+    others.push_back(std::async(std::launch::async, [stub = stubs.back().get()] {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+      inRequest request;
+      request.set_inp_dict_bytes(Payload({3}, {1, 0}));
+      outCalc response;
+      return stub->EvaluateModel(&context, request, &response);
+    }));
+    WaitFor([&] { return server.server().metrics().in_flight() >= 2; }, 200ms);
+  }
+  REQUIRE(server.server().metrics().in_flight() >= 2);
+  // The batch thread has it (nothing queued) but waits for the instance the idle call holds.
+  REQUIRE(WaitFor([&] { return server.server().QueuedRequests() == 0; }));
+  std::this_thread::sleep_for(100ms);
+  CHECK(server.model().batch_rows().size() == 2);
+  server.model().Hold(false);
+  CHECK(idle.get().body == R"({"prediction": {"y_1": [1]}})");
+  for (auto& other : others) CHECK(other.get().ok());
+  const std::vector<std::thread::id> threads = server.model().forward_threads();
+  REQUIRE(threads.size() >= 3);
+  CHECK(threads[1] != batch_thread);
+  CHECK(threads[2] == batch_thread);
+}
+
 TEST_CASE("instances of different models are refused", "[server]") {
   class OtherModel final : public handlers::ModelHandler {
    public:

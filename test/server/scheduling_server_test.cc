@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "protocol/oip.h"
@@ -196,6 +197,37 @@ TEST_CASE("a priority outside the levels is refused, naming them", "[scheduling]
 }
 
 TEST_CASE(
+    "on an idle server a request of any level runs on the receiving thread, its queue timeout "
+    "ignored; a priority outside the levels is still refused",
+    "[scheduling][idle]") {
+  ConfiguredServer server(kPriorities);
+  REQUIRE(server.Infer(1, 2).ok());  // a batch: no forward pass measured yet
+  REQUIRE(server.Infer(1, 1).ok());
+  CHECK(server.server().metrics().idle_requests() == 1);
+  // Not run there: the queue refuses it, as it does when the server is busy.
+  const grpc::Status outside = server.Infer(1, 3);
+  CHECK(outside.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(server.server().metrics().idle_requests() == 1);
+  CHECK(server.model().batch_rows().size() == 2);
+  // Level 1 REJECTs after 50 ms in the queue; a request that runs on the receiving thread never
+  // queued, so its forward pass may take longer.
+  server.model().Hold(true);
+  std::future<grpc::Status> high = server.InferAsync(2, 1);
+  REQUIRE(server.model().WaitForForwards(3));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  server.model().Hold(false);
+  CHECK(high.get().ok());
+  CHECK(server.server().metrics().idle_requests() == 2);
+  const std::vector<std::thread::id> threads = server.model().forward_threads();
+  REQUIRE(threads.size() == 3);
+  CHECK(threads[1] != threads[0]);  // the batch thread, then the completion-queue thread
+  CHECK(threads[2] == threads[1]);
+  CHECK(Metric(server.server(),
+               R"(model_server_queue_timeouts_total{model="m",priority="1",action="reject"})") ==
+        -1);  // never counted
+}
+
+TEST_CASE(
     "a full level refuses at once while another accepts; a REJECT timeout fails with "
     "UNAVAILABLE",
     "[scheduling]") {
@@ -300,6 +332,31 @@ TEST_CASE("a repeated request is answered from the cache, without a forward, in 
         statistics.inference_stats().cache_miss().count());
   CHECK(Metric(server.server(), "model_server_cache_bytes") > 0);
   CHECK(Metric(server.server(), "model_server_cache_capacity_bytes") == 1 << 20);
+}
+
+TEST_CASE(
+    "a request run on the receiving thread is cached; its repeat is a hit that takes no "
+    "instance; the statistics count each once",
+    "[scheduling][cache][idle]") {
+  ConfiguredServer server(kCached, 1 << 20);
+  REQUIRE(server.Infer(1).ok());  // a batch: no forward pass measured yet
+  std::vector<float> first, again;
+  REQUIRE(server.Infer(2, 0, &first).ok());
+  REQUIRE(server.server().metrics().idle_requests() == 1);  // it ran on the receiving thread
+  REQUIRE(server.Infer(2, 0, &again).ok());
+  CHECK(again == first);
+  CHECK(server.model().batch_rows().size() == 2);  // no forward for the hit
+  CHECK(server.server().metrics().idle_requests() == 1);
+  CHECK(server.server().metrics().batches() == 2);
+  const inference::ModelStatistics statistics = server.Statistics();
+  CHECK(statistics.execution_count() == 2);
+  CHECK(statistics.inference_count() == 2);
+  CHECK(statistics.inference_stats().success().count() == 3);
+  CHECK(statistics.inference_stats().cache_hit().count() == 1);
+  CHECK(statistics.inference_stats().cache_miss().count() == 2);
+  CHECK(Metric(server.server(), R"(model_server_cache_hits_total{model="m"})") == 1);
+  CHECK(Metric(server.server(), R"(model_server_cache_misses_total{model="m"})") == 2);
+  CHECK(Metric(server.server(), "model_server_cache_entries") == 2);
 }
 
 TEST_CASE("a swap empties the model's cache entries", "[scheduling][cache]") {

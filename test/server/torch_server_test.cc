@@ -107,5 +107,50 @@ TEST_CASE("64 concurrent requests with different tunables match the model run in
   model_server->Shutdown();
 }
 
+TEST_CASE("a request larger than a batch runs in pieces the warm-up covered, answered as one forward",
+          "[torch][server]") {
+  handlers::TorchHandlerOptions handler_options;
+  handler_options.device = "cpu";
+  auto loaded = handlers::LoadedModel::Load(handlers::MakeTorchHandler(handler_options));
+  REQUIRE(loaded.ok());
+  ServerOptions options;
+  options.address = "127.0.0.1:0";
+  options.batching.max_batch_rows = 8;  // the model itself takes 4096
+  auto started = ModelServer::Start(options, *std::move(loaded));
+  REQUIRE(started.ok());
+  std::unique_ptr<ModelServer> model_server = *std::move(started);
+  auto stub = ModelService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", model_server->port()), grpc::InsecureChannelCredentials()));
+
+  std::mt19937 random(7);
+  std::uniform_real_distribution<float> uniform(-2, 2);
+  Case c;
+  for (int i = 0; i < kRows * 3; ++i) c.x.push_back(uniform(random));
+  for (int i = 0; i < 5; ++i) c.params.push_back(uniform(random));
+  grpc::ClientContext context;
+  inRequest request;
+  request.set_inp_dict_bytes(Payload(c));
+  outCalc response;
+  REQUIRE(stub->EvaluateModel(&context, request, &response).ok());
+
+  // The unsplit forward of all 50 rows, in-process.
+  torch::jit::Module reference = handlers::MakeDemoModel(32);
+  const torch::Tensor x = torch::tensor(c.x).reshape({kRows, 3});
+  const torch::Tensor p = torch::tensor(c.params).reshape({1, 5}).expand({kRows, 5});
+  const torch::Tensor expected = reference.forward({x, p}).toTensor().reshape({kRows});
+  const absl::StatusOr<protocol::Columns> prediction =
+      protocol::DecodeResponse(response.response_bytes());
+  REQUIRE(prediction.ok());
+  const std::vector<double>& served = prediction->at(0).second;
+  REQUIRE(served.size() == static_cast<size_t>(kRows));
+  for (int row = 0; row < kRows; ++row) {
+    CHECK(served[row] == Approx(expected[row].item<float>()).margin(1e-5));
+  }
+  // 50 rows in forwards of at most 8: 6 of 8 and one of 2.
+  CHECK(testing_support::WaitFor([&] { return model_server->metrics().batches() == 1; }));
+  CHECK(model_server->metrics().forward_passes() == 7);
+  model_server->Shutdown();
+}
+
 }  // namespace
 }  // namespace model_server::server

@@ -4,13 +4,21 @@
 #include <torch/cuda.h>
 #include <torch/script.h>
 #undef CHECK
+#include <ATen/Context.h>
+#include <torch/version.h>
+
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <stdexcept>
 
+#include "absl/strings/str_cat.h"
+#include "handlers/batch_executor.h"
+#include "handlers/fault.h"
 #include "handlers/torch/demo_model.h"
+#include "handlers/torch/torch_faults.h"
 #include "handlers/torch/torch_signature.h"
 #include "test/handlers/torch/run_rows.h"
 
@@ -374,12 +382,44 @@ def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
                                {MakeSpec("OUTPUT__0", DataType::kFp32, {3}),
                                 MakeSpec("OUTPUT__7", DataType::kFp32, {})})),
              Catch::Contains("no tensor 7 for output \"OUTPUT__7\""));
-  CHECK_THAT(error_of(Declared(8, {MakeSpec("z", DataType::kFp32, {4})},
+  CHECK_THAT(error_of(Declared(8, {MakeSpec("INPUT__1", DataType::kFp32, {4})},
                                {MakeSpec("OUTPUT__0", DataType::kFp32, {3})})),
-             Catch::Contains("input \"z\" binds to no argument of forward(x)"));
+             Catch::Contains("input \"INPUT__1\" binds to no argument of forward(x)"));
+  CHECK_THAT(error_of(Declared(
+                 8, {MakeSpec("z", DataType::kFp32, {4}), MakeSpec("w", DataType::kFp32, {4})},
+                 {MakeSpec("OUTPUT__0", DataType::kFp32, {3})})),
+             Catch::Contains("the config declares 2 inputs (\"z\", \"w\") for forward(x)"));
   CHECK_THAT(error_of(Declared(8, {MakeSpec("INPUT__0", DataType::kFp32, {5})},
                                {MakeSpec("OUTPUT__0", DataType::kFp32, {3})})),
-             Catch::Contains("warm-up forward on 1 rows failed"));
+             Catch::Contains("checking forward on 1 rows failed"));
+}
+
+TEST_CASE("inputs named neither as arguments nor __index bind by their declared order", "[torch]") {
+  TempFile file("ordered.pt");
+  SaveModel(file, R"(
+def forward(self, a: Tensor, b: Tensor) -> Tensor:
+    return a - 2.0 * b
+)");
+  // "in" is a Triton documentation example's name (no forward argument can be called that).
+  const ModelSignature declared =
+      Declared(8, {MakeSpec("in", DataType::kFp32, {2}), MakeSpec("b", DataType::kFp32, {2})},
+               {MakeSpec("out", DataType::kFp32, {2})});
+  // The PyTorch backend's DISABLE_OPTIMIZED_EXECUTION and INFERENCE_MODE false answer the same.
+  for (const bool optimized : {true, false}) {
+    TorchHandlerOptions options;
+    options.model_path = file.path();
+    options.device = "cpu";
+    options.signature = declared;
+    options.optimized_execution = optimized;
+    options.inference_mode = optimized;
+    std::unique_ptr<ModelHandler> handler = MakeTorchHandler(options);
+    REQUIRE(handler->Initialize().ok());
+    const torch::Tensor first = torch::tensor({1.0f, 2.0f, 3.0f, 4.0f}).reshape({2, 2});
+    const torch::Tensor second = torch::tensor({10.0f, 20.0f, 30.0f, 40.0f}).reshape({2, 2});
+    const std::vector<torch::Tensor> served =
+        RunBatch(*handler, {{{2, 2}, first}, {{2, 2}, second}});
+    CHECK(torch::equal(served[0], first - 2.0 * second));  // "in" is a, "b" is b
+  }
 }
 
 TEST_CASE("a model without a batch dimension, and a reshaped input", "[torch]") {
@@ -400,6 +440,312 @@ def forward(self, x: Tensor) -> Tensor:
       RunBatch(*handler, {{{2, 3}, torch::arange(6, torch::kFloat)}});
   CHECK(served[0].sizes() == c10::IntArrayRef({1}));
   CHECK(served[0].item<float>() == 30);
+}
+
+// What TorchScript's interpreter makes of an exception a forward threw: a std::runtime_error
+// whose text ends with the original message.
+std::runtime_error FromInterpreter(const std::string& original) {
+  return std::runtime_error(
+      "The following operation failed in the TorchScript interpreter.\n"
+      "Traceback of TorchScript (most recent call last):\n"
+      "  File \"code/__torch__.py\", line 8, in forward\n"
+      "RuntimeError: " +
+      original + "\n");
+}
+
+TEST_CASE("torch errors are classed: out of memory, a lost device, or the model's own",
+          "[torch][faults]") {
+  try {
+    TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory. Tried to allocate 2.00 GiB");
+  } catch (const c10::Error& error) {
+    CHECK(ClassifyTorchError(error) == Fault::kOutOfMemory);
+    const absl::Status status = TorchErrorStatus(error, "model forward failed");
+    CHECK(status.code() == absl::StatusCode::kResourceExhausted);
+    CHECK(FaultOf(status) == Fault::kOutOfMemory);
+    CHECK_THAT(std::string(status.message()),
+               Catch::StartsWith("model forward failed: CUDA out of memory. Tried to allocate"));
+  }
+  // Through the interpreter the type is lost; the text says it.
+  const std::runtime_error illegal = FromInterpreter(
+      "CUDA error: an illegal memory access was encountered\n"
+      "CUDA kernel errors might be asynchronously reported at some other API call, so the "
+      "stacktrace below might be incorrect.\n"
+      "For debugging consider passing CUDA_LAUNCH_BLOCKING=1\n"
+      "Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.");
+  CHECK(ClassifyTorchError(illegal) == Fault::kDeviceLost);
+  const absl::Status lost = TorchErrorStatus(illegal, "model forward failed");
+  CHECK(lost.code() == absl::StatusCode::kUnavailable);
+  CHECK(FaultOf(lost) == Fault::kDeviceLost);
+  // The line that says what happened, not the traceback's last line.
+  CHECK(std::string(lost.message()) ==
+        "model forward failed: RuntimeError: CUDA error: an illegal memory access was "
+        "encountered");
+  for (const char* sticky :
+       {"CUDA error: device-side assert triggered", "CUDA error: unspecified launch failure",
+        "CUDA error: misaligned address", "CUDA error: an illegal instruction was encountered",
+        "CUDA error: uncorrectable ECC error encountered"}) {
+    INFO(sticky);
+    CHECK(ClassifyTorchErrorText(sticky) == Fault::kDeviceLost);
+  }
+  for (const char* memory :
+       {"CUDA error: out of memory", "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `x`",
+        "[enforce fail at alloc_cpu.cpp:75] err == 0. DefaultCPUAllocator: can't allocate memory: "
+        "you tried to allocate 17592186044416 bytes."}) {
+    INFO(memory);
+    CHECK(ClassifyTorchErrorText(memory) == Fault::kOutOfMemory);
+  }
+  // Errors a bad request or a bug causes: the model's own. A sticky error's text without CUDA's
+  // prefix is a model's message, not CUDA's.
+  for (const char* own : {"CUDA error: invalid argument", "AssertionError: input above 100",
+                          "mat1 and mat2 shapes cannot be multiplied (2x5 and 4x3)",
+                          "an illegal memory access was encountered"}) {
+    INFO(own);
+    CHECK(ClassifyTorchErrorText(own) == Fault::kNone);
+  }
+  const absl::Status own = TorchErrorStatus(FromInterpreter("AssertionError: x"), "forward");
+  CHECK(own.code() == absl::StatusCode::kInternal);
+  CHECK(FaultOf(own) == Fault::kNone);
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8)
+  // libtorch's accelerator error carries CUDA's code: the code decides, whatever the text.
+  const c10::SourceLocation here{__func__, __FILE__, static_cast<uint32_t>(__LINE__)};
+  CHECK(ClassifyTorchError(c10::AcceleratorError(here, 700, "CUDA error: x")) ==
+        Fault::kDeviceLost);
+  CHECK(ClassifyTorchError(c10::AcceleratorError(here, 710, "CUDA error: y")) ==
+        Fault::kDeviceLost);
+  CHECK(ClassifyTorchError(c10::AcceleratorError(here, 2, "CUDA error: z")) == Fault::kOutOfMemory);
+  CHECK(ClassifyTorchError(c10::AcceleratorError(here, 1, "CUDA error: invalid argument")) ==
+        Fault::kNone);
+#endif
+}
+
+// A model that needs more memory than any machine has for batches of more than `rows` rows.
+std::string SaveHungryModel(const TempFile& file, int rows) {
+  return SaveModel(file,
+                   absl::StrCat(R"(
+def forward(self, x: Tensor) -> Tensor:
+    if x.size(0) > )",
+                                rows, R"(:
+        x = x + torch.zeros([1 << 60]).narrow(0, 0, 1)
+    return x * 2.0
+)"),
+                   [](torch::jit::Module& m) { DeclareInputs(m, {"a"}); });
+}
+
+TEST_CASE("a forward that runs out of memory is classed so; the handler stays usable",
+          "[torch][faults]") {
+  TempFile file("hungry.pt");
+  std::unique_ptr<ModelHandler> handler = Handler(SaveHungryModel(file, 4));
+  REQUIRE(handler->Initialize().ok());
+  std::fill_n(reinterpret_cast<float*>(handler->PrepareBatch({{8, 1}})[0]), 8, 1.0f);
+  absl::StatusOr<const std::vector<OutputTensor>*> failed = handler->Run();
+  REQUIRE_FALSE(failed.ok());
+  CHECK(failed.status().code() == absl::StatusCode::kResourceExhausted);
+  CHECK(FaultOf(failed.status()) == Fault::kOutOfMemory);
+  CHECK_THAT(std::string(failed.status().message()), Catch::Contains("can't allocate memory"));
+  CHECK(RunRows(*handler, {1, 2}, {}) == std::vector<float>{2, 4});
+}
+
+// A task of `rows` rows (x_1 = 1, 2, ...) for a one-input model, recording its outputs.
+class OneInputTask final : public InferenceTask {
+ public:
+  explicit OneInputTask(int64_t rows) : InferenceTask(MakeRequest(rows)) {}
+  absl::Status Dequeue(batching::TimePoint) override { return absl::OkStatus(); }
+  void Complete(const std::vector<OutputTensor>& outputs, int64_t batch_row, int64_t,
+                int64_t rows) override {
+    const float* y = reinterpret_cast<const float*>(outputs[0].data);
+    outputs_.insert(outputs_.end(), y + batch_row, y + batch_row + rows);
+  }
+  void Fail(absl::Status status) override { error_ = std::move(status); }
+  std::vector<float> outputs_;
+  absl::Status error_;
+
+ private:
+  static InferenceRequest MakeRequest(int64_t rows) {
+    InferenceRequest request;
+    request.rows = rows;
+    request.inputs.resize(1);
+    request.inputs[0].shape = {rows, 1};
+    float* x = reinterpret_cast<float*>(request.inputs[0].Allocate(rows * sizeof(float)));
+    for (int64_t row = 0; row < rows; ++row) x[row] = static_cast<float>(row + 1);
+    return request;
+  }
+};
+
+TEST_CASE("through the executor, a real out-of-memory forward splits the batch",
+          "[torch][faults]") {
+  TempFile file("hungry_batch.pt");
+  std::unique_ptr<ModelHandler> handler = Handler(SaveHungryModel(file, 4));
+  REQUIRE(handler->Initialize().ok());
+  BatchExecutor executor(*handler);
+  std::vector<std::unique_ptr<InferenceTask>> batch;
+  std::vector<OneInputTask*> tasks;
+  for (const int64_t rows : {1, 1, 1, 1, 1, 1, 1, 6}) {
+    tasks.push_back(new OneInputTask(rows));
+    batch.emplace_back(tasks.back());
+  }
+  const Execution execution = executor.Execute(batch);
+  CHECK(execution.out_of_memory == 4);  // 13 rows, 9, 7, then the 6-row request alone
+  CHECK(execution.forward_passes <= 2 * 3 + 1);
+  for (size_t i = 0; i + 1 < tasks.size(); ++i) CHECK(tasks[i]->outputs_ == std::vector<float>{2});
+  CHECK(tasks.back()->error_.code() == absl::StatusCode::kResourceExhausted);
+  CHECK_THAT(std::string(tasks.back()->error_.message()),
+             Catch::StartsWith("out of memory computing this request's 6 rows alone"));
+}
+
+TEST_CASE("a forward that reports a sticky CUDA error is classed as a lost device",
+          "[torch][faults]") {
+  TempFile file("lost.pt");
+  SaveModel(file, R"(
+def forward(self, x: Tensor) -> Tensor:
+    assert not bool(torch.any(x == 666.0)), "CUDA error: an illegal memory access was encountered"
+    return x * 2.0
+)",
+            [](torch::jit::Module& m) { DeclareInputs(m, {"a"}); });
+  std::unique_ptr<ModelHandler> handler = Handler(file.path());
+  REQUIRE(handler->Initialize().ok());
+  *reinterpret_cast<float*>(handler->PrepareBatch({{1, 1}})[0]) = 666;
+  absl::StatusOr<const std::vector<OutputTensor>*> failed = handler->Run();
+  REQUIRE_FALSE(failed.ok());
+  CHECK(failed.status().code() == absl::StatusCode::kUnavailable);
+  CHECK(FaultOf(failed.status()) == Fault::kDeviceLost);
+  CHECK_THAT(std::string(failed.status().message()), Catch::Contains("illegal memory access"));
+}
+
+TEST_CASE("weights are read on the CPU and placed once: floats in the precision, integers kept",
+          "[torch]") {
+  TempFile file("indexed.pt");
+  SaveModel(file, R"(
+def forward(self, x: Tensor) -> Tensor:
+    return torch.index_select(x, 1, self.columns) * self.scale
+)",
+            [](torch::jit::Module& m) {
+              DeclareInputs(m, {"a", "b", "c"});
+              m.register_buffer("columns", torch::tensor({2, 0}, torch::kLong));
+              m.register_parameter("scale", torch::tensor({1.5f}), false);
+            });
+  for (const std::string precision : {"fp32", "bf16"}) {
+    INFO(precision);
+    TorchHandlerOptions options;
+    options.model_path = file.path();
+    options.device = "cpu";
+    options.precision = precision;
+    std::unique_ptr<ModelHandler> handler = MakeTorchHandler(options);
+    REQUIRE(handler->Initialize().ok());
+    const std::optional<TorchInstanceInfo> info = DescribeTorchInstance(*handler);
+    REQUIRE(info.has_value());
+    CHECK(info->device == "cpu");
+    CHECK(info->precision == precision);
+    CHECK(info->weight_devices == std::vector<std::string>{"cpu"});
+    CHECK(info->weight_dtypes ==
+          std::vector<std::string>{precision == "fp32" ? "Float" : "BFloat16"});
+    CHECK(info->graph_buckets.empty());
+    // The integer buffer kept its type: index_select takes it.
+    CHECK(RunRows(*handler, {1, 2, 4}, {}) == std::vector<float>{6, 1.5f});
+  }
+  CHECK_FALSE(DescribeTorchInstance(*MakeTorchHandler({})).has_value());  // not initialized
+}
+
+TEST_CASE("instances of one version share one set of weights unless forward sets attributes",
+          "[torch]") {
+  TempFile plain("shared.pt");
+  SaveModel(plain, R"(
+def forward(self, features: Tensor) -> Tensor:
+    return torch.addmm(self.b, features, self.w)
+)",
+            DefineMlp);
+  TempFile stateful("stateful.pt");
+  SaveModel(stateful, R"(
+def forward(self, features: Tensor) -> Tensor:
+    self.calls += 1
+    return torch.addmm(self.b, features, self.w)
+)",
+            [](torch::jit::Module& m) {
+              DefineMlp(m);
+              m.register_attribute("calls", c10::IntType::get(), int64_t{0});
+            });
+  const auto instances = [](const std::string& path, std::shared_ptr<TorchVersionShare> share) {
+    std::vector<std::unique_ptr<ModelHandler>> handlers;
+    for (int i = 0; i < 2; ++i) {
+      TorchHandlerOptions options;
+      options.model_path = path;
+      options.device = "cpu";
+      options.max_batch_rows = 8;
+      options.share = share;
+      handlers.push_back(MakeTorchHandler(options));
+      REQUIRE(handlers.back()->Initialize().ok());
+    }
+    return handlers;
+  };
+  const torch::Tensor x = torch::linspace(-1, 1, 8).reshape({2, 4});
+  {
+    const auto shared = instances(plain.path(), MakeTorchVersionShare());
+    const TorchInstanceInfo first = *DescribeTorchInstance(*shared[0]);
+    const TorchInstanceInfo second = *DescribeTorchInstance(*shared[1]);
+    CHECK_FALSE(first.weights_shared);
+    CHECK(second.weights_shared);
+    CHECK(first.weights == second.weights);
+    CHECK(torch::equal(RunBatch(*shared[0], {{{2, 4}, x}})[0],
+                       RunBatch(*shared[1], {{{2, 4}, x}})[0]));
+  }
+  {
+    const auto separate = instances(stateful.path(), MakeTorchVersionShare());
+    CHECK_FALSE(DescribeTorchInstance(*separate[1])->weights_shared);
+    CHECK(DescribeTorchInstance(*separate[0])->weights !=
+          DescribeTorchInstance(*separate[1])->weights);
+  }
+  {
+    // Without a share each instance loads its own.
+    const auto own = instances(plain.path(), nullptr);
+    CHECK(DescribeTorchInstance(*own[0])->weights != DescribeTorchInstance(*own[1])->weights);
+  }
+  // Instances on the CPU leave no CUDA cache to release.
+  CHECK(CudaCacheReleases() == 0);
+}
+
+TEST_CASE("tf32 precision computes in float32 with TF32 matmuls allowed process-wide", "[torch]") {
+  TorchHandlerOptions options;
+  options.device = "cpu";
+  std::unique_ptr<ModelHandler> fp32 = MakeTorchHandler(options);
+  REQUIRE(fp32->Initialize().ok());
+  options.precision = "tf32";
+  std::unique_ptr<ModelHandler> tf32 = MakeTorchHandler(options);
+  REQUIRE(tf32->Initialize().ok());
+  CHECK(at::globalContext().float32MatmulPrecision() == at::Float32MatmulPrecision::HIGH);
+  CHECK(DescribeTorchInstance(*tf32)->weight_dtypes == std::vector<std::string>{"Float"});
+  const std::vector<float> inputs = {0.5f, -1, 2, 3, 0.25f, -0.75f};
+  const std::vector<float> params = {0.3f, -1, 2, 0.5f, 1.5f};
+  const std::vector<float> exact = RunRows(*fp32, inputs, params);
+  const std::vector<float> served = RunRows(*tf32, inputs, params);
+  REQUIRE(served.size() == exact.size());
+  for (size_t i = 0; i < exact.size(); ++i) CHECK(served[i] == Approx(exact[i]).margin(1e-2));
+  at::globalContext().setFloat32MatmulPrecision("highest");  // for the tests after this one
+}
+
+TEST_CASE("the warm-up runs batch sizes up to the rows it is given, no more", "[torch]") {
+  TempFile file("bounded.pt");
+  SaveModel(file, R"(
+def forward(self, x: Tensor) -> Tensor:
+    assert x.size(0) <= 8, "more than 8 rows"
+    return x * 2.0
+)",
+            [](torch::jit::Module& m) { DeclareInputs(m, {"a"}); });
+  std::unique_ptr<ModelHandler> handler = Handler(file.path(), /*max_batch_rows=*/64);
+  REQUIRE(handler->Initialize().ok());
+  CHECK(handler->WarmUp(8).ok());
+  const absl::Status failed = handler->WarmUp(9);
+  CHECK(failed.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(failed.message()), Catch::StartsWith("warm-up forward on 9 rows failed") &&
+                                                Catch::Contains("more than 8 rows"));
+  // With CUDA graphs asked for on the CPU the instance stays eager and answers.
+  TorchHandlerOptions options;
+  options.model_path = file.path();
+  options.device = "cpu";
+  options.cuda_graphs = true;
+  std::unique_ptr<ModelHandler> graphs = MakeTorchHandler(options);
+  REQUIRE(graphs->Initialize().ok());
+  REQUIRE(graphs->WarmUp(8).ok());
+  CHECK(DescribeTorchInstance(*graphs)->graph_buckets.empty());
+  CHECK(RunRows(*graphs, {1, 2, 3}, {}) == std::vector<float>{2, 4, 6});
 }
 
 }  // namespace
