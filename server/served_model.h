@@ -123,7 +123,8 @@ class ServedModel {
   batching::ResponseCache* cache() const { return cache_; }
   uint64_t cache_owner() const { return cache_owner_; }
 
-  // An instance held for one request run on the claiming thread (RunIdle); let go when destroyed.
+  // An instance held for one request run on the claiming thread (RunIdle); let go when destroyed,
+  // on that thread (the instance's mutex is unlocked by the thread that locked it).
   class IdleClaim {
    public:
     IdleClaim() = default;

@@ -31,10 +31,10 @@ class TestTask final : public handlers::InferenceTask {
   // What became of the task.
   struct Outcome {
     std::mutex mu;
-    std::vector<float> y_1;                 // guarded by mu
-    std::optional<absl::Status> failed;     // guarded by mu
-    bool completed = false;                 // guarded by mu
-    std::thread::id completed_on;           // guarded by mu
+    std::vector<float> y_1;              // guarded by mu
+    std::optional<absl::Status> failed;  // guarded by mu
+    bool completed = false;              // guarded by mu
+    std::thread::id completed_on;        // guarded by mu
   };
 
   TestTask(int64_t rows, float x_1, std::shared_ptr<Outcome> outcome,
@@ -112,8 +112,7 @@ class Served {
   // Queues a task of `rows` rows; returns its outcome.
   std::shared_ptr<TestTask::Outcome> Enqueue(int64_t rows, float x_1) {
     auto outcome = std::make_shared<TestTask::Outcome>();
-    std::unique_ptr<handlers::InferenceTask> task =
-        std::make_unique<TestTask>(rows, x_1, outcome);
+    std::unique_ptr<handlers::InferenceTask> task = std::make_unique<TestTask>(rows, x_1, outcome);
     REQUIRE(model_->Enqueue(task).ok());
     return outcome;
   }
@@ -259,12 +258,20 @@ TEST_CASE("a batch waits while an idle request holds the instance", "[served_mod
   served.Prime();
   served.control().Hold(true);
   auto idle_outcome = std::make_shared<TestTask::Outcome>();
-  ServedModel::IdleClaim claim = served.model().ClaimIdle(1);
-  REQUIRE(claim);
-  std::thread idle([&served, &idle_outcome, claim = std::move(claim)]() mutable {
+  std::promise<bool> claimed;
+  // Claimed, run and let go on one thread, as BatchedCall does: the instance's mutex is unlocked
+  // by the thread that locked it.
+  std::thread idle([&served, &idle_outcome, &claimed] {
+    ServedModel::IdleClaim claim = served.model().ClaimIdle(1);
+    claimed.set_value(static_cast<bool>(claim));
+    if (!claim) return;
     std::unique_ptr<handlers::InferenceTask> task = std::make_unique<TestTask>(1, 3, idle_outcome);
     served.model().RunIdle(std::move(claim), task);
   });
+  if (!claimed.get_future().get()) {
+    idle.join();
+    FAIL("the idle version refused the claim");
+  }
   REQUIRE(served.control().WaitForForwards(2));  // the idle request, held in its forward pass
   const auto batched = served.Enqueue(1, 4);
   // The batch thread takes it from the queue, then waits for the instance.
