@@ -107,6 +107,7 @@ struct ServerOptions {
   // runs to completion on the completion-queue thread that received it (no hand-off to the
   // codec pool or the batch thread) when the version's forward pass is expected to take at most
   // this long (from its measured passes); zero: never, every call goes through the batcher.
+  // Never for a model with a batching delay, or whose instances are ThreadBound (a GPU's).
   std::chrono::microseconds max_idle_forward{500};
   // How long Shutdown keeps serving normally after health turns NOT_SERVING, so that load
   // balancers that check health move traffic away before calls are refused.

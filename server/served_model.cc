@@ -174,7 +174,9 @@ ServedModel::ServedModel(std::string name, int64_t version, Instances instances,
       times_(TotalTimes(instances_)),
       max_rows_per_request_(options.max_rows_per_request),
       max_forward_rows_(executors_[0]->executor.max_forward_rows()),
-      max_idle_forward_(options.max_idle_forward),
+      // A batching delay asks requests to wait for batch-mates: then none runs alone.
+      max_idle_forward_(options.batching.max_queue_delay.count() > 0 ? std::chrono::microseconds(0)
+                                                                     : options.max_idle_forward),
       priorities_(options.batching.priorities),
       thread_bound_(instances_[0]->handler().ThreadBound()),
       batch_done_(std::move(batch_done)),

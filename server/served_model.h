@@ -141,9 +141,9 @@ class ServedModel {
     Instance* instance_ = nullptr;
   };
 
-  // Whether a request may run on the caller's thread at all now: its instances are not
-  // ThreadBound, the version has measured forward passes within max_idle_forward and nothing is
-  // queued. Any thread; cheap, for a first look.
+  // Whether a request may run on the caller's thread at all now: the version batches without a
+  // delay (max_queue_delay 0), its instances are not ThreadBound, it has measured forward passes
+  // within max_idle_forward and nothing is queued. Any thread; cheap, for a first look.
   bool MayRunIdle() const;
   // A free instance for a request of `rows` rows and priority `priority` to run on the caller's
   // thread, when MayRunIdle still holds (nothing is queued, at any level: whatever its priority,

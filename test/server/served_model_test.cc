@@ -153,6 +153,16 @@ TEST_CASE("max_idle_forward 0: nothing runs idle", "[served_model]") {
   CHECK_FALSE(served.model().ClaimIdle(1));
 }
 
+TEST_CASE("a model with a batching delay runs nothing idle: its calls wait for batch-mates",
+          "[served_model]") {
+  ServingOptions options;
+  options.batching.max_queue_delay = 1us;
+  Served served(options);
+  served.Prime();
+  CHECK_FALSE(served.model().MayRunIdle());
+  CHECK_FALSE(served.model().ClaimIdle(1));
+}
+
 TEST_CASE("a thread-bound instance (a GPU's) runs nothing idle", "[served_model]") {
   auto handler = std::make_unique<FakeHandler>();
   handler->control()->BindToThread();
