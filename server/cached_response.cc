@@ -7,6 +7,14 @@
 namespace model_server::server {
 namespace {
 
+// Each output's data starts at a multiple of this in the value, so that readers may view it as its
+// elements (the value's own bytes come from the heap, aligned at least as much).
+constexpr size_t kDataAlignment = 16;
+
+size_t AlignedOffset(size_t offset) {
+  return (offset + kDataAlignment - 1) / kDataAlignment * kDataAlignment;
+}
+
 template <typename T>
 void Append(std::string& out, T value) {
   out.append(reinterpret_cast<const char*>(&value), sizeof(value));
@@ -85,8 +93,8 @@ void CachedResponseWriter::Add(const std::vector<handlers::OutputTensor>& output
       sizes.push_back(bytes);
     }
     for (const size_t bytes : sizes) {
-      data_offsets_.push_back(value_.size());
-      value_.resize(value_.size() + bytes);
+      data_offsets_.push_back(AlignedOffset(value_.size()));
+      value_.resize(data_offsets_.back() + bytes);
     }
   }
   for (size_t i = 0; i < outputs.size() && i < data_offsets_.size(); ++i) {
@@ -126,7 +134,8 @@ absl::StatusOr<std::vector<handlers::OutputTensor>> ReadCachedResponse(const std
   }
   size_t at = reader.at();
   for (uint32_t i = 0; i < count; ++i) {
-    if (value.size() - at < sizes[i]) return broken();
+    at = AlignedOffset(at);
+    if (at > value.size() || value.size() - at < sizes[i]) return broken();
     outputs[i].data = value.data() + at;
     at += sizes[i];
   }

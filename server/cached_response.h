@@ -45,7 +45,8 @@ class CachedResponseWriter {
 };
 
 // The outputs a value holds, in the model's order, their data viewing `value` (which must outlive
-// them). INTERNAL when it is not a value CachedResponseWriter wrote.
+// them; each output's data is 16-byte aligned within it, so aligned for its elements when the
+// value's bytes are). INTERNAL when it is not a value CachedResponseWriter wrote.
 absl::StatusOr<std::vector<handlers::OutputTensor>> ReadCachedResponse(const std::string& value);
 
 }  // namespace model_server::server
