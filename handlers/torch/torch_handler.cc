@@ -30,6 +30,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/mutex.h"
 #include "handlers/fault.h"
 #include "handlers/signature.h"
 #include "handlers/torch/cuda_support.h"
@@ -210,7 +211,7 @@ class TorchVersionShare {
   absl::StatusOr<std::pair<torch::jit::Module, bool>> Get(
       const std::string& key, const std::function<absl::StatusOr<torch::jit::Module>()>& load,
       const std::function<bool(const torch::jit::Module&)>& shareable) {
-    std::lock_guard<std::mutex> lock(mu_);
+    base::MutexLock lock(mu_);
     const auto found = modules_.find(key);
     if (found != modules_.end()) return std::make_pair(found->second, true);
     absl::StatusOr<torch::jit::Module> loaded = load();
@@ -222,8 +223,8 @@ class TorchVersionShare {
   void UsedGpu() { used_gpu_ = true; }
 
  private:
-  std::mutex mu_;
-  std::map<std::string, torch::jit::Module> modules_;  // guarded by mu_
+  base::Mutex mu_;
+  std::map<std::string, torch::jit::Module> modules_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> used_gpu_{false};
 };
 
