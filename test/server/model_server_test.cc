@@ -11,6 +11,7 @@
 #include <mutex>
 #include <numeric>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -565,41 +566,53 @@ TEST_CASE("calls to an idle server run to completion on the thread that received
   if (!idle_on) options.max_idle_forward = std::chrono::microseconds(0);
   TestServer server(options);
   Prime(server);  // a batch: no forward pass measured yet
-  for (int i = 0; i < 3; ++i) {
+  // Whether a call finds the server idle also depends on whether its completion-queue thread
+  // waited for it (the machine's load decides): send until three ran idle (at most 100 calls),
+  // or 20 calls with the idle path off.
+  int64_t calls = 1;
+  for (int i = 0; idle_on ? server.server().metrics().idle_requests() < 3 && i < 100 : i < 20;
+       ++i, ++calls) {
     const Reply reply = server.Evaluate(Payload({double(i), 1}, {2, 0.5}));
     REQUIRE(reply.status.ok());
     CHECK(reply.body == absl::StrCat(R"({"prediction": {"y_1": [)", 2 * i + 0.5, ", 2.5]}}"));
   }
   const std::vector<std::thread::id> threads = server.model().forward_threads();
-  REQUIRE(threads.size() == 4);
-  if (idle_on) {
-    // The first on the batch thread, the others on the one completion-queue thread of this
-    // connection.
-    CHECK(threads[1] != threads[0]);
-    CHECK(threads[2] == threads[1]);
-    CHECK(threads[3] == threads[1]);
-  } else {
-    CHECK(threads == std::vector<std::thread::id>(4, threads[0]));
+  REQUIRE(static_cast<int64_t>(threads.size()) == calls);
+  // The first on the batch thread; the idle ones on the one completion-queue thread of this
+  // connection; the others on the batch thread.
+  std::set<std::thread::id> elsewhere;
+  int64_t on_batch_thread = 0;
+  for (const std::thread::id thread : threads) {
+    if (thread == threads[0]) {
+      ++on_batch_thread;
+    } else {
+      elsewhere.insert(thread);
+    }
   }
+  CHECK(on_batch_thread == calls - (idle_on ? 3 : 0));
+  CHECK(elsewhere.size() == (idle_on ? 1u : 0u));
   // Counted as batches of one, as the batcher's are.
-  CHECK(server.server().metrics().batched_requests() == 4);
-  CHECK(server.server().metrics().batches() == 4);
+  CHECK(server.server().metrics().batched_requests() == calls);
+  CHECK(server.server().metrics().batches() == calls);
   CHECK(server.server().metrics().idle_requests() == (idle_on ? 3 : 0));
-  CHECK(server.server().metrics().requests(metrics::Method::kEvaluateModel, 0) == 4);
+  CHECK(server.server().metrics().requests(metrics::Method::kEvaluateModel, 0) == calls);
   CHECK(server.server().metrics().in_flight() == 0);
 }
 
 TEST_CASE("an idle call that breaks its forward pass fails alone", "[server][idle]") {
   TestServer server;
   Prime(server);
-  const Reply poison = server.Evaluate(Payload({kPoison}, {1, 0}));
-  CHECK(poison.status.error_code() == grpc::StatusCode::INTERNAL);
-  CHECK_THAT(poison.status.error_message(), Catch::Contains("poison row"));
-  CHECK(server.Evaluate(Payload({2}, {3, 0})).body == R"({"prediction": {"y_1": [6]}})");
+  // Until a poisoned call runs idle (see above: the machine's load decides which do).
+  for (int i = 0; i < 100 && server.server().metrics().idle_requests() == 0; ++i) {
+    const Reply poison = server.Evaluate(Payload({kPoison}, {1, 0}));
+    CHECK(poison.status.error_code() == grpc::StatusCode::INTERNAL);
+    CHECK_THAT(poison.status.error_message(), Catch::Contains("poison row"));
+  }
+  REQUIRE(server.server().metrics().idle_requests() == 1);
   const std::vector<std::thread::id> threads = server.model().forward_threads();
-  REQUIRE(threads.size() == 3);
-  CHECK(threads[1] != threads[0]);  // the poisoned call ran where it arrived
-  CHECK(threads[2] == threads[1]);
+  CHECK(threads.back() != threads[0]);  // the last poisoned call ran where it arrived
+  // The server goes on answering.
+  CHECK(server.Evaluate(Payload({2}, {3, 0})).body == R"({"prediction": {"y_1": [6]}})");
 }
 
 TEST_CASE("a call that arrives while an idle call runs is batched; one forward per instance",
@@ -618,9 +631,9 @@ TEST_CASE("a call that arrives while an idle call runs is batched; one forward p
   for (int i = 0; i < 16 && server.server().metrics().in_flight() < 2; ++i) {
     grpc::ChannelArguments arguments;
     arguments.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
-    stubs.push_back(ModelService::NewStub(grpc::CreateCustomChannel(
-        absl::StrCat("127.0.0.1:", server.server().port()), grpc::InsecureChannelCredentials(),
-        arguments)));
+    stubs.push_back(ModelService::NewStub(
+        grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", server.server().port()),
+                                  grpc::InsecureChannelCredentials(), arguments)));
     others.push_back(std::async(std::launch::async, [stub = stubs.back().get()] {
       grpc::ClientContext context;
       context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
