@@ -225,4 +225,20 @@ std::string SignatureDifference(const ModelSignature& serving, const ModelSignat
   return absl::StrJoin(differences, ", ");
 }
 
+void FillDefaultInputs(const ModelSignature& signature, const std::vector<Dims>& shapes,
+                       const std::vector<char*>& buffers) {
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const TensorSpec& input = signature.inputs[i];
+    const size_t bytes = ElementCount(shapes[i]).value_or(0) * ElementSize(input.type);
+    const std::string* value = input.default_value ? &*input.default_value : nullptr;
+    if (value == nullptr || value->empty() || bytes % value->size() != 0) {
+      std::memset(buffers[i], 0, bytes);
+      continue;
+    }
+    for (size_t at = 0; at < bytes; at += value->size()) {
+      std::memcpy(buffers[i] + at, value->data(), value->size());
+    }
+  }
+}
+
 }  // namespace model_server::handlers

@@ -60,4 +60,10 @@ absl::Status ApplySeedDeclaration(const SeedDeclaration& declaration, ModelSigna
 // other output_var_order"); empty when nothing does.
 std::string SignatureDifference(const ModelSignature& serving, const ModelSignature& next);
 
+// Writes a made-up batch into `buffers` (one per input of `signature`, of `shapes`, as
+// ModelHandler::PrepareBatch gives them): each input's default value repeated where it has one
+// that tiles the input, zeros otherwise. For load-time checks and warm-ups.
+void FillDefaultInputs(const ModelSignature& signature, const std::vector<Dims>& shapes,
+                       const std::vector<char*>& buffers);
+
 }  // namespace model_server::handlers

@@ -710,19 +710,7 @@ class AotiHandler final : public ModelHandler {
       }
       shapes.push_back(std::move(shape));
     }
-    const std::vector<char*> buffers = PrepareBatch(shapes);
-    for (size_t i = 0; i < shapes.size(); ++i) {
-      const TensorSpec& input = signature_.inputs[i];
-      const size_t bytes = ElementCount(shapes[i]).value_or(0) * ElementSize(input.type);
-      const std::string* value = input.default_value ? &*input.default_value : nullptr;
-      if (value == nullptr || value->empty() || bytes % value->size() != 0) {
-        std::memset(buffers[i], 0, bytes);
-        continue;
-      }
-      for (size_t at = 0; at < bytes; at += value->size()) {
-        std::memcpy(buffers[i] + at, value->data(), value->size());
-      }
-    }
+    FillDefaultInputs(signature_, shapes, PrepareBatch(shapes));
   }
 
   // Outputs OUTPUT__<i> as a probe run of two rows gives them.
